@@ -1,0 +1,5 @@
+"""Allow `python -m mnistcli`."""
+
+from mnistcli.cli import main
+
+main()

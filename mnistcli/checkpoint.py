@@ -1,0 +1,213 @@
+"""Checkpoints: atomic save, safe load (weights_only=True), validation, metadata, run lookup.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
+`torch.load(weights_only=True)` and no allow-list: loading one can never run code from it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mnistcli import __version__
+from mnistcli.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+FORMAT = "mnistcli-checkpoint"
+FORMAT_VERSION = 1
+LATEST = "latest"  # runs/latest -> the newest run folder
+
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "format": str,
+    "format_version": int,
+    "kind": str,
+    "model": str,
+    "model_state": dict,
+    "epoch": int,
+    "history": list,
+    "config": dict,
+}
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    return {
+        "mnistcli": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    """torch.save into a temp file beside `path`, fsync, then rename: never a partial file."""
+    import torch
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); harmless where directories can't be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load and validate a checkpoint's structure; every failure is a one-line CheckpointError."""
+    import torch
+
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; train one with 'mnistcli train'")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass a checkpoint file such as {path}/best.pt")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for bad files; all mean "not loadable"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            why = "it holds Python objects that could run code, so it was refused unread"
+        elif isinstance(exc, PermissionError):
+            why = "permission denied"
+        else:
+            why = f"it is truncated, corrupt or not a PyTorch file ({first[:120]})"
+        raise CheckpointError(f"cannot load checkpoint {path}: {why}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an mnistcli checkpoint (no '{FORMAT}' marker); "
+            f"pass a best.pt or last.pt written by 'mnistcli train'"
+        )
+    for key, kind in REQUIRED.items():
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(
+                f"checkpoint {path} is damaged: field '{key}' is missing or of the wrong type"
+            )
+    if payload["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a newer mnistcli (format "
+            f"{payload['format_version']}); upgrade mnistcli to read it"
+        )
+    return payload
+
+
+def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Copy a state dict into `model`, refusing any mismatch of names or shapes."""
+    import torch
+
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    wrong = sorted(
+        k
+        for k in set(own) & set(state)
+        if not isinstance(state[k], torch.Tensor) or state[k].shape != own[k].shape
+    )
+    if missing or extra or wrong:
+        detail = (
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {extra[:3]}"
+            if extra
+            else f"shape mismatch in {wrong[:3]}"
+        )
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model ({detail}); it was "
+            f"trained for another architecture"
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path} holds non-finite weights ({bad[0]}); it cannot be used"
+        )
+    model.load_state_dict(state)
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """A checkpoint's model, in eval mode on `device`, and its payload (metadata)."""
+    from mnistcli.errors import ConfigError
+    from mnistcli.model import build_model
+
+    payload = load_checkpoint(path)
+    try:
+        model = build_model(payload["model"])
+    except ConfigError:
+        raise CheckpointError(
+            f"checkpoint {path} is for model '{payload['model']}', which this "
+            f"mnistcli does not know"
+        ) from None
+    load_weights(model, payload["model_state"], path)
+    model.to(device).eval()
+    return model, payload
+
+
+def resolve_checkpoint(arg: str | Path | None, runs_dir: Path, *, kind: str = "best") -> Path:
+    """`--checkpoint` as given: a file, a run folder (its best.pt), or none (the latest run)."""
+    if arg is None or str(arg) == LATEST:
+        latest = latest_run(runs_dir)
+        if latest is None:
+            raise CheckpointError(
+                f"no trained model found in {runs_dir}; train one first with "
+                f"'mnistcli train' or pass --checkpoint PATH"
+            )
+        return latest / f"{kind}.pt"
+    path = Path(arg)
+    return path / f"{kind}.pt" if path.is_dir() else path
+
+
+def latest_run(runs_dir: Path) -> Path | None:
+    """The run that runs/latest points to, else the newest run folder holding a checkpoint."""
+    link = runs_dir / LATEST
+    if link.is_symlink() or link.is_dir():
+        target = link.resolve()
+        if target.is_dir():
+            return target
+    if not runs_dir.is_dir():
+        return None
+    runs = [
+        p
+        for p in runs_dir.iterdir()
+        if p.is_dir() and not p.is_symlink() and (p / "last.pt").is_file()
+    ]
+    return max(runs, key=lambda p: (p / "last.pt").stat().st_mtime) if runs else None
+
+
+def point_latest(runs_dir: Path, run_dir: Path) -> None:
+    """Make runs/latest a relative symlink to `run_dir`, replacing the old one atomically."""
+    link = runs_dir / LATEST
+    if link.exists() and not link.is_symlink():
+        return  # someone's real folder called 'latest': leave it alone
+    tmp = runs_dir / f".{LATEST}.{os.getpid()}.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run_dir.name, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no symlinks here (some Windows set-ups): latest_run() scans

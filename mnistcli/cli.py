@@ -1,0 +1,340 @@
+"""The command line: options -> settings -> core call -> rendering.
+
+This is the one place that catches the project's errors: it prints one line on stderr and sets
+the exit code (2 for bad input or environment, 1 when some predictions failed, 130 when
+interrupted). torch is imported only inside the commands that need it, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.markup import escape
+
+from mnistcli import __version__
+from mnistcli.config import RECIPES, Value, resolve
+from mnistcli.errors import MnistcliError
+
+app = typer.Typer(
+    name="mnistcli",
+    help="Train, evaluate, inspect and run a small CNN for handwritten digits (MNIST).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Recipe = enum.Enum("Recipe", {name: name for name in RECIPES}, type=str)  # type: ignore[misc]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """Global options, set by the app callback before any command runs."""
+
+    no_color = False
+
+
+def _err_console():
+    from mnistcli.render.console import make_consoles
+
+    return make_consoles(no_color=State.no_color).err
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print `error: message` as one line on stderr; return the Exit to raise."""
+    _err_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handles_errors(func: F) -> F:
+    """Turn the project's errors into one line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MnistcliError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except BrokenPipeError:  # `mnistcli ... | head`: the reader left; nothing to report
+            sys.stderr = None  # type: ignore[assignment]
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mnistcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="No colour and no live redraw (as with NO_COLOR=1).")
+    ] = False,
+) -> None:
+    """mnistcli: train, eval, predict and inspect, sharing one model and one trainer."""
+    State.no_color = no_color
+
+
+# Options shared by several commands ---------------------------------------------------------
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Config file to use instead of ./.mnistcli.toml.", show_default=False
+    ),
+]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        "-d",
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        help="Where to run. [default: auto]",
+        show_default=False,
+    ),
+]
+RunsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", "-o", help="Folder that holds the run folders. [default: runs]", show_default=False
+    ),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="A folder holding the four MNIST files (.gz or not), tried before the "
+        "configured mirrors.",
+        show_default=False,
+    ),
+]
+DataRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-root",
+        help="Cache folder for the verified MNIST files. [default: the user cache]",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")
+]
+
+
+def settings_values(
+    flags: dict[str, Any], config: Path | None, data: Path | None = None
+) -> dict[str, Value]:
+    """Resolve every layer; `--data DIR` is put in front of the configured mirrors."""
+    values = resolve(flags, config=config)
+    if data is not None:
+        mirrors = [str(data.resolve()), *list(values["data.mirrors"].value)]
+        values["data.mirrors"] = Value(mirrors, "--data")
+    return values
+
+
+def load_data(values: dict[str, Value], log: Callable[[str], None]):
+    from mnistcli.data import load_mnist
+
+    return load_mnist(values["data.root"].value, values["data.mirrors"].value, on_message=log)
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask the trainer to stop after the current batch; a second Ctrl-C aborts."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def handler(self, signum: int, _frame: object) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self.handler)
+        signal.signal(signal.SIGTERM, self.handler)
+
+
+# mnistcli train ------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def train(
+    device: DeviceOpt = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Most epochs to run. [default: 20]", show_default=False)
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop after this many epochs without a better validation accuracy; 0 never "
+            "stops early. [default: 3]",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size", "-b", help="Images per step. [default: 64]", show_default=False
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Adam learning rate (peak rate with the one-cycle schedule). [default: 0.001]",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed for weights, split, shuffling and dropout. [default: 0]", show_default=False
+        ),
+    ] = None,
+    val_size: Annotated[
+        int | None,
+        typer.Option(
+            "--val-size",
+            help="Training images held out for validation (early stopping and "
+            "model selection). [default: 5000]",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help="Train on only this many images (quick runs); 0 for all. [default: 0]",
+            show_default=False,
+        ),
+    ] = None,
+    recipe: Annotated[
+        Recipe | None,
+        typer.Option(
+            help="Named hyper-parameter set: 'reference' (Adam 1e-3, batch 64) or 'fast' "
+            "(one-cycle, larger batches, small shifts). [default: reference]",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="CPU threads for torch; 0 lets torch choose. [default: 0]", show_default=False
+        ),
+    ] = None,
+    out: RunsOpt = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Run folder name under --out. [default: the date and time]", show_default=False
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue a run: its folder, its last.pt, or 'latest'.",
+            show_default=False,
+            metavar="RUN",
+        ),
+    ] = None,
+    data: DataOpt = None,
+    data_root: DataRootOpt = None,
+    config: ConfigOpt = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the final summary.")
+    ] = False,
+    plain: Annotated[
+        bool, typer.Option(help="Plain lines, one per epoch, even on a terminal.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train SimpleCNN on MNIST with early stopping on a validation split.
+
+    Shows live progress, a table of epochs and loss/accuracy curves on a terminal, one line per
+    epoch elsewhere. Writes runs/<name>/ with best.pt, last.pt, metrics.csv, metrics.json,
+    config.json and curves.png; Ctrl-C saves a checkpoint that --resume continues.
+    """
+    from mnistcli.config import train_settings
+
+    flags = {
+        "device": device,
+        "train.epochs": epochs,
+        "train.patience": patience,
+        "train.batch_size": batch_size,
+        "train.lr": lr,
+        "train.seed": seed,
+        "data.val_size": val_size,
+        "train.limit": limit,
+        "train.recipe": recipe.value if recipe else None,
+        "train.threads": threads,
+        "runs_dir": out,
+        "data.root": data_root,
+    }
+    values = settings_values(flags, config, data)
+    settings = train_settings(values, name=name, resume=resume)
+    run_training(settings, values, quiet=quiet or as_json, plain=plain, as_json=as_json)
+
+
+def run_training(
+    settings, values: dict[str, Value], *, quiet: bool, plain: bool, as_json: bool
+) -> None:
+    """Load the data, pick a view, run the trainer, print the summary."""
+    from mnistcli.render.console import make_consoles
+    from mnistcli.render.train_view import LiveView, PlainView, QuietView, summary_table
+    from mnistcli.train import train as run
+
+    consoles = make_consoles(no_color=State.no_color, plain=plain)
+    log = (lambda _m: None) if quiet else (lambda m: consoles.err.print(escape(m)))
+    mnist = load_data(values, log)
+    view = (
+        QuietView()
+        if quiet
+        else LiveView(consoles.err)
+        if consoles.live
+        else PlainView(consoles.err)
+    )
+    stop = StopFlag()
+    stop.install()
+    with view:
+        result = run(settings, mnist, on_event=view, should_stop=stop)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        consoles.out.print(summary_table(result))
+    if result.stop_reason == "interrupted":
+        epoch, batch = result.interrupted_at or (0, 0)
+        what = "SIGTERM" if stop.signum == signal.SIGTERM else "Ctrl-C"
+        consoles.err.print(
+            f"{what}: stopped in epoch {epoch} after batch {batch}; saved "
+            f"{escape(str(result.run_dir / 'last.pt'))}. Continue with: "
+            f"mnistcli train --resume {escape(str(result.run_dir))}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130 if stop.signum == signal.SIGINT else 143)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,458 @@
+"""Settings: built-in defaults < recipe < .mnistcli.toml < MNISTCLI_* environment < flags.
+
+Every value remembers where it came from, so an error can name the key and the file (or the
+variable, or the flag) that set it. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnistcli.errors import ConfigError
+
+CONFIG_FILENAME = ".mnistcli.toml"
+ENV_PREFIX = "MNISTCLI_"
+
+# The mirrors torchvision itself uses; a local folder listed first wins (see .mnistcli.toml).
+PUBLIC_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+SCHEDULES = ("constant", "onecycle")
+
+
+def default_data_root() -> str:
+    """The per-user cache folder for MNIST (XDG on Linux)."""
+    from platformdirs import user_cache_dir
+
+    return str(Path(user_cache_dir("mnistcli")) / "mnist")
+
+
+# Recipes: named sets of training hyper-parameters for the same SimpleCNN. A recipe fills in
+# every train.* key that no file, variable or flag set.
+RECIPES: dict[str, dict[str, Any]] = {
+    # The reference design: Adam 1e-3, batch 64, early stopping with patience 3.
+    "reference": {
+        "epochs": 20,
+        "patience": 3,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "schedule": "constant",
+        "augment": 0.0,
+    },
+    # Tuned for wall time on a 2-core CPU (see bench/ and README): one-cycle schedule, larger
+    # batches, small random shifts.
+    "fast": {
+        "epochs": 6,
+        "patience": 3,
+        "batch_size": 256,
+        "lr": 4e-3,
+        "schedule": "onecycle",
+        "augment": 2.0,
+    },
+}
+
+# section -> key -> (type, default). The "" section holds the keys shared by every command.
+SCHEMA: dict[str, dict[str, tuple[type, Any]]] = {
+    "": {
+        "device": (str, "auto"),
+        "runs_dir": (Path, "runs"),
+    },
+    "data": {
+        "root": (Path, None),  # None: default_data_root()
+        "mirrors": (list, list(PUBLIC_MIRRORS)),
+        "val_size": (int, 5000),
+    },
+    "train": {
+        "model": (str, "simplecnn"),
+        "recipe": (str, "reference"),
+        "epochs": (int, RECIPES["reference"]["epochs"]),
+        "patience": (int, RECIPES["reference"]["patience"]),
+        "batch_size": (int, RECIPES["reference"]["batch_size"]),
+        "lr": (float, RECIPES["reference"]["lr"]),
+        "schedule": (str, RECIPES["reference"]["schedule"]),
+        "augment": (float, RECIPES["reference"]["augment"]),
+        "seed": (int, 0),
+        "limit": (int, 0),
+        "threads": (int, 0),
+    },
+    "eval": {
+        "batch_size": (int, 1000),
+        "top": (int, 10),
+        "gallery": (int, 16),
+    },
+    "predict": {
+        "top_k": (int, 3),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Value:
+    """A resolved setting and its source: "default", a file path, "MNISTCLI_X" or "--flag"."""
+
+    value: Any
+    source: str
+
+
+def _qualified(section: str, key: str) -> str:
+    return f"{section}.{key}" if section else key
+
+
+def _env_name(section: str, key: str) -> str:
+    return ENV_PREFIX + (f"{section}_{key}" if section else key).upper()
+
+
+def _all_keys() -> dict[str, tuple[str, str]]:
+    return {_qualified(s, k): (s, k) for s, keys in SCHEMA.items() for k in keys}
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(raw: Any, kind: type, where: str, base: Path | None) -> Any:
+    """Check a TOML value's type (or parse an environment string) for one key."""
+    from_text = isinstance(raw, str) and kind is not str and kind is not Path
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            if from_text and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return raw.lower() in ("1", "true", "yes", "on")
+            raise ValueError
+        if kind is int:
+            if isinstance(raw, bool):
+                raise ValueError
+            if isinstance(raw, int):
+                return raw
+            if from_text:
+                return int(raw)
+            raise ValueError
+        if kind is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            if isinstance(raw, int | float):
+                return float(raw)
+            if from_text:
+                return float(raw)
+            raise ValueError
+        if kind is list:
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ValueError
+            return [_resolve_location(i.strip(), base) for i in items if i.strip()]
+        if kind is Path:
+            if not isinstance(raw, str) or not raw:
+                raise ValueError
+            path = Path(raw).expanduser()
+            return path if path.is_absolute() or base is None else base / path
+        if not isinstance(raw, str):
+            raise ValueError
+        return raw
+    except ValueError:
+        names = {
+            int: "an integer",
+            float: "a number",
+            bool: "true or false",
+            str: "a string",
+            Path: "a path (a string)",
+            list: "a list of strings",
+        }
+        raise ConfigError(f"{where} must be {names[kind]}, got {raw!r}") from None
+
+
+def _resolve_location(entry: str, base: Path | None) -> str:
+    """A mirror is a URL (kept as is) or a folder (made absolute against the file that named it)."""
+    if "://" in entry:
+        return entry
+    path = Path(entry).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return str(path)
+
+
+def read_config_file(path: Path) -> dict[str, Value]:
+    """Parse a .mnistcli.toml into qualified keys; unknown keys and wrong types are errors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        doc = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    base = path.resolve().parent
+    values: dict[str, Value] = {}
+    sections = [s for s in SCHEMA if s]
+    for name, item in doc.items():
+        if isinstance(item, dict):
+            if name not in SCHEMA or not name:
+                raise ConfigError(
+                    f"unknown section [{name}] in {path}{_suggest(name, sections)}; "
+                    f"known sections: {', '.join(sections)}"
+                )
+            entries = [(name, k, v) for k, v in item.items()]
+        else:
+            entries = [("", name, item)]
+        for section, key, raw in entries:
+            qualified = _qualified(section, key)
+            if key not in SCHEMA[section]:
+                known = [_qualified(section, k) for k in SCHEMA[section]]
+                raise ConfigError(
+                    f"unknown key '{qualified}' in {path}"
+                    f"{_suggest(qualified, list(_all_keys()))}; "
+                    f"known keys here: {', '.join(known)}"
+                )
+            kind = SCHEMA[section][key][0]
+            where = f"'{qualified}' in {path}"
+            values[qualified] = Value(_coerce(raw, kind, where, base), str(path))
+    return values
+
+
+def read_environment(env: Mapping[str, str], cwd: Path) -> dict[str, Value]:
+    """MNISTCLI_<SECTION>_<KEY> variables (MNISTCLI_DEVICE, MNISTCLI_TRAIN_EPOCHS, ...)."""
+    by_name = {_env_name(s, k): (s, k) for s, keys in SCHEMA.items() for k in keys}
+    values: dict[str, Value] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        if name not in by_name:
+            raise ConfigError(
+                f"unknown environment variable {name}"
+                f"{_suggest(name, list(by_name))}; unset it or fix its name"
+            )
+        section, key = by_name[name]
+        kind = SCHEMA[section][key][0]
+        values[_qualified(section, key)] = Value(_coerce(raw, kind, name, cwd), name)
+    return values
+
+
+def find_config_file(explicit: Path | None, cwd: Path) -> Path | None:
+    """`--config PATH` must exist; otherwise ./.mnistcli.toml is used when present."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist; check the --config path")
+        return explicit
+    candidate = cwd / CONFIG_FILENAME
+    return candidate if candidate.is_file() else None
+
+
+def resolve(
+    flags: Mapping[str, Any],
+    *,
+    config: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> dict[str, Value]:
+    """Merge every layer into one value per qualified key, then validate the result.
+
+    `flags` maps qualified keys ("train.epochs", "device") to what the user typed on the command
+    line, with None for "not given". Flag values are taken as already typed by Typer.
+    """
+    cwd = cwd or Path.cwd()
+    env = os.environ if env is None else env
+    values = {q: Value(SCHEMA[s][k][1], "default") for q, (s, k) in _all_keys().items()}
+    values["data.root"] = Value(Path(default_data_root()), "default")
+    path = find_config_file(config, cwd)
+    layers = [read_config_file(path) if path else {}, read_environment(env, cwd)]
+    flag_layer: dict[str, Value] = {}
+    for qualified, raw in flags.items():
+        if qualified not in values:
+            raise ValueError(f"flag for unknown key {qualified}")  # a programming error
+        if raw is not None:
+            flag = "--" + qualified.split(".")[-1].replace("_", "-")
+            if isinstance(raw, Path) and not raw.is_absolute():
+                raw = cwd / raw
+            flag_layer[qualified] = Value(raw, flag)
+    layers.append(flag_layer)
+    for layer in layers:
+        values.update(layer)
+    _apply_recipe(values)
+    validate(values)
+    return values
+
+
+def _apply_recipe(values: dict[str, Value]) -> None:
+    recipe = values["train.recipe"]
+    if recipe.value not in RECIPES:
+        raise ConfigError(
+            f"unknown recipe '{recipe.value}' from {recipe.source}"
+            f"{_suggest(recipe.value, list(RECIPES))}; "
+            f"choose one of: {', '.join(RECIPES)}"
+        )
+    for key, setting in RECIPES[recipe.value].items():
+        if values[f"train.{key}"].source == "default":
+            values[f"train.{key}"] = Value(setting, f"recipe {recipe.value}")
+
+
+def validate(values: Mapping[str, Value]) -> None:
+    """Range checks with a message that says which key, where it was set and what is allowed."""
+
+    def need(key: str, ok: bool, what: str) -> None:
+        if not ok:
+            v = values[key]
+            raise ConfigError(f"{key} = {v.value!r} (from {v.source}) is invalid: {what}")
+
+    device = values["device"].value
+    need("device", bool(DEVICE_PATTERN.match(device)), "use auto, cpu, cuda, cuda:N or mps")
+    need("train.epochs", values["train.epochs"].value >= 1, "it must be at least 1")
+    need(
+        "train.patience",
+        values["train.patience"].value >= 0,
+        "it must be 0 (no early stopping) or more",
+    )
+    need(
+        "train.batch_size",
+        1 <= values["train.batch_size"].value <= 65536,
+        "it must be between 1 and 65536",
+    )
+    lr = values["train.lr"].value
+    need("train.lr", math.isfinite(lr) and 0 < lr <= 10, "it must be a positive number, e.g. 1e-3")
+    sched = values["train.schedule"].value
+    need(
+        "train.schedule",
+        sched in SCHEDULES,
+        f"choose one of: {', '.join(SCHEDULES)}{_suggest(sched, list(SCHEDULES))}",
+    )
+    aug = values["train.augment"].value
+    need(
+        "train.augment",
+        math.isfinite(aug) and 0 <= aug <= 8,
+        "it is the largest random shift in pixels, between 0 and 8",
+    )
+    need("train.seed", 0 <= values["train.seed"].value < 2**63, "it must be a non-negative integer")
+    need(
+        "train.limit",
+        values["train.limit"].value >= 0,
+        "it is a number of training images, 0 for all",
+    )
+    need(
+        "train.threads",
+        0 <= values["train.threads"].value <= 1024,
+        "it must be 0 (all cores) or a positive number",
+    )
+    need(
+        "data.val_size",
+        1 <= values["data.val_size"].value <= 30000,
+        "hold out between 1 and 30000 of the 60000 training images",
+    )
+    need(
+        "data.mirrors",
+        len(values["data.mirrors"].value) > 0,
+        "list at least one folder or URL holding the four MNIST files",
+    )
+    need(
+        "eval.batch_size",
+        1 <= values["eval.batch_size"].value <= 65536,
+        "it must be between 1 and 65536",
+    )
+    need("eval.top", values["eval.top"].value >= 0, "it must be 0 or more")
+    need("eval.gallery", values["eval.gallery"].value >= 0, "it must be 0 or more")
+    need("predict.top_k", 1 <= values["predict.top_k"].value <= 10, "it must be between 1 and 10")
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed settings built from resolved values
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where MNIST lives and how the validation split is cut."""
+
+    root: Path
+    mirrors: tuple[str, ...]
+    val_size: int = 5000
+
+
+@dataclass(frozen=True)
+class HyperParams:
+    """Everything that defines a training run's result; stored in every checkpoint."""
+
+    model: str = "simplecnn"
+    recipe: str = "reference"
+    epochs: int = 20
+    patience: int = 3
+    batch_size: int = 64
+    lr: float = 1e-3
+    schedule: str = "constant"
+    augment: float = 0.0  # largest random shift, pixels (0: none)
+    seed: int = 0
+    val_size: int = 5000
+    limit: int = 0  # training images used, 0 for all
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> HyperParams:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What `mnistcli train` runs: the hyper-parameters plus where and how."""
+
+    hyper: HyperParams
+    data: DataSettings
+    device: str = "auto"
+    runs_dir: Path = Path("runs")
+    name: str | None = None
+    resume: str | None = None
+    threads: int = 0
+    explicit: tuple[str, ...] = field(default=())  # keys set by a flag (resume checks them)
+
+
+def data_settings(values: Mapping[str, Value]) -> DataSettings:
+    return DataSettings(
+        root=values["data.root"].value,
+        mirrors=tuple(values["data.mirrors"].value),
+        val_size=values["data.val_size"].value,
+    )
+
+
+def train_settings(
+    values: Mapping[str, Value], *, name: str | None = None, resume: str | None = None
+) -> TrainSettings:
+    hyper = HyperParams(
+        **{
+            k: values[f"train.{k}"].value
+            for k in (
+                "model",
+                "recipe",
+                "epochs",
+                "patience",
+                "batch_size",
+                "lr",
+                "schedule",
+                "augment",
+                "seed",
+                "limit",
+            )
+        },
+        val_size=values["data.val_size"].value,
+    )
+    explicit = tuple(sorted(k for k, v in values.items() if v.source.startswith("--")))
+    return TrainSettings(
+        hyper=hyper,
+        data=data_settings(values),
+        device=values["device"].value,
+        runs_dir=values["runs_dir"].value,
+        name=name,
+        resume=resume,
+        threads=values["train.threads"].value,
+        explicit=explicit,
+    )

@@ -1,0 +1,269 @@
+"""MNIST: fetch from a list of mirrors, verify by checksum, parse IDX, split, batch by indexing.
+
+The four files are kept decompressed in a data root (a cache folder) and checked against the
+published md5 of the *decompressed* bytes every time they are loaded, so a truncated or altered
+file is found, removed and fetched again instead of being trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mnistcli.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+# name -> (md5 of the decompressed file, decompressed size in bytes); see shared/mnist/README.md
+FILES: dict[str, tuple[str, int]] = {
+    "train-images-idx3-ubyte": ("6bbc9ace898e44ae57da46a324031adb", 47_040_016),
+    "train-labels-idx1-ubyte": ("a25bea736e30d166cdddb491f175f624", 60_008),
+    "t10k-images-idx3-ubyte": ("2646ac647ad5339dbf082846283269ea", 7_840_016),
+    "t10k-labels-idx1-ubyte": ("27ae3e4e09519cfbb04c329615203637", 10_008),
+}
+
+# The usual MNIST normalisation (mean and std of the training pixels in [0, 1]).
+MEAN, STD = 0.1307, 0.3081
+
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # the largest file, decompressed, is 47 MB
+Message = Callable[[str], None]
+
+
+def md5_of(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _read_source(location: str, name: str, timeout: float) -> bytes:
+    """The bytes of `name` (or `name.gz`) at one mirror: a local folder or a base URL."""
+    if "://" not in location:
+        folder = Path(location)
+        if not folder.is_dir():
+            raise OSError(f"no such folder {folder}")
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate.read_bytes()
+        raise OSError(f"neither {name} nor {name}.gz in {folder}")
+    url = location.rstrip("/") + f"/{name}.gz"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        data = response.read(MAX_DOWNLOAD_BYTES + 1)
+    if len(data) > MAX_DOWNLOAD_BYTES:
+        raise OSError(f"{url} is larger than any MNIST file")
+    return data
+
+
+def _decompress(data: bytes) -> bytes:
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        with gzip.GzipFile(fileobj=_Limited(data)) as gz:
+            out = gz.read(MAX_DOWNLOAD_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise OSError(f"corrupt gzip ({exc})") from None
+    if len(out) > MAX_DOWNLOAD_BYTES:
+        raise OSError("decompresses to more than any MNIST file")
+    return out
+
+
+class _Limited:
+    """A minimal read-only file over bytes (io.BytesIO, without copying the buffer)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._view, self._pos = memoryview(data), 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._view) if n is None or n < 0 else min(len(self._view), self._pos + n)
+        chunk = self._view[self._pos : end].tobytes()
+        self._pos = end
+        return chunk
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def ensure_file(
+    name: str,
+    root: Path,
+    mirrors: Sequence[str],
+    *,
+    timeout: float = 15.0,
+    on_message: Message | None = None,
+) -> bytes:
+    """The verified decompressed bytes of one MNIST file, fetching it into `root` if needed."""
+    md5, size = FILES[name]
+    target = root / name
+    say = on_message or (lambda _msg: None)
+    if target.is_file():
+        try:
+            data = target.read_bytes()
+        except OSError as exc:
+            raise DataError(
+                f"cannot read {target}: {exc.strerror or exc}; "
+                f"check its permissions or use another data root"
+            ) from None
+        if len(data) == size and md5_of(data) == md5:
+            return data
+        say(f"{target} is corrupt or incomplete (checksum mismatch); fetching it again")
+        # in a read-only root the unlink fails; the fresh copy below is then used from memory
+        with contextlib.suppress(OSError):
+            target.unlink()
+    tried: list[str] = []
+    for location in mirrors:
+        try:
+            data = _decompress(_read_source(location, name, timeout))
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            tried.append(f"{location}: {reason}")
+            continue
+        if len(data) != size or md5_of(data) != md5:
+            tried.append(f"{location}: checksum mismatch, discarded")
+            continue
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, data)
+            say(f"fetched {name} from {location}")
+        except OSError as exc:
+            say(f"cannot cache {name} in {root} ({exc.strerror or exc}); using it from memory")
+        return data
+    raise DataError(
+        f"could not get MNIST file {name}: tried "
+        + "; ".join(tried or ["no mirrors"])
+        + ". Put the four MNIST files (.gz or not) in a folder and pass it with --data DIR"
+    )
+
+
+def parse_idx(data: bytes, *, expect_images: bool) -> torch.Tensor:
+    """IDX bytes -> uint8 tensor: (N, rows, cols) images (magic 2051) or (N,) labels (2049)."""
+    import torch
+
+    magic = 2051 if expect_images else 2049
+    header = 16 if expect_images else 8
+    if len(data) < header:
+        raise DataError(f"IDX data too short ({len(data)} bytes) for its header")
+    found = struct.unpack(">I", data[:4])[0]
+    if found != magic:
+        raise DataError(f"IDX magic number is {found}, expected {magic}")
+    if expect_images:
+        count, rows, cols = struct.unpack(">III", data[4:16])
+        shape: tuple[int, ...] = (count, rows, cols)
+    else:
+        count = struct.unpack(">I", data[4:8])[0]
+        shape = (count,)
+    expected = header + count * (shape[1] * shape[2] if expect_images else 1)
+    if len(data) != expected:
+        raise DataError(f"IDX data holds {len(data)} bytes, its header promises {expected}")
+    if count == 0:
+        return torch.zeros(shape, dtype=torch.uint8)
+    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
+
+
+@dataclass(frozen=True)
+class Mnist:
+    """The whole dataset as uint8 tensors, plus the checksums that identify it."""
+
+    train_images: torch.Tensor  # (60000, 28, 28) uint8
+    train_labels: torch.Tensor  # (60000,) int64
+    test_images: torch.Tensor  # (10000, 28, 28) uint8
+    test_labels: torch.Tensor  # (10000,) int64
+    checksums: dict[str, str]
+
+
+def load_mnist(root: Path, mirrors: Sequence[str], *, on_message: Message | None = None) -> Mnist:
+    """Fetch (if needed), verify and parse the four MNIST files."""
+    raw = {name: ensure_file(name, root, mirrors, on_message=on_message) for name in FILES}
+    tensors = {name: parse_idx(data, expect_images="images" in name) for name, data in raw.items()}
+    return Mnist(
+        train_images=tensors["train-images-idx3-ubyte"],
+        train_labels=tensors["train-labels-idx1-ubyte"].long(),
+        test_images=tensors["t10k-images-idx3-ubyte"],
+        test_labels=tensors["t10k-labels-idx1-ubyte"].long(),
+        checksums={name: FILES[name][0] for name in FILES},
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    """Index tensors into the 60k training images: disjoint, seeded, stable for a seed."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+
+
+def split_indices(n: int, val_size: int, seed: int, limit: int = 0) -> Split:
+    """Hold out `val_size` images for validation; `limit` caps the training part (0: all)."""
+    import torch
+
+    if not 0 < val_size < n:
+        raise DataError(f"validation size {val_size} must be between 1 and {n - 1}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, train = order[:val_size], order[val_size:]
+    if limit:
+        train = train[:limit]
+    return Split(train=train.sort().values, val=val.sort().values)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), scaled to [0, 1] then standardised."""
+    return images.unsqueeze(1).float().div_(255.0).sub_(MEAN).div_(STD)
+
+
+@dataclass(frozen=True)
+class Tensors:
+    """One split's inputs and labels, ready for the model (normalised, on the target device)."""
+
+    x: torch.Tensor  # (N, 1, 28, 28) float32
+    y: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+def make_tensors(
+    images: torch.Tensor, labels: torch.Tensor, device: torch.device | str = "cpu"
+) -> Tensors:
+    return Tensors(x=normalize(images).to(device), y=labels.to(device))
+
+
+def shift_batch(x: torch.Tensor, max_shift: float, generator: torch.Generator) -> torch.Tensor:
+    """Random translation of a whole batch by up to `max_shift` pixels (bilinear, zero padding).
+
+    Done on the batch with one `affine_grid`, so augmentation costs no per-sample Python work.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    shifts = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift  # pixels
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = 1
+    theta[:, 1, 1] = 1
+    theta[:, :, 2] = shifts * (2.0 / x.shape[-1])  # pixels -> normalised [-1, 1] coordinates
+    theta = theta.to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    background = -MEAN / STD  # a blank pixel after normalisation
+    out = F.grid_sample(
+        x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return out + background

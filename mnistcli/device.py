@@ -1,0 +1,45 @@
+"""Turn a device name (auto, cpu, cuda, cuda:N, mps) into a torch.device, or say why not."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mnistcli.errors import DeviceError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"--device {name} asked for CUDA, but no CUDA GPU is available "
+                f"here; use --device cpu or --device auto"
+            )
+        index = int(name.split(":")[1]) if ":" in name else 0
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise DeviceError(
+                f"--device {name}: this machine has {count} CUDA device(s), "
+                f"numbered 0 to {count - 1}"
+            )
+        return torch.device("cuda", index)
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(
+                "--device mps asked for Apple's Metal GPU, which is not available "
+                "here; use --device cpu or --device auto"
+            )
+        return torch.device("mps")
+    raise DeviceError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")

@@ -1,0 +1,33 @@
+"""The project's exceptions: each message is written for the user (what went wrong, what to do)."""
+
+
+class MnistcliError(Exception):
+    """Base class; the CLI prints the message on one line and exits with `exit_code`."""
+
+    exit_code = 2
+
+
+class ConfigError(MnistcliError):
+    """A bad setting: unknown key, wrong type, value out of range."""
+
+
+class DataError(MnistcliError):
+    """MNIST could not be found, fetched or verified."""
+
+
+class CheckpointError(MnistcliError):
+    """A checkpoint is missing, corrupt, untrusted or of another model."""
+
+
+class DeviceError(MnistcliError):
+    """The requested device is not available."""
+
+
+class TrainingError(MnistcliError):
+    """Training cannot go on (a NaN loss, an unwritable run folder)."""
+
+
+class ImageError(MnistcliError):
+    """An image file could not be read or holds no digit."""
+
+    exit_code = 1

@@ -1,0 +1,55 @@
+"""SimpleCNN, the reference design, and a small registry of models by name.
+
+This module imports torch at the top, so the command line imports it only where a model is needed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from mnistcli.errors import ConfigError
+
+
+class SimpleCNN(nn.Module):
+    """Two conv blocks and two linear layers: 421,642 parameters, logits out (no softmax)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, kernel_size=3, padding=1),  # (N, 32, 28, 28)
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (N, 32, 14, 14)
+            nn.Conv2d(32, 64, kernel_size=3, padding=1),  # (N, 64, 14, 14)
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (N, 64, 7, 7)
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),  # (N, 3136)
+            nn.Linear(64 * 7 * 7, 128),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(128, 10),  # (N, 10) logits
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+# name -> constructor; the name is what `train.model` and every checkpoint store.
+MODELS: dict[str, Callable[[], nn.Module]] = {"simplecnn": SimpleCNN}
+
+
+def build_model(name: str) -> nn.Module:
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown model '{name}'{hint}; known models: {', '.join(MODELS)}")
+    return MODELS[name]()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

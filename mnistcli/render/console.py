@@ -1,0 +1,33 @@
+"""The two consoles (results on stdout, progress and errors on stderr) and the output mode."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from rich.console import Console
+
+
+@dataclass(frozen=True)
+class Consoles:
+    out: Console  # results, tables, --json
+    err: Console  # progress, charts, logs, errors
+    live: bool  # animate (rich Live) on stderr, or print plain lines
+
+    @property
+    def color(self) -> bool:
+        return self.err.color_system is not None and not self.err.no_color
+
+
+def make_consoles(*, no_color: bool = False, plain: bool = False) -> Consoles:
+    """Live redraw only on an interactive terminal, and never with NO_COLOR/--no-color/--plain.
+
+    Rich itself decides `is_interactive` (a TTY, not TERM=dumb, TTY_INTERACTIVE); NO_COLOR only
+    removes colour there, so we also treat it as a request for plain line-by-line output.
+    """
+    env_no_color = os.environ.get("NO_COLOR", "") != ""
+    kwargs = {"no_color": True} if no_color or env_no_color else {}
+    out = Console(highlight=False, **kwargs)
+    err = Console(stderr=True, highlight=False, **kwargs)
+    live = err.is_interactive and not (no_color or env_no_color or plain)
+    return Consoles(out=out, err=err, live=live)

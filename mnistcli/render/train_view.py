@@ -1,0 +1,278 @@
+"""What `mnistcli train` shows: a rich live view on a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from mnistcli.render.charts import curves
+from mnistcli.render.figures import save_curves
+from mnistcli.train import (
+    BatchDone,
+    EarlyStopped,
+    EpochDone,
+    EpochStarted,
+    EpochStats,
+    Event,
+    RunStarted,
+    TestDone,
+    TrainResult,
+)
+
+
+def describe_run(e: RunStarted) -> str:
+    h = e.hyper
+    verb = f"resuming at epoch {e.start_epoch}" if e.resumed else "training"
+    stop = f"patience {h.patience}" if h.patience else "no early stopping"
+    extra = f", {h.schedule} lr" if h.schedule != "constant" else ""
+    extra += f", shifts up to {h.augment:g}px" if h.augment else ""
+    return (
+        f"{verb} {h.model} ({e.parameters:,} parameters) on {e.device}, recipe {h.recipe}: "
+        f"{e.n_train:,} train / {e.n_val:,} validation images, batch {h.batch_size}, "
+        f"lr {h.lr:g}{extra}, up to {h.epochs} epochs, {stop} -> {e.run_dir}"
+    )
+
+
+def epoch_line(e: EpochDone) -> str:
+    s = e.stats
+    mark = "  * best" if e.is_best else f"  (no gain {e.wait}/{e.patience})" if e.patience else ""
+    return (
+        f"epoch {s.epoch:>2}  train loss {s.train_loss:.4f} acc {100 * s.train_acc:6.2f}%  "
+        f"val loss {s.val_loss:.4f} acc {100 * s.val_acc:6.2f}%  lr {s.lr:.2e}  "
+        f"{s.seconds:5.1f}s  {s.samples_per_s:,.0f} img/s{mark}"
+    )
+
+
+def epochs_table(
+    history: tuple[EpochStats, ...], best_epoch: int, wait: int, patience: int
+) -> Table:
+    title = "epochs" + (f"  (patience {wait}/{patience})" if patience else "")
+    table = Table(title=title, title_justify="left", expand=False, pad_edge=False)
+    for col in (
+        "epoch",
+        "train loss",
+        "train acc",
+        "val loss",
+        "val acc",
+        "lr",
+        "time",
+        "img/s",
+        "",
+    ):
+        table.add_column(col, justify="right")
+    for s in history:
+        best = s.epoch == best_epoch
+        table.add_row(
+            str(s.epoch),
+            f"{s.train_loss:.4f}",
+            f"{100 * s.train_acc:.2f}%",
+            f"{s.val_loss:.4f}",
+            f"{100 * s.val_acc:.2f}%",
+            f"{s.lr:.1e}",
+            f"{s.seconds:.1f}s",
+            f"{s.samples_per_s:,.0f}",
+            "★ best" if best else "",
+            style="bold green" if best else None,
+        )
+    return table
+
+
+class PlainView:
+    """One line per epoch on stderr: readable in CI logs and files (like Keras verbose=2)."""
+
+    def __init__(self, err: Console, run_curves: bool = True) -> None:
+        self.err = err
+        self.run_dir: Path | None = None
+        self.run_curves = run_curves
+
+    def __enter__(self) -> PlainView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.run_dir = event.run_dir
+            self.err.print(escape(describe_run(event)), soft_wrap=True)
+            for s in event.history:
+                self.err.print(
+                    f"epoch {s.epoch:>2}  (from the checkpoint) val acc {100 * s.val_acc:.2f}%"
+                )
+        elif isinstance(event, EpochDone):
+            self.err.print(epoch_line(event), soft_wrap=True)
+            if self.run_curves and self.run_dir is not None:
+                save_curves(event.history, self.run_dir / "curves.png")
+        elif isinstance(event, EarlyStopped | TestDone):
+            self.err.print(_event_text(event))
+
+
+class LiveView(PlainView):
+    """A rich Live view: epoch progress bar, a table of finished epochs, plotext curves."""
+
+    def __init__(self, err: Console) -> None:
+        super().__init__(err)
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[speed]:,.0f} img/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err,
+        )
+        self.task = self.progress.add_task(
+            "epoch", total=1, epoch=0, epochs=0, loss=0.0, speed=0.0, visible=False
+        )
+        self.header = Text("")
+        self.table: Table | None = None
+        self.chart: Text | None = None
+        self.live = Live(
+            self._group(),
+            console=err,
+            refresh_per_second=8,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+
+    def _group(self) -> Group:
+        parts: list = [self.header]
+        if self.table is not None:
+            parts.append(self.table)
+        if self.chart is not None:
+            parts.append(self.chart)
+        parts.append(self.progress)
+        return Group(*parts)
+
+    def __enter__(self) -> LiveView:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.update(self.task, visible=False)
+        self.live.update(self._group(), refresh=True)
+        self.live.__exit__(None, None, None)
+
+    def _redraw_history(
+        self, history: tuple[EpochStats, ...], best: int, wait: int, patience: int
+    ) -> None:
+        self.table = epochs_table(history, best, wait, patience)
+        if len(history) >= 1:
+            width = min(self.err.width, 120)
+            self.chart = Text.from_ansi(
+                curves(
+                    history,
+                    width,
+                    14,
+                    color=self.err.color_system is not None and not self.err.no_color,
+                )
+            )
+        self.live.update(self._group())
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.run_dir = event.run_dir
+            self.header = Text(describe_run(event))
+            if event.history:
+                best = max(event.history, key=lambda s: s.val_acc).epoch
+                self._redraw_history(event.history, best, 0, event.hyper.patience)
+            self.live.update(self._group())
+        elif isinstance(event, EpochStarted):
+            self.progress.reset(
+                self.task,
+                total=event.batches,
+                completed=event.first_batch,
+                visible=True,
+                epoch=event.epoch,
+                epochs=event.epochs,
+                loss=0.0,
+                speed=0.0,
+            )
+        elif isinstance(event, BatchDone):
+            self.progress.update(
+                self.task, completed=event.batch, loss=event.loss, speed=event.samples_per_s
+            )
+        elif isinstance(event, EpochDone):
+            save_curves(event.history, self.run_dir / "curves.png") if self.run_dir else None
+            self._redraw_history(event.history, event.best_epoch, event.wait, event.patience)
+        elif isinstance(event, EarlyStopped | TestDone):
+            self.progress.update(self.task, visible=False)
+            self.live.console.print(Text(_event_text(event)))
+
+
+def _event_text(event: EarlyStopped | TestDone) -> str:
+    if isinstance(event, EarlyStopped):
+        return (
+            f"early stop: no better validation accuracy for {event.patience} epochs; "
+            f"best epoch {event.best_epoch}"
+        )
+    return (
+        f"test set ({event.n:,} images) on the restored best model: "
+        f"acc {100 * event.test_acc:.2f}%, loss {event.test_loss:.4f}"
+    )
+
+
+class QuietView:
+    """--quiet: nothing while training; curves.png is still written."""
+
+    def __init__(self) -> None:
+        self.run_dir: Path | None = None
+
+    def __enter__(self) -> QuietView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.run_dir = event.run_dir
+        elif isinstance(event, EpochDone) and self.run_dir is not None:
+            save_curves(event.history, self.run_dir / "curves.png")
+
+
+def summary_table(result: TrainResult) -> Table:
+    """The final summary (stdout): best epoch, accuracies, where things were saved."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    reasons = {
+        "completed": "all epochs run",
+        "early_stop": "early stopping",
+        "interrupted": "interrupted (resumable)",
+    }
+    table.add_row("stopped by", reasons.get(result.stop_reason, result.stop_reason))
+    table.add_row("epochs run", str(result.epochs_run))
+    table.add_row(
+        "best epoch",
+        f"{result.best_epoch} (validation acc "
+        f"{100 * result.best_val_acc:.2f}%, loss {result.best_val_loss:.4f})",
+    )
+    if result.test_acc is not None:
+        table.add_row(
+            "test accuracy",
+            f"{100 * result.test_acc:.2f}% (loss {result.test_loss:.4f}, best model restored)",
+        )
+    table.add_row("elapsed", f"{result.seconds:.1f} s on {result.device}")
+    table.add_row(
+        "saved in",
+        escape(str(result.run_dir)) + "  (best.pt, last.pt, metrics.csv, "
+        "metrics.json, config.json, curves.png)",
+    )
+    return table
