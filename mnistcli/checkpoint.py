@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +43,7 @@ def versions() -> dict[str, str]:
 
     return {
         "mnistcli": __version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "python": platform.python_version(),
     }
 
@@ -90,15 +92,20 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; pass a checkpoint file such as {path}/best.pt")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles; the error says it all
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files; all mean "not loadable"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        text = str(exc)
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), None)
+        detail = detail or (lines[0] if lines else type(exc).__name__)
+        if re.search(r"unsupported global|not an allowed global|is blocked", text, re.I):
             why = "it holds Python objects that could run code, so it was refused unread"
         elif isinstance(exc, PermissionError):
             why = "permission denied"
         else:
-            why = f"it is truncated, corrupt or not a PyTorch file ({first[:120]})"
+            why = f"it is truncated, corrupt or not a PyTorch file ({detail[:120]})"
         raise CheckpointError(f"cannot load checkpoint {path}: {why}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

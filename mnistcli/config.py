@@ -264,7 +264,12 @@ def resolve(
     """
     cwd = cwd or Path.cwd()
     env = os.environ if env is None else env
-    values = {q: Value(SCHEMA[s][k][1], "default") for q, (s, k) in _all_keys().items()}
+    values = {}
+    for qualified, (section, key) in _all_keys().items():
+        kind, default = SCHEMA[section][key]
+        if kind is Path and default is not None:
+            default = cwd / default  # relative defaults are relative to where mnistcli runs
+        values[qualified] = Value(default, "default")
     values["data.root"] = Value(Path(default_data_root()), "default")
     path = find_config_file(config, cwd)
     layers = [read_config_file(path) if path else {}, read_environment(env, cwd)]

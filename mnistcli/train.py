@@ -397,21 +397,21 @@ def train(
         body.update(extra)
         return body
 
-    def save_last(epoch: int, step: int, **extra: Any) -> None:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        ckpt.save_checkpoint(
-            payload(
-                "last",
-                epoch,
-                step,
-                model_state=state,
-                optimizer_state=optimizer.state_dict(),
-                scheduler_state=scheduler.state_dict() if scheduler is not None else None,
-                rng=_rng_state(),
-                **extra,
-            ),
-            run_dir / "last.pt",
+    def last_payload(epoch: int, step: int, **extra: Any) -> dict[str, Any]:
+        """Everything a resume needs: weights, optimizer, schedule, RNG, position in the run."""
+        return payload(
+            "last",
+            epoch,
+            step,
+            model_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            optimizer_state=optimizer.state_dict(),
+            scheduler_state=scheduler.state_dict() if scheduler is not None else None,
+            rng=_rng_state(),
+            **extra,
         )
+
+    def save_last(epoch: int, step: int, **extra: Any) -> None:
+        ckpt.save_checkpoint(last_payload(epoch, step, **extra), run_dir / "last.pt")
 
     def summary(reason: str, test: tuple[float, float] | None = None) -> dict[str, Any]:
         return {
@@ -569,6 +569,7 @@ def train(
     # --- restore the best weights, report the test set once -----------------------------------
     if best_state is None:
         raise TrainingError("training finished without a single validated epoch")
+    final_last = last_payload(len(history), 0)  # the last epoch's weights, before restoring
     ckpt.load_weights(model, best_state, run_dir / "best.pt")
     test_set = make_tensors(mnist.test_images, mnist.test_labels, device)
     test_loss, test_acc = evaluate(model, test_set)
@@ -578,7 +579,8 @@ def train(
     ckpt.save_checkpoint(
         payload("best", best["epoch"], 0, model_state=best_state, **done), run_dir / "best.pt"
     )
-    save_last(len(history), 0, **done)
+    final_last.update(done)
+    ckpt.save_checkpoint(final_last, run_dir / "last.pt")
     _write_metrics(run_dir, history, summary(reason, (test_loss, test_acc)))
     return TrainResult(
         run_dir=run_dir,

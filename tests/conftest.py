@@ -12,8 +12,16 @@ SHARED_MNIST = REPO.parent / "shared" / "mnist"
 
 # A pinned, colourless, non-interactive terminal for every test (and every subprocess it starts),
 # so rendered output is the same on every machine and in CI.
-os.environ.update({"COLUMNS": "120", "LINES": "40", "TERM": "dumb", "NO_COLOR": "1",
-                   "_TYPER_FORCE_DISABLE_TERMINAL": "1", "TYPER_STANDARD_TRACEBACK": "1"})
+os.environ.update(
+    {
+        "COLUMNS": "120",
+        "LINES": "40",
+        "TERM": "dumb",
+        "NO_COLOR": "1",
+        "_TYPER_FORCE_DISABLE_TERMINAL": "1",
+        "TYPER_STANDARD_TRACEBACK": "1",
+    }
+)
 for _var in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "GITHUB_ACTIONS", "PY_COLORS"):
     os.environ.pop(_var, None)
 for _var in [v for v in os.environ if v.startswith("MNISTCLI_")]:
@@ -39,8 +47,13 @@ def synthetic_mnist(n_train: int = 600, n_test: int = 200, seed: int = 0):
 
     train_x, train_y = make(n_train)
     test_x, test_y = make(n_test)
-    return Mnist(train_images=train_x, train_labels=train_y, test_images=test_x,
-                 test_labels=test_y, checksums={"synthetic": "0"})
+    return Mnist(
+        train_images=train_x,
+        train_labels=train_y,
+        test_images=test_x,
+        test_labels=test_y,
+        checksums={"synthetic": "0"},
+    )
 
 
 @pytest.fixture
@@ -71,10 +84,13 @@ def make_settings(tmp: Path, data_root: Path | None = None, **hyper):
     """TrainSettings for a test run in `tmp`, with hyper-parameters overridden by keyword."""
     from mnistcli.config import DataSettings, HyperParams, TrainSettings
 
-    return TrainSettings(hyper=HyperParams(**hyper),
-                         data=DataSettings(root=data_root or tmp / "data",
-                                           mirrors=(str(SHARED_MNIST),)),
-                         device="cpu", runs_dir=tmp / "runs", name="test")
+    return TrainSettings(
+        hyper=HyperParams(**hyper),
+        data=DataSettings(root=data_root or tmp / "data", mirrors=(str(SHARED_MNIST),)),
+        device="cpu",
+        runs_dir=tmp / "runs",
+        name="test",
+    )
 
 
 @pytest.fixture(scope="session")

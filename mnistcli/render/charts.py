@@ -33,5 +33,7 @@ def curves(history: Sequence[EpochStats], width: int, height: int, *, color: boo
             sig.lines()
             sub.draw(sig)
         sub.label("epoch", axis=0)
+        step = max(1, len(epochs) // 10)
+        sub.ruler(0).ticks(epochs[::step], [str(e) for e in epochs[::step]])  # whole epochs
         sub.legend(False)
     return fig.build().string(colorless=not color)

@@ -173,7 +173,7 @@ class LiveView(PlainView):
         self, history: tuple[EpochStats, ...], best: int, wait: int, patience: int
     ) -> None:
         self.table = epochs_table(history, best, wait, patience)
-        if len(history) >= 1:
+        if len(history) >= 2:  # a curve needs two points
             width = min(self.err.width, 120)
             self.chart = Text.from_ansi(
                 curves(

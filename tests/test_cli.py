@@ -1,0 +1,226 @@
+"""The command line: settings it builds (core patched), help/version/errors, a real run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mnistcli import __version__
+from mnistcli.cli import app
+from tests.conftest import SHARED_MNIST
+
+runner = CliRunner()
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """mnistcli as a real subprocess with stdout and stderr piped (not a terminal)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mnistcli", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def test_version_and_help_list_every_command():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"mnistcli {__version__}"
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "train" in result.output
+
+
+def test_train_help_documents_the_options():
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    for option in (
+        "--device",
+        "--epochs",
+        "--patience",
+        "--batch-size",
+        "--lr",
+        "--seed",
+        "--val-size",
+        "--limit",
+        "--out",
+        "--name",
+        "--resume",
+        "--config",
+        "--recipe",
+        "--quiet",
+        "--json",
+    ):
+        assert option in result.output
+
+
+@pytest.fixture
+def captured(monkeypatch, tmp_path):
+    """Patch the trainer and data loading; keep the settings the CLI built."""
+    import mnistcli.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "load_data", lambda values, log: None)
+
+    def fake_run(settings, values, *, quiet, plain, as_json):
+        seen.update(settings=settings, quiet=quiet, plain=plain, as_json=as_json)
+
+    monkeypatch.setattr(cli, "run_training", fake_run)
+    monkeypatch.chdir(tmp_path)
+    return seen
+
+
+def test_train_flags_env_and_file_build_the_expected_settings(captured, tmp_path, monkeypatch):
+    (tmp_path / ".mnistcli.toml").write_text("[train]\nepochs = 7\nseed = 5\n")
+    monkeypatch.setenv("MNISTCLI_TRAIN_SEED", "9")
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--patience",
+            "2",
+            "--lr",
+            "0.01",
+            "--limit",
+            "100",
+            "--device",
+            "cpu",
+            "--name",
+            "exp",
+            "--out",
+            "elsewhere",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    s = captured["settings"]
+    assert (s.hyper.epochs, s.hyper.seed, s.hyper.patience, s.hyper.lr) == (7, 9, 2, 0.01)
+    assert (s.hyper.limit, s.device, s.name) == (100, "cpu", "exp")
+    assert s.runs_dir == tmp_path / "elsewhere"
+    assert set(s.explicit) == {"device", "runs_dir", "train.limit", "train.lr", "train.patience"}
+
+
+def test_recipe_fast_sets_its_hyper_parameters(captured):
+    result = runner.invoke(app, ["train", "--recipe", "fast", "--quiet"])
+    assert result.exit_code == 0, result.output
+    s = captured["settings"]
+    assert s.hyper.recipe == "fast" and s.hyper.schedule == "onecycle"
+    assert captured["quiet"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["train", "--epochs", "0"], "train.epochs = 0 (from --epochs) is invalid"),
+        (["train", "--device", "gpu"], "use auto, cpu, cuda, cuda:N or mps"),
+        (["train", "--config", "missing.toml"], "config file missing.toml does not exist"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(captured, args, fragment):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert fragment in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_config_file_names_the_key(captured, tmp_path):
+    (tmp_path / ".mnistcli.toml").write_text("[train]\nbatchsize = 32\n")
+    result = runner.invoke(app, ["train"])
+    assert result.exit_code == 2
+    assert "unknown key 'train.batchsize'" in result.output
+    assert "did you mean 'train.batch_size'" in result.output
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert runner.invoke(app, ["train", "--patience", "x"]).exit_code == 2
+    assert runner.invoke(app, ["trian"]).exit_code == 2
+    assert runner.invoke(app, ["train", "--recipe", "slow"]).exit_code == 2
+
+
+def test_missing_data_and_cuda_are_one_line_errors(tmp_path):
+    proc = run_cli(
+        "train",
+        "--data-root",
+        str(tmp_path / "root"),
+        "--config",
+        str(write_config(tmp_path, mirrors=[str(tmp_path / "nothing")])),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: could not get MNIST file")
+    assert "--data DIR" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = run_cli(
+        "train",
+        "--device",
+        "cuda",
+        "--limit",
+        "100",
+        "--data",
+        str(SHARED_MNIST),
+        "--data-root",
+        str(tmp_path / "root2"),
+        cwd=tmp_path,
+    )
+    if proc.returncode == 2:  # no GPU here (CI): a clean refusal
+        assert "no CUDA GPU is available" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def write_config(tmp_path: Path, mirrors: list[str]) -> Path:
+    path = tmp_path / "cfg.toml"
+    path.write_text("[data]\nmirrors = " + json.dumps(mirrors) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_real_mnist_end_to_end_piped(tmp_path, mnist_root):
+    """One epoch on 4,000 real images: well above chance, plain piped output, all files."""
+    proc = run_cli(
+        "train",
+        "--limit",
+        "4000",
+        "--val-size",
+        "1000",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--name",
+        "e2e",
+        "--data-root",
+        str(mnist_root),
+        "--config",
+        str(write_config(tmp_path, [str(SHARED_MNIST)])),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b[" not in proc.stdout + proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("training simplecnn (421,642 parameters) on cpu")
+    epoch_lines = [ln for ln in lines if ln.startswith("epoch  1")]
+    assert len(epoch_lines) == 1  # one line per epoch, no progress-bar redraws
+    run_dir = tmp_path / "runs" / "e2e"
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    assert doc["history"][0]["val_acc"] > 0.8  # chance is 0.1
+    assert doc["summary"]["test_acc"] > 0.8
+    assert f"{100 * doc['summary']['test_acc']:.2f}%" in proc.stdout
+    for name in ("best.pt", "last.pt", "metrics.csv", "metrics.json", "config.json", "curves.png"):
+        assert (run_dir / name).is_file(), name
+    from PIL import Image
+
+    with Image.open(run_dir / "curves.png") as im:
+        assert im.size == (1200, 480)
+    # --json: one document on stdout, and resuming a finished run is refused cleanly
+    proc = run_cli(
+        "train",
+        "--resume",
+        str(run_dir),
+        "--data-root",
+        str(mnist_root),
+        "--config",
+        str(write_config(tmp_path, [str(SHARED_MNIST)])),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2 and "already finished" in proc.stderr

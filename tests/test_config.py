@@ -1,0 +1,100 @@
+from pathlib import Path
+
+import pytest
+
+from mnistcli.config import RECIPES, read_config_file, resolve, train_settings
+from mnistcli.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / ".mnistcli.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_reference_recipe(tmp_path):
+    values = resolve({}, env={}, cwd=tmp_path)
+    s = train_settings(values)
+    assert (s.hyper.epochs, s.hyper.patience, s.hyper.batch_size, s.hyper.lr) == (20, 3, 64, 1e-3)
+    assert s.hyper.val_size == 5000 and s.device == "auto"
+    assert values["train.epochs"].source == "recipe reference"
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path):
+    write(tmp_path, "[train]\nepochs = 7\npatience = 5\nbatch_size = 32\n")
+    env = {"MNISTCLI_TRAIN_PATIENCE": "4", "MNISTCLI_TRAIN_BATCH_SIZE": "16"}
+    values = resolve({"train.batch_size": 8}, env=env, cwd=tmp_path)
+    assert values["train.epochs"].value == 7  # file
+    assert values["train.patience"].value == 4  # env beats file
+    assert values["train.batch_size"].value == 8  # flag beats env
+    assert values["train.lr"].value == 1e-3  # default (recipe)
+    assert values["train.batch_size"].source == "--batch-size"
+    assert values["train.patience"].source == "MNISTCLI_TRAIN_PATIENCE"
+
+
+def test_recipe_fills_only_unset_keys(tmp_path):
+    write(tmp_path, '[train]\nrecipe = "fast"\nepochs = 9\n')
+    values = resolve({}, env={}, cwd=tmp_path)
+    assert values["train.epochs"].value == 9
+    assert values["train.batch_size"].value == RECIPES["fast"]["batch_size"]
+    assert values["train.schedule"].value == "onecycle"
+
+
+def test_unknown_key_names_key_file_and_suggestion(tmp_path):
+    path = write(tmp_path, "[train]\nepoch = 3\n")
+    with pytest.raises(ConfigError) as err:
+        read_config_file(path)
+    msg = str(err.value)
+    assert "train.epoch" in msg and str(path) in msg and "did you mean 'train.epochs'" in msg
+
+
+def test_unknown_section_and_wrong_type(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown section \[trian\].*did you mean 'train'"):
+        read_config_file(write(tmp_path, "[trian]\nepochs = 3\n"))
+    with pytest.raises(ConfigError, match=r"'train.epochs' in .* must be an integer, got 'ten'"):
+        read_config_file(write(tmp_path, '[train]\nepochs = "ten"\n'))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        read_config_file(write(tmp_path, "[train\n"))
+
+
+def test_environment_typos_and_bad_values_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"MNISTCLI_TRAIN_EPOHCS.*did you mean"):
+        resolve({}, env={"MNISTCLI_TRAIN_EPOHCS": "3"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="MNISTCLI_TRAIN_LR must be a number"):
+        resolve({}, env={"MNISTCLI_TRAIN_LR": "fast"}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        ({"train.epochs": 0}, "train.epochs = 0 (from --epochs) is invalid"),
+        ({"train.lr": -1.0}, "train.lr"),
+        ({"device": "gpu"}, "use auto, cpu, cuda, cuda:N or mps"),
+        ({"data.val_size": 0}, "data.val_size"),
+        ({"train.recipe": "fsat"}, "did you mean 'fast'"),
+    ],
+)
+def test_range_checks_name_the_key_and_source(tmp_path, flags, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        resolve(flags, env={}, cwd=tmp_path)
+
+
+def test_relative_paths_in_file_resolve_against_the_file(tmp_path):
+    sub = tmp_path / "proj"
+    sub.mkdir()
+    write(sub, 'runs_dir = "out"\n[data]\nmirrors = ["local", "https://example.org/m/"]\n')
+    values = resolve({}, env={}, cwd=sub)
+    assert values["runs_dir"].value == sub / "out"
+    assert values["data.mirrors"].value == [str(sub / "local"), "https://example.org/m/"]
+
+
+def test_explicit_config_must_exist(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve({}, config=tmp_path / "nope.toml", env={}, cwd=tmp_path)
+
+
+def test_repository_config_file_is_valid():
+    repo = Path(__file__).resolve().parent.parent
+    values = read_config_file(repo / ".mnistcli.toml")
+    mirrors = values["data.mirrors"].value
+    assert mirrors[0].endswith("shared/mnist") and mirrors[1].startswith("https://")

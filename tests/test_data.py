@@ -1,0 +1,137 @@
+import gzip
+import struct
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mnistcli import data
+from mnistcli.errors import DataError
+
+
+def idx_images(n: int, rows: int = 28, cols: int = 28, fill: int = 7) -> bytes:
+    return struct.pack(">IIII", 2051, n, rows, cols) + bytes([fill]) * (n * rows * cols)
+
+
+def idx_labels(labels: list[int]) -> bytes:
+    return struct.pack(">II", 2049, len(labels)) + bytes(labels)
+
+
+@pytest.fixture
+def fake_files(monkeypatch):
+    """Four small IDX files and a FILES table with their checksums."""
+    contents = {
+        "train-images-idx3-ubyte": idx_images(12, fill=1),
+        "train-labels-idx1-ubyte": idx_labels([i % 10 for i in range(12)]),
+        "t10k-images-idx3-ubyte": idx_images(4, fill=2),
+        "t10k-labels-idx1-ubyte": idx_labels([1, 2, 3, 4]),
+    }
+    table = {name: (data.md5_of(raw), len(raw)) for name, raw in contents.items()}
+    monkeypatch.setattr(data, "FILES", table)
+    return contents
+
+
+def test_parse_idx_images_and_labels():
+    images = data.parse_idx(idx_images(3, 2, 4, fill=9), expect_images=True)
+    assert images.shape == (3, 2, 4) and images.dtype == torch.uint8 and int(images[2, 1, 3]) == 9
+    labels = data.parse_idx(idx_labels([3, 1, 4]), expect_images=False)
+    assert labels.tolist() == [3, 1, 4]
+
+
+@pytest.mark.parametrize(
+    ("raw", "images", "fragment"),
+    [
+        (b"\x00\x00", True, "too short"),
+        (idx_labels([1, 2]), True, "too short"),
+        (idx_images(2)[:-1], True, "promises"),
+        (idx_images(1), False, "magic number is 2051, expected 2049"),
+    ],
+)
+def test_parse_idx_rejects_malformed_data(raw, images, fragment):
+    with pytest.raises(DataError, match=fragment):
+        data.parse_idx(raw, expect_images=images)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64), st.booleans())
+def test_parse_idx_on_random_bytes_returns_or_raises_data_error(raw, images):
+    try:
+        out = data.parse_idx(raw, expect_images=images)
+    except DataError:
+        return
+    assert out.dtype == torch.uint8 and out.dim() == (3 if images else 1)
+
+
+def test_mirrors_are_tried_in_order_and_bad_ones_skipped(tmp_path, fake_files):
+    missing = tmp_path / "missing"
+    corrupt = tmp_path / "corrupt"
+    good = tmp_path / "good"
+    corrupt.mkdir()
+    good.mkdir()
+    for name, raw in fake_files.items():
+        (corrupt / name).write_bytes(raw[:-1] + b"\xff")  # wrong checksum
+        (good / f"{name}.gz").write_bytes(gzip.compress(raw))  # gzipped, verified decompressed
+    messages: list[str] = []
+    root = tmp_path / "root"
+    mnist = data.load_mnist(
+        root, [str(missing), str(corrupt), str(good)], on_message=messages.append
+    )
+    assert mnist.train_images.shape == (12, 28, 28) and mnist.test_labels.tolist() == [1, 2, 3, 4]
+    assert all(f"from {good}" in m for m in messages) and len(messages) == 4
+    assert sorted(p.name for p in root.iterdir()) == sorted(fake_files)  # cached, decompressed
+
+
+def test_corrupt_cached_file_is_replaced(tmp_path, fake_files):
+    good = tmp_path / "good"
+    good.mkdir()
+    for name, raw in fake_files.items():
+        (good / name).write_bytes(raw)
+    root = tmp_path / "root"
+    data.load_mnist(root, [str(good)])
+    cached = root / "train-images-idx3-ubyte"
+    cached.write_bytes(cached.read_bytes()[:100])  # truncated, as by a crash
+    messages: list[str] = []
+    data.load_mnist(root, [str(good)], on_message=messages.append)
+    assert cached.read_bytes() == fake_files["train-images-idx3-ubyte"]
+    assert any("corrupt or incomplete" in m for m in messages)
+
+
+def test_nothing_works_gives_one_error_listing_what_was_tried(tmp_path, fake_files):
+    with pytest.raises(DataError) as err:
+        data.load_mnist(tmp_path / "root", [str(tmp_path / "a"), "http://127.0.0.1:9/mnist/"])
+    msg = str(err.value)
+    assert str(tmp_path / "a") in msg and "127.0.0.1:9" in msg and "--data DIR" in msg
+    assert "\n" not in msg
+
+
+def test_real_mnist_is_verified_and_shaped(real_mnist):
+    assert real_mnist.train_images.shape == (60000, 28, 28)
+    assert real_mnist.test_images.shape == (10000, 28, 28)
+    assert real_mnist.train_labels.bincount().tolist()[:2] == [5923, 6742]
+
+
+def test_validation_split_is_disjoint_reproducible_and_seeded():
+    a = data.split_indices(1000, 100, seed=3)
+    b = data.split_indices(1000, 100, seed=3)
+    c = data.split_indices(1000, 100, seed=4)
+    assert torch.equal(a.val, b.val) and torch.equal(a.train, b.train)
+    assert not torch.equal(a.val, c.val)
+    assert len(a.val) == 100 and len(a.train) == 900
+    assert set(a.val.tolist()).isdisjoint(a.train.tolist())
+    limited = data.split_indices(1000, 100, seed=3, limit=50)
+    assert len(limited.train) == 50 and torch.equal(limited.val, a.val)
+
+
+def test_normalize_and_shift_batch():
+    images = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    images[:, 10:18, 10:18] = 255
+    x = data.normalize(images)
+    assert x.shape == (3, 1, 28, 28)
+    assert x.min().item() == pytest.approx(-data.MEAN / data.STD, rel=1e-5)
+    same = data.shift_batch(x, 0.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(same, x, atol=1e-5)
+    moved = data.shift_batch(x, 2.0, torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape and not torch.allclose(moved, x)
+    # background stays background after the shift
+    assert moved[:, :, 0, 0].allclose(torch.full((3, 1), -data.MEAN / data.STD), atol=1e-5)

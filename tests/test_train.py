@@ -1,0 +1,177 @@
+import json
+
+import pytest
+import torch
+
+from mnistcli import train as trainer
+from mnistcli.checkpoint import load_checkpoint
+from mnistcli.errors import CheckpointError, ConfigError, TrainingError
+from tests.conftest import make_settings
+
+
+def scripted_evaluate(monkeypatch, val_accs: list[float], n_val: int):
+    """Replace evaluate(): scripted validation accuracies; record the weights the test set sees."""
+    calls = {"val": iter(val_accs), "test_state": None}
+
+    def fake(model, data, batch_size=1000):
+        if len(data) == n_val:
+            acc = next(calls["val"])
+            return 1.0 - acc, acc
+        calls["test_state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return 0.5, 0.5
+
+    monkeypatch.setattr(trainer, "evaluate", fake)
+    return calls
+
+
+def test_early_stopping_stops_after_patience_and_restores_best(tmp_path, tiny_mnist, monkeypatch):
+    calls = scripted_evaluate(monkeypatch, [0.50, 0.70, 0.60, 0.65, 0.69, 0.99], n_val=100)
+    events = []
+    settings = make_settings(tmp_path, epochs=10, patience=3, val_size=100, batch_size=50)
+    result = trainer.train(settings, tiny_mnist, on_event=events.append)
+    assert result.stop_reason == "early_stop"
+    assert result.epochs_run == 5 and result.best_epoch == 2 and result.best_val_acc == 0.70
+    stops = [e for e in events if isinstance(e, trainer.EarlyStopped)]
+    assert len(stops) == 1 and stops[0].epoch == 5
+    best = load_checkpoint(result.run_dir / "best.pt")
+    last = load_checkpoint(result.run_dir / "last.pt")
+    assert best["epoch"] == 2 and last["epoch"] == 5 and last["finished"] is True
+    # the test set was evaluated on the restored best weights, not on the last epoch's
+    for name, tensor in best["model_state"].items():
+        assert torch.equal(calls["test_state"][name].cpu(), tensor)
+    assert any(not torch.equal(last["model_state"][k], v) for k, v in best["model_state"].items())
+
+
+def test_patience_zero_runs_every_epoch(tmp_path, tiny_mnist, monkeypatch):
+    scripted_evaluate(monkeypatch, [0.9, 0.1, 0.1, 0.1], n_val=100)
+    settings = make_settings(tmp_path, epochs=4, patience=0, val_size=100, batch_size=100)
+    result = trainer.train(settings, tiny_mnist)
+    assert result.stop_reason == "completed" and result.epochs_run == 4 and result.best_epoch == 1
+
+
+def test_training_learns_and_writes_the_run_folder(tmp_path, tiny_mnist):
+    events = []
+    settings = make_settings(tmp_path, epochs=2, val_size=100, batch_size=32)
+    result = trainer.train(settings, tiny_mnist, on_event=events.append)
+    assert result.best_val_acc > 0.5  # chance is 0.1
+    assert result.test_acc is not None and result.test_acc > 0.5
+    files = {p.name for p in result.run_dir.iterdir()}
+    assert {"best.pt", "last.pt", "metrics.csv", "metrics.json", "config.json"} <= files
+    doc = json.loads((result.run_dir / "metrics.json").read_text())
+    assert [h["epoch"] for h in doc["history"]] == [1, 2]
+    assert doc["summary"]["test_acc"] == result.test_acc
+    csv_lines = (result.run_dir / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("epoch,train_loss") and len(csv_lines) == 3
+    assert (settings.runs_dir / "latest").resolve() == result.run_dir.resolve()
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "RunStarted" and kinds[-1] == "TestDone" and "BatchDone" in kinds
+    meta = load_checkpoint(result.run_dir / "best.pt")
+    assert meta["config"]["epochs"] == 2 and meta["data"] == {"synthetic": "0"}
+    assert set(meta["versions"]) == {"mnistcli", "torch", "python"} and meta["created"]
+    assert meta["test"]["acc"] == result.test_acc
+
+
+def test_same_seed_gives_the_same_metrics(tmp_path, tiny_mnist):
+    runs = []
+    for name in ("a", "b"):
+        settings = make_settings(
+            tmp_path / name, epochs=2, val_size=100, batch_size=64, augment=1.0
+        )
+        runs.append(trainer.train(settings, tiny_mnist).history)
+    strip = [[(h.train_loss, h.val_loss, h.val_acc) for h in run] for run in runs]
+    assert strip[0] == strip[1]
+
+
+def history_of(result):
+    return [
+        (h.epoch, h.train_loss, h.train_acc, h.val_loss, h.val_acc, h.lr) for h in result.history
+    ]
+
+
+@pytest.mark.parametrize("stop_after_batches", [7, 10])  # mid-epoch, and at an epoch boundary
+def test_interrupted_run_resumes_to_the_same_history(tmp_path, tiny_mnist, stop_after_batches):
+    hyper = {
+        "epochs": 3,
+        "patience": 0,
+        "val_size": 100,
+        "batch_size": 50,
+        "augment": 1.0,
+        "schedule": "onecycle",
+        "lr": 3e-3,
+    }
+    full = trainer.train(make_settings(tmp_path / "full", **hyper), tiny_mnist)
+
+    settings = make_settings(tmp_path / "cut", **hyper)
+    batches = {"n": 0}
+
+    def count(event):
+        if isinstance(event, trainer.BatchDone):
+            batches["n"] += 1
+
+    trainer.PROGRESS_INTERVAL, saved = 0.0, trainer.PROGRESS_INTERVAL  # an event every batch
+    try:
+        cut = trainer.train(
+            settings,
+            tiny_mnist,
+            on_event=count,
+            should_stop=lambda: batches["n"] >= stop_after_batches,
+        )
+    finally:
+        trainer.PROGRESS_INTERVAL = saved
+    assert cut.stop_reason == "interrupted" and cut.test_acc is None
+    assert load_checkpoint(cut.run_dir / "last.pt")["finished"] is False
+    resumed = trainer.train(
+        make_settings(tmp_path / "cut", **hyper).__class__(
+            **{**settings.__dict__, "resume": str(cut.run_dir), "name": None}
+        ),
+        tiny_mnist,
+    )
+    assert resumed.run_dir == cut.run_dir
+    assert history_of(resumed) == history_of(full)
+    assert resumed.test_acc == full.test_acc
+
+
+def test_resume_refuses_finished_runs_and_changed_settings(tmp_path, tiny_mnist):
+    import dataclasses
+
+    settings = make_settings(tmp_path, epochs=1, val_size=100)
+    done = trainer.train(settings, tiny_mnist)
+    again = dataclasses.replace(settings, resume=str(done.run_dir), name=None)
+    with pytest.raises(CheckpointError, match="already finished"):
+        trainer.train(again, tiny_mnist)
+    last = load_checkpoint(done.run_dir / "last.pt")
+    last["finished"] = False
+    torch.save(last, done.run_dir / "last.pt")
+    changed = dataclasses.replace(
+        again, hyper=dataclasses.replace(settings.hyper, lr=0.5), explicit=("train.lr",)
+    )
+    with pytest.raises(ConfigError, match="differs from the resumed run"):
+        trainer.train(changed, tiny_mnist)
+
+
+def test_existing_run_name_is_refused(tmp_path, tiny_mnist):
+    settings = make_settings(tmp_path, epochs=1, val_size=100)
+    trainer.train(settings, tiny_mnist)
+    with pytest.raises(ConfigError, match="already exists; continue it with --resume"):
+        trainer.train(settings, tiny_mnist)
+
+
+def test_nan_loss_stops_and_keeps_previous_checkpoints(tmp_path, tiny_mnist, monkeypatch):
+    settings = make_settings(tmp_path, epochs=3, val_size=100, batch_size=100)
+    real_ce = torch.nn.functional.cross_entropy
+    state = {"epoch2": False}
+
+    def on_event(event):
+        if isinstance(event, trainer.EpochDone) and event.stats.epoch == 1:
+            state["epoch2"] = True
+
+    def poisoned(logits, target, *args, **kwargs):
+        loss = real_ce(logits, target, *args, **kwargs)
+        return loss * float("nan") if state["epoch2"] else loss
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
+    with pytest.raises(TrainingError, match="NaN or infinite in epoch 2"):
+        trainer.train(settings, tiny_mnist, on_event=on_event)
+    last = load_checkpoint(settings.runs_dir / "test" / "last.pt")
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model_state"].values())
