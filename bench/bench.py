@@ -1,0 +1,281 @@
+"""mnistcli benchmark: one run, one machine, ratios measured side by side.
+
+    python bench/bench.py            # everything (about 10-15 minutes on 2 CPU cores)
+    python bench/bench.py --quick    # throughput, eval and CLI timings only (about 2 minutes)
+
+Prints a table and writes bench/results/<time>.json with the machine description. Figures:
+- the machine's float32 matmul GFLOP/s (the ceiling for a conv net on the CPU);
+- training samples/s of mnistcli's trainer (reference recipe) and of a textbook loop (torchvision
+  MNIST dataset + DataLoader + ToTensor/Normalize, batch 64, Adam), each as a fraction of the
+  ceiling, counting the FLOPs of one SimpleCNN training step (3x the forward FLOPs);
+- for each recipe: wall time, epochs, and test accuracy of the restored best model (the test set
+  is read once, after training, exactly as `mnistcli train` does); the fast recipe over 3 seeds;
+- eval time for the 10,000 test images once the model is loaded;
+- wall time of `mnistcli --help` and `mnistcli predict one.png` next to `python -c "import torch"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from mnistcli.config import RECIPES, DataSettings, HyperParams, TrainSettings  # noqa: E402
+from mnistcli.data import FILES, load_mnist, make_tensors  # noqa: E402
+from mnistcli.model import SimpleCNN  # noqa: E402
+from mnistcli.train import BatchDone, evaluate, train  # noqa: E402
+
+TARGET_ACC = 0.9935
+
+
+def forward_flops_per_image() -> float:
+    """FLOPs of one SimpleCNN forward pass on one image, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = SimpleCNN().eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    return float(counter.get_total_flops())
+
+
+def matmul_gflops(n: int = 1024, seconds: float = 3.0) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": str(torch.__version__), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def settings_for(tmp: Path, data_root: Path, mirrors: list[str], **hyper) -> TrainSettings:
+    return TrainSettings(hyper=HyperParams(**hyper), data=DataSettings(data_root, tuple(mirrors)),
+                         device="cpu", runs_dir=tmp, name=None)
+
+
+def mnistcli_throughput(mnist, tmp: Path, data_root: Path, mirrors: list[str],
+                        images: int) -> float:
+    """Samples/s of the trainer's loop (reference recipe), from its own progress events."""
+    speeds: list[float] = []
+
+    def on_event(event):
+        if isinstance(event, BatchDone):
+            speeds.append(event.samples_per_s)
+
+    s = settings_for(tmp, data_root, mirrors, epochs=1, limit=images, val_size=1000)
+    train(s, mnist, on_event=on_event)
+    return speeds[-1]
+
+
+def textbook_throughput(data_root: Path, seconds: float) -> float:
+    """The loop most tutorials write: per-sample PIL transforms through a DataLoader."""
+    import torch.nn.functional as F
+    from torchvision import datasets, transforms
+
+    tv_root = Path(tempfile.mkdtemp(prefix="tv-mnist-"))
+    raw = tv_root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in FILES:
+        (raw / name).symlink_to(data_root / name)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    dataset = datasets.MNIST(str(tv_root), train=True, download=False, transform=tf)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
+    torch.manual_seed(0)
+    model = SimpleCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    seen, t0 = 0, None
+    for i, (x, y) in enumerate(loader):
+        if i == 5:  # warm-up batches excluded
+            seen, t0 = 0, time.perf_counter()
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        seen += len(y)
+        if t0 is not None and time.perf_counter() - t0 > seconds:
+            break
+    return seen / (time.perf_counter() - t0)
+
+
+def recipe_run(mnist, tmp: Path, data_root: Path, mirrors: list[str], recipe: str,
+               seed: int) -> dict:
+    hyper = {**RECIPES[recipe], "recipe": recipe, "seed": seed}
+    s = settings_for(tmp, data_root, mirrors, **hyper)
+    t0 = time.perf_counter()
+    result = train(s, mnist)
+    wall = time.perf_counter() - t0
+    to_best = sum(h.seconds for h in result.history[: result.best_epoch])
+    return {"recipe": recipe, "seed": seed, "wall_s": round(wall, 1),
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "seconds_to_best_epoch": round(to_best, 1),
+            "best_val_acc": result.best_val_acc, "test_acc": result.test_acc,
+            "reached_target": bool(result.test_acc and result.test_acc >= TARGET_ACC)}
+
+
+def eval_seconds(mnist, repeats: int = 3) -> float:
+    model = SimpleCNN().eval()
+    test = make_tensors(mnist.test_images, mnist.test_labels)
+    evaluate(model, test)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        evaluate(model, test)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def command_seconds(argv: list[str], repeats: int = 5, cwd: Path | None = None) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, cwd=cwd)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode not in (0,):
+            raise RuntimeError(f"{argv} failed: {proc.stderr.decode()[-300:]}")
+    return statistics.median(times)
+
+
+def cli_timings(mnist, tmp: Path, data_root: Path, mirrors: list[str]) -> dict:
+    exe = str(Path(sys.executable).with_name("mnistcli"))
+    s = settings_for(tmp / "cli-runs", data_root, mirrors, epochs=1, limit=2000, val_size=500)
+    run = train(s, mnist)
+    from PIL import Image
+
+    png = tmp / "one.png"
+    Image.fromarray(255 - mnist.test_images[0].numpy()).resize((112, 112)).save(png)
+    out = {"import_torch_s": command_seconds([sys.executable, "-c", "import torch"]),
+           "help_s": command_seconds([exe, "--help"])}
+    try:
+        out["predict_one_png_s"] = command_seconds(
+            [exe, "predict", str(png), "--checkpoint", str(run.run_dir / "best.pt")])
+    except RuntimeError as exc:  # predict missing or failing: report, don't hide
+        out["predict_one_png_s"] = None
+        out["predict_error"] = str(exc)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the full training runs")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds for the fast recipe")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "mnist"),
+                        help="folder with the MNIST files (default: ../shared/mnist)")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="mnistcli-bench-"))
+    data_root = tmp / "data"
+    mirrors = [args.data]
+    mnist = load_mnist(data_root, mirrors)
+    results: dict = {"machine": machine(), "quick": args.quick,
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    flops_step = 3 * forward_flops_per_image()
+    ceiling = matmul_gflops()
+    results["matmul_gflops"] = round(ceiling, 1)
+    results["train_step_mflop_per_image"] = round(flops_step / 1e6, 2)
+    ours = mnistcli_throughput(mnist, tmp / "tp", data_root, mirrors,
+                               images=15000 if args.quick else 30000)
+    book = textbook_throughput(data_root, seconds=10 if args.quick else 20)
+    results["throughput"] = {
+        "mnistcli_samples_per_s": round(ours),
+        "mnistcli_fraction_of_ceiling": round(ours * flops_step / (ceiling * 1e9), 3),
+        "textbook_samples_per_s": round(book),
+        "textbook_fraction_of_ceiling": round(book * flops_step / (ceiling * 1e9), 3),
+        "speedup_vs_textbook": round(ours / book, 2),
+    }
+    results["eval_10k_s"] = round(eval_seconds(mnist), 3)
+    results["cli"] = {k: (round(v, 3) if isinstance(v, float) else v)
+                      for k, v in cli_timings(mnist, tmp, data_root, mirrors).items()}
+    if results["cli"].get("predict_one_png_s") is not None:
+        results["cli"]["predict_minus_import_torch_s"] = round(
+            results["cli"]["predict_one_png_s"] - results["cli"]["import_torch_s"], 3)
+
+    if not args.quick:
+        runs = [recipe_run(mnist, tmp / "fast", data_root, mirrors, "fast", seed)
+                for seed in range(args.seeds)]
+        results["fast_recipe"] = {
+            "runs": runs,
+            "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+            "median_test_acc": statistics.median(r["test_acc"] for r in runs),
+        }
+        results["reference_recipe"] = recipe_run(mnist, tmp / "ref", data_root, mirrors,
+                                                 "reference", 0)
+
+    out_dir = REPO / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"\nwritten: {out_path}")
+
+
+def print_table(r: dict) -> None:
+    t = r["throughput"]
+    rows = [
+        ("machine", f"{r['machine']['cpu']}, {r['machine']['cores']} cores, "
+                    f"torch {r['machine']['torch']} ({r['machine']['torch_threads']} threads)"),
+        ("float32 matmul ceiling", f"{r['matmul_gflops']:.1f} GFLOP/s"),
+        ("SimpleCNN train step", f"{r['train_step_mflop_per_image']:.2f} MFLOP/image"),
+        ("mnistcli train (reference)", f"{t['mnistcli_samples_per_s']:,} img/s = "
+                                       f"{100 * t['mnistcli_fraction_of_ceiling']:.0f}% of ceiling"),
+        ("textbook DataLoader loop", f"{t['textbook_samples_per_s']:,} img/s = "
+                                     f"{100 * t['textbook_fraction_of_ceiling']:.0f}% of ceiling"),
+        ("speed-up vs textbook", f"{t['speedup_vs_textbook']:.2f}x"),
+        ("eval, 10k test images", f"{r['eval_10k_s']:.3f} s"),
+        ("python -c 'import torch'", f"{r['cli']['import_torch_s']:.3f} s"),
+        ("mnistcli --help", f"{r['cli']['help_s']:.3f} s"),
+    ]
+    if r["cli"].get("predict_one_png_s") is not None:
+        rows.append(("mnistcli predict one.png", f"{r['cli']['predict_one_png_s']:.3f} s "
+                     f"(import torch + {r['cli']['predict_minus_import_torch_s']:.3f} s)"))
+    else:
+        rows.append(("mnistcli predict one.png", r["cli"].get("predict_error", "n/a")))
+    if "fast_recipe" in r:
+        f = r["fast_recipe"]
+        for run in f["runs"]:
+            rows.append((f"fast recipe, seed {run['seed']}",
+                         f"{run['wall_s']:.1f} s, {run['epochs_run']} epochs, best "
+                         f"{run['best_epoch']}, test {100 * run['test_acc']:.2f}%"))
+        rows.append(("fast recipe, median", f"{f['median_wall_s']:.1f} s, test "
+                                            f"{100 * f['median_test_acc']:.2f}%"))
+        ref = r["reference_recipe"]
+        rows.append(("reference recipe", f"{ref['wall_s']:.1f} s, {ref['epochs_run']} epochs, "
+                                         f"best {ref['best_epoch']} (reached after "
+                                         f"{ref['seconds_to_best_epoch']:.0f} s), test "
+                                         f"{100 * ref['test_acc']:.2f}%"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
