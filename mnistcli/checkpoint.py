@@ -7,6 +7,7 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so i
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
 import platform
 import re
@@ -63,6 +64,12 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except RuntimeError as exc:  # torch's zip writer reports a failed write (EFBIG...) this way
+        Path(tmp).unlink(missing_ok=True)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "write error"
+        raise OSError(
+            errno.EIO, f"writing failed, is the disk full? ({detail[:80]})", str(path)
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -276,6 +276,22 @@ def train(
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train (or resume) one run; returns when done, stopped early, or asked to stop."""
+    try:
+        return _train(settings, mnist, on_event, should_stop)
+    except OSError as exc:  # a full disk or a folder that became unwritable while saving
+        where = f" {exc.filename}" if exc.filename else ""
+        raise TrainingError(
+            f"could not save{where}: {exc.strerror or exc}; files saved before are intact "
+            f"(free some space or fix permissions, then continue with --resume)"
+        ) from None
+
+
+def _train(
+    settings: TrainSettings,
+    mnist: Mnist,
+    on_event: Callable[[Event], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> TrainResult:
     import torch
     import torch.nn.functional as F
 

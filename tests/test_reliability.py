@@ -1,0 +1,267 @@
+"""Reliability through the real CLI: interruptions, kill -9, a full disk, bad environments.
+
+Every case asserts the exit code, a one-line message on stderr, no traceback, and that files
+which existed before are unchanged (by hash) unless the case is meant to update them.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistcli import train as trainer
+from mnistcli.checkpoint import load_checkpoint
+from mnistcli.errors import TrainingError
+from tests.conftest import SHARED_MNIST, make_settings
+
+# A small real-MNIST run that takes a few seconds: 3 epochs of 1,500 images.
+SMALL = [
+    "--limit",
+    "1500",
+    "--val-size",
+    "300",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "50",
+    "--patience",
+    "0",
+    "--device",
+    "cpu",
+]
+
+
+def mnistcli(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnistcli", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+def run(*args: str, cwd: Path, timeout: float = 120, **kwargs) -> tuple[int, str, str]:
+    proc = mnistcli(*args, cwd=cwd, **kwargs)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def assert_one_line_error(code: int, err: str, expected_code: int, fragment: str) -> None:
+    assert code == expected_code, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("error: ") and fragment in lines[-1], err
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path, mnist_root):
+    """A working directory whose .mnistcli.toml points at the verified data root."""
+    (tmp_path / ".mnistcli.toml").write_text(
+        f"[data]\nroot = {json.dumps(str(mnist_root))}\n"
+        f"mirrors = {json.dumps([str(SHARED_MNIST)])}\n"
+    )
+    return tmp_path
+
+
+def history(run_dir: Path) -> list[tuple]:
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    return [(h["epoch"], h["train_loss"], h["val_loss"], h["val_acc"]) for h in doc["history"]]
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "word"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")]
+)
+def test_signal_saves_a_resumable_checkpoint(workdir, sig, code, word):
+    proc = mnistcli("train", *SMALL, "--name", "sig", cwd=workdir)
+    for line in proc.stderr:  # plain mode: one line per epoch; signal during epoch 2
+        if line.startswith("epoch  1"):
+            break
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert f"{word}: stopped in epoch" in err and "--resume" in err and "Traceback" not in err
+    last = load_checkpoint(workdir / "runs" / "sig" / "last.pt")
+    assert last["finished"] is False and last["epoch"] >= 1
+    if sig == signal.SIGTERM:
+        return  # resuming is the same for both signals; once is enough for the suite's time
+    code, _, err = run("train", "--resume", "runs/sig", cwd=workdir)
+    assert code == 0, err
+    assert [h[0] for h in history(workdir / "runs" / "sig")] == [1, 2, 3]
+
+
+def test_kill_9_at_random_moments_never_leaves_a_broken_checkpoint(workdir, real_mnist):
+    """Kill the trainer at seeded random moments; after each kill the checkpoints load and the
+    run resumes; the final history equals an uninterrupted run's."""
+    rng = random.Random(1234)
+    run_dir = workdir / "runs" / "k"
+    kills = 0
+    for attempt in range(3):
+        args = (
+            ["train", "--resume", "runs/k"]
+            if (run_dir / "last.pt").exists()
+            else ["train", *SMALL, "--name", "k"]
+        )
+        proc = mnistcli(*args, cwd=workdir)
+        time.sleep(rng.uniform(2.5, 6.0))  # torch's import alone takes about 2 s
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.communicate(timeout=60)
+        for name in ("last.pt", "best.pt"):
+            if (run_dir / name).exists():
+                load_checkpoint(run_dir / name)  # complete, never partial
+        leftovers = [p.name for p in run_dir.glob(".*.tmp")] if run_dir.exists() else []
+        assert attempt >= 0 and all(name.startswith(".") for name in leftovers)
+        if (run_dir / "last.pt").exists() and load_checkpoint(run_dir / "last.pt")["finished"]:
+            break
+    if not (run_dir / "last.pt").exists() or not load_checkpoint(run_dir / "last.pt")["finished"]:
+        code, _, err = run("train", "--resume", "runs/k", cwd=workdir)
+        assert code == 0, err
+    assert kills >= 1
+    reference = trainer.train(
+        make_settings(
+            workdir / "ref", epochs=3, limit=1500, val_size=300, batch_size=50, patience=0
+        ),
+        real_mnist,
+    )
+    expected = [(h.epoch, h.train_loss, h.val_loss, h.val_acc) for h in reference.history]
+    got = history(run_dir)
+    assert [g[0] for g in got] == [1, 2, 3]
+    for g, e in zip(got, expected, strict=True):
+        assert g == pytest.approx(e, rel=1e-5, abs=1e-6)
+
+
+def limit_file_size(nbytes: int):
+    def apply() -> None:  # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
+    return apply
+
+
+def test_a_full_disk_while_saving_keeps_previous_checkpoints(workdir):
+    code, _, err = run(
+        "train",
+        "--limit",
+        "500",
+        "--val-size",
+        "200",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--name",
+        "d",
+        cwd=workdir,
+    )
+    assert code == 0, err
+    run_dir = workdir / "runs" / "d"
+    last = load_checkpoint(run_dir / "last.pt")
+    last["finished"] = False  # make it resumable for a second epoch
+    last["config"]["epochs"] = 2
+    torch.save(last, run_dir / "last.pt")
+    before = hashes(run_dir)
+    code, _, err = run(
+        "train", "--resume", "runs/d", cwd=workdir, preexec_fn=limit_file_size(512 * 1024)
+    )
+    assert_one_line_error(code, err, 2, "could not save")
+    assert "intact" in err
+    assert hashes(run_dir) == before
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_full_disk_in_process_maps_to_training_error(tmp_path, tiny_mnist, monkeypatch):
+    settings = make_settings(tmp_path, epochs=2, val_size=100, batch_size=100)
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def failing_save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:  # epoch 1 saved best.pt and last.pt; epoch 2 hits a full disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(TrainingError, match=r"No space left on device.*intact"):
+        trainer.train(settings, tiny_mnist)
+    assert load_checkpoint(tmp_path / "runs" / "test" / "last.pt")["epoch"] == 1
+
+
+def test_unwritable_output_folder(workdir):
+    blocker = workdir / "a-file"
+    blocker.write_text("not a folder")
+    code, _, err = run("train", *SMALL, "--out", "a-file/runs", cwd=workdir)
+    assert_one_line_error(code, err, 2, "cannot create the runs folder")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_data_root_that_cannot_be_written_still_trains_from_the_mirror(tmp_path):
+    blocker = tmp_path / "ro"
+    blocker.write_text("a file where the data root's parent should be")
+    code, out, err = run(
+        "train",
+        "--limit",
+        "300",
+        "--val-size",
+        "100",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--data-root",
+        str(blocker / "root"),
+        "--data",
+        str(SHARED_MNIST),
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert code == 0, err
+    assert "test accuracy" in out and "Traceback" not in err
+
+
+def test_missing_or_partial_dataset(tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        os.symlink(SHARED_MNIST / name, partial / name)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[data]\nmirrors = {json.dumps([str(partial)])}\n")
+    code, _, err = run(
+        "train", "--config", str(cfg), "--data-root", str(tmp_path / "r"), cwd=tmp_path
+    )
+    assert_one_line_error(code, err, 2, "could not get MNIST file t10k-images-idx3-ubyte")
+    assert "--data DIR" in err
+
+
+def test_malicious_checkpoint_is_refused_without_running_code(workdir):
+    class Boom:
+        def __reduce__(self):
+            return (os.system, (f"touch {workdir / 'pwned'}",))
+
+    evil_dir = workdir / "runs" / "evil"
+    evil_dir.mkdir(parents=True)
+    torch.save({"format": "mnistcli-checkpoint", "x": Boom()}, evil_dir / "last.pt")
+    code, _, err = run("train", "--resume", "runs/evil", cwd=workdir)
+    assert_one_line_error(code, err, 2, "could run code")
+    assert not (workdir / "pwned").exists()
