@@ -109,14 +109,17 @@ DeviceOpt = Annotated[
         "--device",
         "-d",
         metavar="auto|cpu|cuda|cuda:N|mps",
-        help="Where to run. [default: auto]",
+        help="Where to run. \\[default: auto]",
         show_default=False,
     ),
 ]
 RunsOpt = Annotated[
     Path | None,
     typer.Option(
-        "--out", "-o", help="Folder that holds the run folders. [default: runs]", show_default=False
+        "--out",
+        "-o",
+        help="Folder that holds the run folders. \\[default: runs]",
+        show_default=False,
     ),
 ]
 DataOpt = Annotated[
@@ -132,7 +135,7 @@ DataRootOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-root",
-        help="Cache folder for the verified MNIST files. [default: the user cache]",
+        help="Cache folder for the verified MNIST files. \\[default: the user cache]",
         show_default=False,
     ),
 ]
@@ -185,33 +188,34 @@ class StopFlag:
 def train(
     device: DeviceOpt = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Most epochs to run. [default: 20]", show_default=False)
+        int | None, typer.Option(help="Most epochs to run. \\[default: 20]", show_default=False)
     ] = None,
     patience: Annotated[
         int | None,
         typer.Option(
             help="Stop after this many epochs without a better validation accuracy; 0 never "
-            "stops early. [default: 3]",
+            "stops early. \\[default: 3]",
             show_default=False,
         ),
     ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
-            "--batch-size", "-b", help="Images per step. [default: 64]", show_default=False
+            "--batch-size", "-b", help="Images per step. \\[default: 64]", show_default=False
         ),
     ] = None,
     lr: Annotated[
         float | None,
         typer.Option(
-            help="Adam learning rate (peak rate with the one-cycle schedule). [default: 0.001]",
+            help="Adam learning rate (peak rate with the one-cycle schedule). \\[default: 0.001]",
             show_default=False,
         ),
     ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
-            help="Seed for weights, split, shuffling and dropout. [default: 0]", show_default=False
+            help="Seed for weights, split, shuffling and dropout. \\[default: 0]",
+            show_default=False,
         ),
     ] = None,
     val_size: Annotated[
@@ -219,14 +223,14 @@ def train(
         typer.Option(
             "--val-size",
             help="Training images held out for validation (early stopping and "
-            "model selection). [default: 5000]",
+            "model selection). \\[default: 5000]",
             show_default=False,
         ),
     ] = None,
     limit: Annotated[
         int | None,
         typer.Option(
-            help="Train on only this many images (quick runs); 0 for all. [default: 0]",
+            help="Train on only this many images (quick runs); 0 for all. \\[default: 0]",
             show_default=False,
         ),
     ] = None,
@@ -234,21 +238,21 @@ def train(
         Recipe | None,
         typer.Option(
             help="Named hyper-parameter set: 'reference' (Adam 1e-3, batch 64) or 'fast' "
-            "(one-cycle, larger batches, small shifts). [default: reference]",
+            "(one-cycle, larger batches, small shifts). \\[default: reference]",
             show_default=False,
         ),
     ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
-            help="CPU threads for torch; 0 lets torch choose. [default: 0]", show_default=False
+            help="CPU threads for torch; 0 lets torch choose. \\[default: 0]", show_default=False
         ),
     ] = None,
     out: RunsOpt = None,
     name: Annotated[
         str | None,
         typer.Option(
-            help="Run folder name under --out. [default: the date and time]", show_default=False
+            help="Run folder name under --out. \\[default: the date and time]", show_default=False
         ),
     ] = None,
     resume: Annotated[
@@ -333,6 +337,100 @@ def run_training(
             soft_wrap=True,
         )
         raise typer.Exit(130 if stop.signum == signal.SIGINT else 143)
+
+
+# mnistcli inspect ----------------------------------------------------------------------------
+
+
+@app.command("inspect")
+@handles_errors
+def inspect_model(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="NAME",
+            help="Model to describe, by name. \\[default: train.model, simplecnn]",
+            show_default=False,
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            metavar="PATH",
+            help="A checkpoint file, a run folder (its best.pt) or 'latest'. "
+            "\\[default: the latest run's best.pt when there is one]",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            help="Batch for the activation memory figure. \\[default: train.batch_size, 64]",
+            show_default=False,
+        ),
+    ] = None,
+    out: RunsOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show each layer's output shape, parameters and MACs for one (N, 1, 28, 28) input.
+
+    Then the totals (parameters, MACs per image, parameter and activation memory), the output
+    size formula worked for each conv and pool layer, and what the checkpoint holds: when and
+    how it was trained, its accuracy and data checksums, and whether its weights load.
+    """
+    from mnistcli.checkpoint import latest_run, load_model, resolve_checkpoint
+    from mnistcli.errors import CheckpointError, ConfigError
+    from mnistcli.model import MODELS, build_model
+    from mnistcli.render.console import make_consoles
+    from mnistcli.render.inspect_view import inspect_view
+    from mnistcli.summary import checkpoint_info, summarize
+
+    flags = {"train.model": model, "train.batch_size": batch_size, "runs_dir": out}
+    values = settings_values(flags, config)
+    if values["train.model"].value not in MODELS:
+        build_model(values["train.model"].value)  # raises: unknown model, did you mean ...
+    consoles = make_consoles(no_color=State.no_color)
+    runs_dir = values["runs_dir"].value
+    path = None
+    if checkpoint is not None:
+        path = resolve_checkpoint(checkpoint, runs_dir)
+    elif (run := latest_run(runs_dir)) is not None:
+        path = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+    net, info = None, None
+    if path is not None:
+        try:
+            net, payload = load_model(path, "cpu")
+        except CheckpointError as exc:
+            if checkpoint is not None:
+                raise
+            consoles.err.print(
+                f"[yellow]warning:[/] {escape(str(exc))}; describing the model alone",
+                soft_wrap=True,
+            )
+        else:
+            if model is not None and payload["model"] != model:
+                if checkpoint is not None:
+                    raise ConfigError(
+                        f"--model {model} does not match {path}, a '{payload['model']}' "
+                        f"checkpoint; leave out --model or pick another checkpoint"
+                    )
+                net = None  # the latest run is of another model: describe the one asked for
+            else:
+                info = checkpoint_info(payload, path, weights_loaded=True)
+    if net is None:
+        net = build_model(values["train.model"].value)
+    result = summarize(net, batch_size=values["train.batch_size"].value)
+    if as_json:
+        doc = {**result.to_dict(), "checkpoint": info.to_dict() if info else None}
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        consoles.out.print(inspect_view(result, info))
 
 
 def main() -> None:

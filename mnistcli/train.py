@@ -216,7 +216,8 @@ def new_run_dir(runs_dir: Path, name: str | None) -> Path:
                 f"--name {name!r} is not a usable folder name; use letters, digits, '-' or '_'"
             )
         run_dir = runs_dir / name
-        if run_dir.exists() and any(run_dir.iterdir()):
+        # a folder without checkpoints (a run killed before its first save) can be reused
+        if (run_dir / "last.pt").exists() or (run_dir / "best.pt").exists():
             raise ConfigError(
                 f"run folder {run_dir} already exists; continue it with "
                 f"--resume {run_dir} or pick another --name"

@@ -1,0 +1,172 @@
+"""What `mnistcli inspect` shows: the layer table, the totals, the worked output sizes, and what
+a checkpoint holds. Formats what mnistcli.summary computed; computes nothing itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from mnistcli.summary import CheckpointInfo, ModelSummary
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """(1, 32, 28, 28) from a one-image pass, shown as (N, 32, 28, 28): any batch size fits."""
+    if not shape:
+        return "-"
+    return "(" + ", ".join(["N", *(str(d) for d in shape[1:])]) + ")"
+
+
+def size_text(n_bytes: int) -> str:
+    """Bytes in binary units: 1.61 MiB."""
+    value = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.2f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def count_text(n: int) -> str:
+    """4,241,152 (4.24 M): exact, and readable at a glance."""
+    if n >= 1_000_000_000:
+        return f"{n:,} ({n / 1e9:.2f} G)"
+    if n >= 1_000_000:
+        return f"{n:,} ({n / 1e6:.2f} M)"
+    if n >= 10_000:
+        return f"{n:,} ({n / 1e3:.1f} k)"
+    return f"{n:,}"
+
+
+def layers_table(s: ModelSummary) -> Table:
+    table = Table(
+        title=f"{escape(s.model)} on one {shape_text(s.input_shape)} input",
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        show_footer=True,
+    )
+    last = shape_text(s.layers[-1].output_shape) if s.layers else ""
+    table.add_column("layer", no_wrap=True, footer="total")
+    table.add_column("type", no_wrap=True)
+    table.add_column("settings", overflow="fold")
+    table.add_column("output shape", no_wrap=True, footer=last)
+    table.add_column("params", justify="right", no_wrap=True, footer=f"{s.params:,}")
+    table.add_column("MACs/image", justify="right", no_wrap=True, footer=f"{s.macs:,}")
+    for layer in s.layers:
+        table.add_row(
+            escape(layer.name),
+            escape(layer.type),
+            escape(layer.settings),
+            shape_text(layer.output_shape),
+            f"{layer.params:,}" if layer.params else "-",
+            f"{layer.macs:,}" if layer.macs else "-",
+            style="bold" if layer.params else None,
+        )
+    return table
+
+
+def totals_table(s: ModelSummary) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows: list[tuple[str, str]] = [
+        ("parameters", f"{s.params:,}"),
+        ("trainable parameters", f"{s.trainable_params:,}"),
+        ("MACs per image", count_text(s.macs)),
+        ("parameter memory", f"{size_text(s.param_bytes)} ({s.dtype})"),
+    ]
+    if s.buffer_bytes:
+        rows.append(("buffer memory", size_text(s.buffer_bytes)))
+    outside = s.macs - s.layer_macs
+    if outside:
+        rows.append(("MACs outside layers", f"{outside:,} (operations in forward() itself)"))
+    rows += [
+        ("input", f"{size_text(s.input_bytes)} per image"),
+        ("activation memory", f"{size_text(s.activation_bytes)} per image"),
+        ("", f"{size_text(s.activation_bytes_batch)} per batch of {s.batch_size}"),
+    ]
+    for name, value in rows:
+        grid.add_row(name, value)
+    return grid
+
+
+def formulas_table(s: ModelSummary) -> RenderableType | None:
+    rows = [(layer, f) for layer in s.layers for f in layer.formulas]
+    if not rows:
+        return None
+    rule = Text("output size = (in + 2*padding - kernel)/stride + 1, rounded down", style="bold")
+    table = Table(header_style="bold", pad_edge=False, box=None)
+    table.add_column("layer")
+    table.add_column("type")
+    table.add_column("worked for this input")
+    for layer, formula in rows:
+        table.add_row(escape(layer.name), escape(layer.type), escape(formula))
+    return Group(rule, table)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def checkpoint_table(c: CheckpointInfo) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    weights = (
+        f"[green]verified: they load into {escape(c.model)}[/]"
+        if c.weights_loaded
+        else "[red]not loaded[/]"
+    )
+    state = (
+        f"finished ({escape(c.stop_reason or 'completed')})"
+        if c.finished
+        else f"not finished ({escape(c.stop_reason)})"
+        if c.stop_reason
+        else "not finished"
+    )
+    rows: list[tuple[str, str]] = [
+        ("checkpoint", f"{escape(c.path)} ({escape(c.kind)}, weights of epoch {c.epoch})"),
+        ("weights", weights),
+        ("trained", escape(c.created or "unknown")),
+        ("run", f"{state}, {c.epochs_run} epoch{'s' if c.epochs_run != 1 else ''} run"),
+    ]
+    if c.best_epoch is not None:
+        loss = "-" if c.best_val_loss is None else f"{c.best_val_loss:.4f}"
+        rows.append(
+            ("best epoch", f"{c.best_epoch}: val acc {_percent(c.best_val_acc)}, val loss {loss}")
+        )
+    if c.test_acc is not None:
+        n = f" on {c.test_n:,} images" if c.test_n else ""
+        loss = "" if c.test_loss is None else f", loss {c.test_loss:.4f}"
+        rows.append(("test", f"acc {_percent(c.test_acc)}{loss}{n}"))
+    else:
+        rows.append(("test", "not run yet (the run has not finished)"))
+    rows.append(("config", escape(_pairs(c.config))))
+    rows.append(("versions", escape(_pairs(c.versions))))
+    for i, (name, checksum) in enumerate(c.data.items()):
+        rows.append(("data checksums" if i == 0 else "", escape(f"{name}: {checksum}")))
+    for name, value in rows:
+        grid.add_row(name, value)
+    return grid
+
+
+def _pairs(mapping: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def inspect_view(s: ModelSummary, checkpoint: CheckpointInfo | None) -> RenderableType:
+    """Everything `inspect` prints, in reading order."""
+    parts: list[RenderableType] = [layers_table(s), Text(), totals_table(s)]
+    formulas = formulas_table(s)
+    if formulas is not None:
+        parts += [Text(), formulas]
+    if checkpoint is not None:
+        parts += [Text(), checkpoint_table(checkpoint)]
+    return Group(*parts)
