@@ -433,6 +433,204 @@ def inspect_model(
         consoles.out.print(inspect_view(result, info))
 
 
+# mnistcli eval -------------------------------------------------------------------------------
+
+
+class EvalSplit(enum.StrEnum):
+    test = "test"
+    val = "val"
+
+
+@app.command("eval")
+@handles_errors
+def eval_model(
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            metavar="PATH",
+            help="A checkpoint file, a run folder (its best.pt) or 'latest'. "
+            "\\[default: the latest run's best.pt]",
+            show_default=False,
+        ),
+    ] = None,
+    split: Annotated[
+        EvalSplit,
+        typer.Option(
+            help="The 10,000 test images, or the validation images held out from training "
+            "(the same seed and size as the checkpoint's run)."
+        ),
+    ] = EvalSplit.test,
+    device: DeviceOpt = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            help="Images per forward pass. \\[default: 256]",
+            show_default=False,
+        ),
+    ] = None,
+    top: Annotated[
+        int | None,
+        typer.Option(
+            help="Most confused pairs to list; 0 for none. \\[default: 10]", show_default=False
+        ),
+    ] = None,
+    gallery: Annotated[
+        int | None,
+        typer.Option(
+            help="Misclassified digits to draw (the most confident first); 0 for none. "
+            "\\[default: 16]",
+            show_default=False,
+        ),
+    ] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for confusion_matrix.png, misclassified.png and eval.json. "
+            "\\[default: the checkpoint's run folder]",
+            show_default=False,
+        ),
+    ] = None,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Write no files.")] = False,
+    out: RunsOpt = None,
+    data: DataOpt = None,
+    data_root: DataRootOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a checkpoint on MNIST: accuracy with a 95% interval, confusion matrix, per-class
+    precision/recall/F1, the most confused pairs and a gallery of mistakes drawn in the terminal.
+
+    Also writes confusion_matrix.png, misclassified.png and eval.json (with --split val:
+    *_val.png and eval_val.json) into the run folder, or --save DIR.
+    """
+    from mnistcli.checkpoint import load_model, resolve_checkpoint
+    from mnistcli.config import HyperParams
+    from mnistcli.data import split_indices, write_atomic
+    from mnistcli.device import resolve_device
+    from mnistcli.metrics import evaluate_model
+    from mnistcli.render.console import make_consoles
+    from mnistcli.render.eval_figures import save_confusion_png, save_misclassified_png
+    from mnistcli.render.eval_view import print_report
+
+    flags = {
+        "device": device,
+        "eval.batch_size": batch_size,
+        "eval.top": top,
+        "eval.gallery": gallery,
+        "runs_dir": out,
+        "data.root": data_root,
+    }
+    values = settings_values(flags, config, data)
+    consoles = make_consoles(no_color=State.no_color)
+    log = (lambda _m: None) if as_json else (lambda m: consoles.err.print(escape(m)))
+    path = resolve_checkpoint(checkpoint, values["runs_dir"].value)
+    dev = resolve_device(values["device"].value)
+    model, payload = load_model(path, dev)
+    hyper = HyperParams.from_dict(payload["config"])
+    mnist = load_data(values, log)
+    if split is EvalSplit.val:
+        held_out = split_indices(len(mnist.train_labels), hyper.val_size, hyper.seed).val
+        images, labels = mnist.train_images[held_out], mnist.train_labels[held_out]
+        log(
+            f"note: the validation split ({hyper.val_size:,} images, seed {hyper.seed}) chose "
+            f"this checkpoint, so its figures are optimistic; the test split is not"
+        )
+    else:
+        images, labels = mnist.test_images, mnist.test_labels
+    result = evaluate_model(
+        model,
+        images,
+        labels,
+        device=dev,
+        batch_size=values["eval.batch_size"].value,
+        top=values["eval.top"].value,
+        gallery=values["eval.gallery"].value,
+    )
+    doc = {
+        "checkpoint": str(path),
+        "model": payload["model"],
+        "epoch": payload["epoch"],
+        "split": split.value,
+        "device": str(dev),
+        **result.to_dict(),
+        "saved": [],
+    }
+    saved: list[Path] = []
+    if not no_save:
+        folder = save if save is not None else path.parent
+        suffix = "" if split is EvalSplit.test else f"_{split.value}"
+        title = f"{path.parent.name}/{path.name}, {split.value} split"
+        targets = {
+            "eval": folder / f"eval{suffix}.json",
+            "cm": folder / f"confusion_matrix{suffix}.png",
+            "grid": folder / f"misclassified{suffix}.png",
+        }
+        doc["saved"] = [str(targets["eval"]), str(targets["cm"])]
+        if result.mistakes:
+            doc["saved"].append(str(targets["grid"]))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            save_confusion_png(
+                result.confusion,
+                targets["cm"],
+                f"{title}: accuracy {100 * result.accuracy:.2f}% (n={result.n:,})",
+            )
+            if result.mistakes:
+                save_misclassified_png(
+                    result.mistakes,
+                    targets["grid"],
+                    f"{title}: most confident mistakes (true -> predicted)",
+                )
+            write_atomic(targets["eval"], (json.dumps(doc, indent=2) + "\n").encode())
+        except OSError as exc:
+            raise fail(
+                f"cannot write the results to {folder}: {exc.strerror or exc}; "
+                f"choose another folder with --save DIR, or pass --no-save"
+            ) from None
+        saved = [Path(p) for p in doc["saved"]]
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    n_train = len(mnist.train_labels) - hyper.val_size
+    n_train = min(hyper.limit, n_train) if hyper.limit else n_train
+    trained = (
+        f"{hyper.model}, epoch {payload['epoch']} (of {len(payload['history'])} in this "
+        f"checkpoint), recipe {hyper.recipe}, seed {hyper.seed}, {n_train:,} training images"
+    )
+    print_report(
+        consoles.out,
+        result,
+        checkpoint=str(path),
+        split=split.value,
+        device=str(dev),
+        trained=trained,
+        saved=[str(p) for p in saved],
+        top=values["eval.top"].value,
+        gallery_size=values["eval.gallery"].value,
+    )
+    history = _epoch_history(payload["history"])
+    if len(history) >= 2:  # the training curves, as `mnistcli train` drew them (stderr)
+        from rich.text import Text
+
+        from mnistcli.render.charts import curves
+
+        chart = curves(history, min(consoles.err.width, 120), 14, color=consoles.color)
+        consoles.err.print(Text.from_ansi(chart))
+
+
+def _epoch_history(raw: list[Any]) -> tuple[Any, ...]:
+    """A checkpoint's per-epoch history as EpochStats; () when it is not in the usual form."""
+    from mnistcli.train import EpochStats
+
+    try:
+        return tuple(EpochStats(**{k: h[k] for k in EpochStats.__dataclass_fields__}) for h in raw)
+    except (KeyError, TypeError):
+        return ()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -88,7 +88,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any]]] = {
         "threads": (int, 0),
     },
     "eval": {
-        "batch_size": (int, 1000),
+        "batch_size": (int, 256),
         "top": (int, 10),
         "gallery": (int, 16),
     },

@@ -53,3 +53,17 @@ def build_model(name: str) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def logits_in_batches(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """(N, 10) logits for (N, 1, 28, 28) inputs: eval mode, `torch.inference_mode`, in batches."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if x.shape[0] == 0:
+                return model(x)
+            starts = range(0, x.shape[0], batch_size)
+            return torch.cat([model(x[i : i + batch_size]) for i in starts])
+    finally:
+        model.train(was_training)
