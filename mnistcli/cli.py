@@ -631,6 +631,107 @@ def _epoch_history(raw: list[Any]) -> tuple[Any, ...]:
         return ()
 
 
+# mnistcli predict ----------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def predict(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="PATH",
+            help="Image files (PNG, JPEG, BMP, GIF, TIFF, WebP), folders (their images) or "
+            "globs such as 'scans/*.png'.",
+            show_default=False,
+        ),
+    ],
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            metavar="PATH",
+            help="A checkpoint file, a run folder (its best.pt) or 'latest'. "
+            "\\[default: the latest run's best.pt]",
+            show_default=False,
+        ),
+    ] = None,
+    device: DeviceOpt = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            "--top-k",
+            "-k",
+            help="Most likely digits to list (1-10). \\[default: 3]",
+            show_default=False,
+        ),
+    ] = None,
+    show: Annotated[
+        bool, typer.Option("--show", help="Also draw the 28x28 input the model saw.")
+    ] = False,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="No preprocessing: for images that already are MNIST-style 28x28 digits "
+            "(bright ink on black).",
+        ),
+    ] = False,
+    out: RunsOpt = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object per image, one per line (path, status, digit, "
+            "probability, top_k, error), nothing else.",
+        ),
+    ] = False,
+) -> None:
+    """Read the digit in each image: a photo, a scan, a drawing or a screenshot.
+
+    Each image is made like an MNIST digit: grayscale (transparency on white),
+    inverted if the background is light, uneven lighting and contrast evened
+    out, cropped to the ink (specks ignored), scaled into 20x20 and centred by
+    its centre of mass in 28x28. A blank image says "no digit found". A file
+    that cannot be read gets a one-line error, the others are still predicted,
+    and the exit code is 1.
+    """
+    from mnistcli.checkpoint import load_model, resolve_checkpoint
+    from mnistcli.device import resolve_device
+    from mnistcli.imaging import collect_paths, predict_paths
+    from mnistcli.render.console import make_consoles
+    from mnistcli.render.predict_view import predict_view
+
+    flags = {"device": device, "runs_dir": out, "predict.top_k": top_k}
+    values = settings_values(flags, config)
+    consoles = make_consoles(no_color=State.no_color)
+    path = resolve_checkpoint(checkpoint, values["runs_dir"].value)
+    dev = resolve_device(values["device"].value)
+    model, payload = load_model(path, dev)
+    if not as_json:
+        consoles.err.print(
+            f"model: {escape(str(path))} ({payload['model']}, epoch {payload['epoch']}) on {dev}",
+            soft_wrap=True,
+        )
+    preds = []
+    for pred in predict_paths(
+        collect_paths(paths), model, dev, top_k=values["predict.top_k"].value, raw=raw
+    ):
+        if pred.error:
+            consoles.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
+        if as_json:
+            typer.echo(json.dumps(pred.to_dict()))
+        preds.append(pred)
+    shown = preds if len(preds) > 1 else [p for p in preds if not p.error]
+    if shown and not as_json:
+        color = consoles.out.color_system is not None and not consoles.out.no_color
+        view = predict_view(shown, show=show, color=color, width=consoles.out.width)
+        consoles.out.print(view)
+    if any(p.error for p in preds):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

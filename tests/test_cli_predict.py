@@ -1,0 +1,243 @@
+"""`mnistcli predict`: settings it builds, output for one and many images, --json, bad input,
+and a real subprocess (exit codes, stderr, piped output, no torchvision)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnistcli.cli import app
+from mnistcli.data import normalize
+
+runner = CliRunner()
+
+
+def paper_digit(digit: torch.Tensor, scale: int = 5, margin: int = 60) -> Image.Image:
+    """A real MNIST digit as dark ink on light paper, enlarged, off-centre, in RGB."""
+    im = Image.frombytes("L", (28, 28), bytes(digit.flatten().tolist()))
+    im = im.resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC).point(lambda v: 255 - v)
+    canvas = Image.new("L", (im.width + 2 * margin, im.height + margin), 250)
+    canvas.paste(im, (margin // 3, margin // 2))
+    return canvas.convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def expected(trained_run, real_mnist) -> list[int]:
+    """The model's predictions on the first 4 original 28x28 test digits."""
+    from mnistcli.checkpoint import load_model
+
+    model, _ = load_model(trained_run / "best.pt")
+    with torch.inference_mode():
+        return model(normalize(real_mnist.test_images[:4])).argmax(1).tolist()
+
+
+@pytest.fixture
+def images(tmp_path, real_mnist) -> Path:
+    """A folder of four user-style digit images in several formats, one blank page."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i, fmt in enumerate(["png", "jpg", "webp", "bmp"]):
+        paper_digit(real_mnist.test_images[i]).save(folder / f"d{i}.{fmt}")
+    Image.new("L", (120, 90), 255).save(folder / "zz_blank.png")
+    return folder
+
+
+def test_one_image_shows_the_digit_its_probability_and_the_top_k(trained_run, images, expected):
+    result = runner.invoke(
+        app, ["predict", str(images / "d0.png"), "--checkpoint", str(trained_run), "-k", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert f"digit {expected[0]}" in out
+    chart = [line for line in out.splitlines() if "%" in line and "digit" not in line]
+    assert len(chart) == 4  # --top-k 4: four bars
+    first = chart[0].strip("│ ").split()
+    assert first[0] == str(expected[0]) and "█" in first[1]
+    assert f"model: {trained_run / 'best.pt'}" in result.stderr
+
+
+def test_show_draws_the_28x28_input(trained_run, images):
+    result = runner.invoke(
+        app, ["predict", str(images / "d1.jpg"), "--checkpoint", str(trained_run), "--show"]
+    )
+    assert result.exit_code == 0
+    art = [line for line in result.stdout.splitlines() if line.count("│") >= 3]
+    assert len(art) == 28  # without colour: 28 lines of two characters per pixel
+    assert any("██" in line for line in art) and "28x28 input" in result.stdout
+
+
+def test_many_images_give_a_table_and_a_summary(trained_run, images, expected):
+    result = runner.invoke(app, ["predict", str(images), "--checkpoint", str(trained_run)])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if "scans" in line}
+    for i, fmt in enumerate(["png", "jpg", "webp", "bmp"]):
+        row = rows[str(images / f"d{i}.{fmt}")]
+        assert row[1] == str(expected[i]) and row[2].endswith("%")
+    assert "no digit found" in " ".join(rows[str(images / "zz_blank.png")])
+    assert "5 images: 4 predicted, 1 no digit found" in result.stdout
+
+
+def test_json_is_one_object_per_image_and_nothing_else(trained_run, images, expected):
+    args = ["predict", str(images / "d0.png"), str(images / "zz_blank.png"), str(images / "x.png")]
+    result = runner.invoke(app, [*args, "--checkpoint", str(trained_run), "--json", "-k", "2"])
+    assert result.exit_code == 1
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["status"] for d in docs] == ["ok", "no digit", "error"]
+    ok, blank, failed = docs
+    assert ok["digit"] == expected[0] and ok["path"] == str(images / "d0.png")
+    assert [t["digit"] for t in ok["top_k"]] == [expected[0], ok["top_k"][1]["digit"]]
+    assert ok["probability"] == ok["top_k"][0]["probability"] and 0 < ok["probability"] <= 1
+    assert blank["digit"] is None and blank["probability"] is None and blank["top_k"] == []
+    assert failed["error"].endswith("no such file or folder") and failed["digit"] is None
+    assert result.stderr.strip() == f"error: {images / 'x.png'}: no such file or folder"
+    assert "model:" not in result.stderr
+
+
+def test_bad_files_are_reported_and_the_others_still_predicted(trained_run, images, tmp_path):
+    (images / "notes.png").write_text("not an image")
+    (tmp_path / "[red]x.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(images),
+            str(tmp_path / "missing.png"),
+            str(tmp_path / "*.gif"),
+            str(tmp_path / "[red]x.png"),
+            "--checkpoint",
+            str(trained_run),
+        ],
+    )
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("model: ")]
+    assert len(errors) == 4 and all(line.startswith("error: ") for line in errors)
+    assert "notes.png: not an image this program reads" in errors[0]
+    assert errors[1].endswith("missing.png: no such file or folder")
+    assert errors[2].endswith("*.gif: no files match this pattern")
+    assert "[red]x.png: not an image" in errors[3]  # a file name with markup prints as itself
+    assert "9 images: 4 predicted, 1 no digit found, 4 failed" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_a_quoted_glob_is_expanded(trained_run, images):
+    result = runner.invoke(
+        app, ["predict", str(images / "d*.*"), "--checkpoint", str(trained_run), "--json"]
+    )
+    assert result.exit_code == 0
+    paths = [json.loads(line)["path"] for line in result.stdout.splitlines()]
+    names = ["d0.png", "d1.jpg", "d2.webp", "d3.bmp"]  # in name order, the blank page left out
+    assert paths == [str(images / name) for name in names]
+
+
+def test_raw_takes_mnist_format_images_as_they_are(trained_run, real_mnist, tmp_path, expected):
+    Image.frombytes("L", (28, 28), bytes(real_mnist.test_images[2].flatten().tolist())).save(
+        tmp_path / "raw.png"
+    )
+    Image.new("L", (32, 32)).save(tmp_path / "big.png")
+    args = ["predict", "--raw", "--json", "--checkpoint", str(trained_run)]
+    result = runner.invoke(app, [*args, str(tmp_path / "raw.png"), str(tmp_path / "big.png")])
+    assert result.exit_code == 1
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["digit"] == expected[2]
+    assert "--raw needs a 28x28 image, this one is 32x32" in second["error"]
+
+
+def test_settings_come_from_flags_environment_and_config(trained_run, images, monkeypatch):
+    """The core patched: the exact top-k, raw flag and device the command passes on."""
+    import mnistcli.imaging
+
+    seen = {}
+
+    def fake(paths, model, device, *, top_k, raw):
+        seen.update(paths=paths, device=str(device), top_k=top_k, raw=raw)
+        return iter(())
+
+    monkeypatch.setattr(mnistcli.imaging, "predict_paths", fake)
+    monkeypatch.setenv("MNISTCLI_PREDICT_TOP_K", "5")
+    args = ["predict", str(images / "d0.png"), "--checkpoint", str(trained_run), "-d", "cpu"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert seen == {"paths": [images / "d0.png"], "device": "cpu", "top_k": 5, "raw": False}
+    assert runner.invoke(app, [*args, "--top-k", "2", "--raw"]).exit_code == 0
+    assert seen["top_k"] == 2 and seen["raw"] is True
+    result = runner.invoke(app, [*args, "--top-k", "11"])
+    assert result.exit_code == 2 and "predict.top_k = 11" in result.stderr
+    assert "between 1 and 10" in result.stderr
+
+
+def test_no_checkpoint_is_a_usage_error(tmp_path, images):
+    result = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "no trained model found" in result.stderr and "mnistcli train" in result.stderr
+    result = runner.invoke(app, ["predict"])
+    assert result.exit_code == 2 and "Missing argument" in result.output
+
+
+def test_help_lists_the_options():
+    result = runner.invoke(app, ["predict", "--help"])
+    assert result.exit_code == 0
+    for option in ("--checkpoint", "--device", "--top-k", "--show", "--raw", "--json", "--out"):
+        assert option in result.output
+
+
+def test_real_subprocess_piped_without_torchvision(trained_run, images, tmp_path):
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "mnistcli",
+            "predict",
+            str(images),
+            "--checkpoint",
+            str(trained_run),
+            "--show",
+        ],
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    imports = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    stderr = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+    assert any(line.rstrip().endswith("| torch") for line in imports)
+    assert not any("torchvision" in line for line in imports)
+    assert proc.returncode == 1
+    assert stderr[0].startswith("model: ") and len(stderr) == 2
+    assert stderr[1].startswith("error: ") and "broken.jpg: cannot decode the image" in stderr[1]
+    assert "6 images: 4 predicted, 1 no digit found, 1 failed" in proc.stdout
+    assert proc.stdout.count("╭") == 4  # --show: a gallery of the four inputs with a digit
+    assert proc.stdout.count("██") > 40
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "\x1b[" not in proc.stdout + proc.stderr
+
+
+def test_digit_art_in_colour_packs_two_pixel_rows_per_cell_and_in_shades_without():
+    from rich.console import Console
+
+    from mnistcli.render.predict_view import digit_art
+
+    pixels = torch.zeros(28, 28, dtype=torch.uint8)
+    pixels[0, 0] = 255
+    pixels[1, 1] = 128
+    art = digit_art(pixels, color=True)
+    lines = art.plain.split("\n")
+    assert len(lines) == 14 and {len(line) for line in lines} == {28}
+    console = Console()
+    first, second = (art.get_style_at_offset(console, i) for i in (0, 1))
+    assert first.color.get_truecolor() == (255, 255, 255)  # upper pixel: the foreground
+    assert first.bgcolor.get_truecolor() == (0, 0, 0)
+    assert second.color.get_truecolor() == (0, 0, 0)
+    assert second.bgcolor.get_truecolor() == (128, 128, 128)  # lower pixel: the background
+    plain = digit_art(pixels, color=False).plain.split("\n")
+    assert len(plain) == 28 and {len(line) for line in plain} == {56}
+    assert plain[0].startswith("██  ") and plain[1].startswith("  ▒▒")
+    assert plain[27].strip() == ""  # blank rows are kept: the whole 28x28 is shown

@@ -1,0 +1,488 @@
+"""imaging: each preprocessing step, hostile files, and user-style images of real MNIST digits."""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageChops, ImageDraw
+
+from mnistcli import imaging
+from mnistcli.data import MEAN, STD, normalize
+from mnistcli.errors import ImageError
+
+LOW, HIGH = (0 - MEAN) / STD, (1 - MEAN) / STD  # the normalised range of a pixel
+
+
+def gray(rows: list[list[int]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32) / 255
+
+
+def digit_on_paper(size=(200, 150), box=(60, 40, 100, 110), ink=20, paper=235) -> Image.Image:
+    """A thick dark '1'-like stroke on light paper, as a user's photo would be."""
+    im = Image.new("L", size, paper)
+    ImageDraw.Draw(im).rectangle(box, fill=ink)
+    return im
+
+
+# --- grayscale -----------------------------------------------------------------------------
+
+
+def test_grayscale_of_l_and_rgb_keeps_the_levels():
+    im = Image.new("L", (3, 2), 51)
+    assert torch.allclose(imaging.to_grayscale(im), torch.full((2, 3), 0.2))
+    rgb = Image.new("RGB", (3, 2), (255, 0, 0))
+    assert torch.allclose(imaging.to_grayscale(rgb), torch.full((2, 3), 76 / 255))  # ITU-R 601
+
+
+def test_transparency_is_composed_on_white():
+    im = Image.new("RGBA", (4, 4), (0, 0, 0, 0))  # fully transparent black
+    im.putpixel((1, 1), (0, 0, 0, 255))  # one opaque black pixel: the ink
+    g = imaging.to_grayscale(im)
+    assert g[1, 1] == 0 and g[0, 0] == 1 and g.sum() == 15
+    la = Image.new("LA", (2, 1), (0, 128))  # half-transparent black on white: mid grey
+    assert abs(float(imaging.to_grayscale(la)[0, 0]) - 127 / 255) < 0.01
+
+
+def test_palette_with_a_transparent_index_is_composed_on_white():
+    def black_and_white(**info: int) -> Image.Image:
+        im = Image.new("P", (2, 1))
+        im.putpalette([0, 0, 0, 255, 255, 255])
+        im.putpixel((1, 0), 1)
+        im.info.update(info)
+        return im
+
+    assert imaging.to_grayscale(black_and_white()).tolist() == [[0.0, 1.0]]
+    # black is the transparent colour: it shows the white paper beneath
+    assert imaging.to_grayscale(black_and_white(transparency=0)).tolist() == [[1.0, 1.0]]
+
+
+def test_16_bit_images_are_scaled_not_clipped():
+    im = Image.new("I;16", (2, 1))
+    im.putpixel((0, 0), 65535)
+    im.putpixel((1, 0), 257 * 100)
+    g = imaging.to_grayscale(im)
+    assert g[0, 0] == 1.0 and abs(float(g[0, 1]) - 100 / 255) < 1e-4
+    i32 = Image.new("I", (2, 1))
+    i32.putpixel((0, 0), 255)
+    assert imaging.to_grayscale(i32).tolist() == [[1.0, 0.0]]  # 8-bit values kept as 8-bit
+
+
+def test_cmyk_and_bilevel_are_converted():
+    assert float(imaging.to_grayscale(Image.new("CMYK", (2, 2), (0, 0, 0, 255))).max()) == 0.0
+    assert float(imaging.to_grayscale(Image.new("1", (2, 2), 1)).min()) == 1.0
+
+
+@pytest.mark.parametrize("mode", ["P", "1", "I;16", "RGBA"])
+def test_large_images_of_any_mode_are_reduced_with_a_box_average(mode):
+    im = Image.new("L", (3000, 1100), 255)
+    ImageDraw.Draw(im).rectangle((1000, 200, 1300, 900), fill=0)
+    if mode == "I;16":  # 16-bit white is 65535
+        im = im.convert("I").point(lambda v: v * 257)
+    prep = imaging.preprocess(im.convert(mode))
+    assert not prep.blank and prep.inverted
+    reduced = imaging.reduce_large(torch.ones(2050, 1000))
+    assert reduced.shape == (684, 334) and torch.allclose(reduced, torch.ones(1))  # edges too
+
+
+# --- polarity and contrast -----------------------------------------------------------------
+
+
+def test_light_background_is_inverted_and_dark_background_is_not():
+    paper = gray([[240, 240, 240], [240, 10, 240], [240, 240, 240]])
+    out, inverted = imaging.make_ink_bright(paper)
+    assert inverted and float(out[1, 1]) > float(out[0, 0])
+    mnist_like = 1 - paper
+    out, inverted = imaging.make_ink_bright(mnist_like)
+    assert not inverted and torch.equal(out, mnist_like)
+
+
+def test_grey_ink_on_lighter_grey_is_inverted():
+    # border 110 is above the middle of the range (50..110): the background is the light side
+    img = gray([[110, 110, 110], [110, 50, 110], [110, 110, 110]])
+    assert imaging.make_ink_bright(img)[1]
+
+
+def test_contrast_stretch_maps_background_to_0_and_ink_to_1():
+    img = gray([[60, 60, 60], [60, 160, 60], [60, 110, 60]])
+    out, contrast = imaging.stretch_contrast(img)
+    assert abs(contrast - 100 / 255) < 1e-6
+    assert out[0, 0] == 0 and out[1, 1] == 1 and abs(float(out[2, 1]) - 0.5) < 1e-6
+    grainy, _ = imaging.stretch_contrast(img, noise=10 / 255)  # grain up to 2 noise levels: 0
+    assert grainy[0, 0] == 0 and grainy[1, 1] == 1 and abs(float(grainy[2, 1]) - 30 / 80) < 1e-6
+
+
+def test_too_little_contrast_is_reported_and_not_stretched():
+    img = torch.full((5, 5), 0.5)
+    img[2, 2] = 0.52
+    out, contrast = imaging.stretch_contrast(img)
+    assert contrast < imaging.MIN_CONTRAST and torch.equal(out, img)
+
+
+def test_uneven_lighting_is_flattened_to_a_zero_background():
+    ys = torch.linspace(0, 1, 60)[:, None]
+    xs = torch.linspace(0, 1, 80)[None, :]
+    lit = 0.1 + 0.3 * ys + 0.2 * xs  # background brighter towards one corner
+    lit[20:40, 30:36] = 0.95  # the ink
+    lit[0:5, 0:3] = 0.9  # ink touching the edge: an outlier the refit ignores
+    flat = imaging.flatten_background(lit)
+    background = torch.ones_like(lit, dtype=torch.bool)
+    background[20:40, 30:36] = background[0:5, 0:3] = False
+    assert flat[background].abs().max() < 0.01
+    assert flat[20:40, 30:36].min() > 0.3
+    assert imaging.flatten_background(torch.full((3, 3), 0.4)).abs().max() == 0
+
+
+# --- ink box, specks -----------------------------------------------------------------------
+
+
+def test_components_are_8_connected():
+    mask = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 0, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    labels = imaging.label_components(mask)
+    assert labels[0, 0] == labels[1, 1]  # diagonal neighbours join
+    assert labels[1, 3] == labels[2, 3] != labels[0, 0]
+    assert len(torch.unique(labels[mask])) == 3 and (labels[~mask] == 0).all()
+
+
+def test_ink_bbox_ignores_a_speck_far_from_the_digit():
+    ink = torch.zeros(100, 120)
+    ink[30:70, 50:60] = 1.0  # the digit: 40 x 10
+    ink[5, 5] = 1.0  # a speck of dust
+    ink[95, 110:112] = 0.8  # another
+    assert imaging.ink_bbox(ink) == (30, 50, 70, 60)
+
+
+def test_ink_bbox_keeps_parts_of_a_broken_digit():
+    ink = torch.zeros(60, 60)
+    ink[10:30, 20:26] = 1.0
+    ink[31:50, 20:26] = 1.0  # a one-pixel gap: the same stroke
+    ink[10:14, 30:45] = 1.0  # a separate bar, like the top of a 5: not a speck
+    assert imaging.ink_bbox(ink) == (10, 20, 50, 45)
+
+
+def test_ink_bbox_of_a_large_image_works_on_the_reduced_mask():
+    ink = torch.zeros(1000, 800)
+    ink[200:703, 300:351] = 1.0
+    ink[900, 10] = 1.0
+    assert imaging.ink_bbox(ink) == (200, 300, 703, 351)
+    assert imaging.ink_bbox(torch.zeros(10, 10)) is None
+
+
+# --- size and centring ---------------------------------------------------------------------
+
+
+def test_fit_box_scales_the_longer_side_to_20_and_keeps_the_aspect():
+    assert imaging.fit_box(torch.ones(80, 40)).shape == (20, 10)
+    assert imaging.fit_box(torch.ones(3, 5)).shape == (12, 20)  # small ink is enlarged
+    assert imaging.fit_box(torch.ones(200, 1)).shape == (20, 1)
+    out = imaging.fit_box(torch.rand(123, 77, generator=torch.Generator().manual_seed(0)))
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_downscaling_is_antialiased():
+    stripes = torch.zeros(200, 200)
+    stripes[:, ::2] = 1.0  # one-pixel stripes average to grey, not to aliased bars
+    out = imaging.fit_box(stripes)
+    assert (out - 0.5).abs().max() < 0.05
+
+
+def test_centre_of_mass():
+    img = torch.zeros(5, 7)
+    img[1, 2] = 1.0
+    img[3, 6] = 3.0
+    assert imaging.centre_of_mass(img) == (2.5, 5.0)
+    assert imaging.centre_of_mass(torch.zeros(4, 6)) == (1.5, 2.5)
+
+
+def test_place_by_mass_puts_the_centre_of_mass_at_14_without_losing_ink():
+    patch = torch.zeros(16, 12)
+    patch[:8, :] = 1.0  # heavy top: the mass is high and to the left in the box
+    patch[8:, 0] = 1.0
+    canvas = imaging.place_by_mass(patch)
+    cy, cx = imaging.centre_of_mass(canvas)
+    assert canvas.shape == (28, 28) and abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    assert canvas.sum() == patch.sum()
+    lopsided = torch.zeros(20, 20)
+    lopsided[0, 0] = 1.0  # the wanted shift would push ink off the canvas: clamped instead
+    assert imaging.place_by_mass(lopsided).sum() == 1.0
+
+
+# --- the whole recipe ----------------------------------------------------------------------
+
+
+def test_preprocess_makes_an_mnist_style_digit():
+    prep = imaging.preprocess(digit_on_paper().convert("RGB"))
+    assert not prep.blank and prep.inverted and prep.mode == "RGB" and prep.size == (200, 150)
+    assert prep.tensor.shape == (1, 28, 28) and prep.tensor.dtype == torch.float32
+    assert torch.allclose(prep.tensor, normalize(prep.pixels[None])[0])
+    rows = torch.nonzero(prep.pixels.any(1)).flatten()
+    cols = torch.nonzero(prep.pixels.any(0)).flatten()
+    assert rows[-1] - rows[0] + 1 == 20  # the longer side fits the 20x20 box
+    assert cols[-1] - cols[0] + 1 < 20  # and the aspect ratio is kept
+    assert prep.pixels[0].sum() == 0 and prep.pixels.max() == 255
+    cy, cx = imaging.centre_of_mass(prep.pixels.float())
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+def test_an_mnist_digit_passes_through_almost_unchanged(real_mnist):
+    digit = real_mnist.test_images[0]
+    prep = imaging.preprocess(Image.frombytes("L", (28, 28), bytes(digit.flatten().tolist())))
+    assert not prep.inverted
+    assert (prep.pixels.float() - digit.float()).abs().mean() < 12  # of 255
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Image.new("L", (64, 64), 255),  # white paper
+        lambda: Image.new("RGBA", (30, 20), (0, 0, 0, 0)),  # an empty transparent canvas
+        lambda: Image.new("L", (1, 1), 0),
+        lambda: Image.effect_noise((64, 64), 3),  # faint noise, no ink
+        lambda: digit_on_paper(size=(400, 400), box=(100, 100, 101, 101)),  # a speck of dust
+        lambda: photo(Image.new("L", (200, 150), 220), random.Random(1), shade=80, noise=20),
+        lambda: photo(Image.new("L", (900, 700), 200), random.Random(2), shade=0, noise=40),
+    ],
+    ids=["white", "transparent", "1x1", "faint-noise", "speck", "noisy-photo", "grainy-photo"],
+)
+def test_blank_or_near_blank_images_have_no_digit(make):
+    prep = imaging.preprocess(make())
+    assert prep.blank and prep.tensor.shape == (1, 28, 28)
+    assert prep.pixels.sum() == 0
+
+
+def test_raw_keeps_28x28_pixels_and_refuses_other_sizes():
+    im = Image.new("L", (28, 28), 0)
+    im.putpixel((3, 4), 200)
+    prep = imaging.preprocess(im, raw=True)
+    assert prep.pixels[4, 3] == 200 and prep.pixels.sum() == 200 and not prep.blank
+    with pytest.raises(ImageError, match="--raw needs a 28x28 image, this one is 30x28"):
+        imaging.preprocess(Image.new("L", (30, 28)), raw=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    width=st.integers(1, 48),
+    height=st.integers(1, 48),
+    mode=st.sampled_from(["L", "RGB", "RGBA", "LA", "P", "I;16", "I", "F", "1", "CMYK", "PA"]),
+    seed=st.integers(0, 2**32 - 1),
+    raw=st.booleans(),
+)
+def test_any_image_gives_a_28x28_input_or_an_image_error(width, height, mode, seed, raw):
+    rng = random.Random(seed)
+    data = rng.randbytes(width * height * 4)
+    if mode in ("I", "F"):  # any 32-bit pattern, including NaN and infinities
+        im = Image.frombytes(mode, (width, height), data)
+    else:
+        im = Image.frombytes("RGBA", (width, height), data).convert(
+            "RGB" if mode in ("P", "PA") else mode
+        )
+        im = im.convert(mode) if mode in ("P", "PA") else im
+    try:
+        prep = imaging.preprocess(im, raw=raw)
+    except ImageError:
+        return
+    assert prep.tensor.shape == (1, 28, 28) and prep.tensor.dtype == torch.float32
+    assert torch.isfinite(prep.tensor).all()
+    assert LOW - 1e-5 <= float(prep.tensor.min()) <= float(prep.tensor.max()) <= HIGH + 1e-5
+    assert prep.pixels.shape == (28, 28) and prep.pixels.dtype == torch.uint8
+
+
+# --- reading files -------------------------------------------------------------------------
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG claiming `width` x `height` pixels, with no pixel data: a bomb's calling card."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_text("not an image"), "not an image this program reads"),
+        (lambda p: p.write_bytes(b""), "not an image this program reads"),
+        (lambda p: Image.new("L", (8, 8)).save(p, format="PPM"), "not an image this program"),
+        (lambda p: Image.new("L", (8, 8)).save(p, format="TGA"), "not an image this program"),
+        (lambda p: p.write_bytes(png_header(7000, 7000)), "megapixels, more than the 40"),
+        (lambda p: p.write_bytes(png_header(10000, 10000)), "decompression bomb"),
+        (lambda p: p.write_bytes(png_header(30000, 30000)), "decompression bomb"),
+        (lambda p: p.write_bytes(_png(Image.new("L", (50, 50)))[:60]), "cannot decode"),
+        (lambda p: p.mkdir(), "is a folder"),
+    ],
+    ids=["missing", "text", "empty", "ppm", "tga", "over-cap", "bomb-warn", "bomb", "trunc", "dir"],
+)
+def test_bad_files_are_one_line_image_errors_naming_the_file(tmp_path, make, message):
+    path = tmp_path / "digit.png"
+    make(path)
+    with pytest.raises(ImageError, match=message) as info:
+        imaging.load_image(path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+    assert info.value.exit_code == 1
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    magic=st.sampled_from([b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"\xff\xd8\xff", b"II*\x00"]),
+    junk=st.binary(max_size=300),
+)
+def test_corrupt_files_never_raise_anything_but_image_error(tmp_path_factory, magic, junk):
+    path = tmp_path_factory.mktemp("fuzz") / "x.img"
+    path.write_bytes(magic + junk)
+    try:
+        imaging.load_image(path)
+    except ImageError as exc:
+        assert str(exc).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"])
+def test_every_allowed_format_reads(tmp_path, fmt):
+    path = tmp_path / f"d.{fmt.lower()}"
+    digit_on_paper().convert("RGB").save(path, format=fmt)
+    prep = imaging.load_image(path)
+    assert not prep.blank and prep.inverted and prep.pixels.max() == 255
+
+
+def test_16_bit_png_is_read(tmp_path):
+    im = Image.new("I;16", (60, 60), 60000)
+    ImageDraw.Draw(im).rectangle((20, 10, 30, 50), fill=2000)
+    im.save(tmp_path / "deep.png")
+    prep = imaging.load_image(tmp_path / "deep.png")
+    assert prep.mode.startswith("I") and not prep.blank and prep.inverted
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    im = Image.new("L", (40, 20), 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    im.save(tmp_path / "phone.jpg", exif=exif)
+    assert imaging.open_image(tmp_path / "phone.jpg").size == (20, 40)
+
+
+def test_animated_gif_uses_the_first_frame(tmp_path):
+    first = digit_on_paper(size=(60, 60), box=(25, 10, 32, 50))  # a tall bar
+    second = digit_on_paper(size=(60, 60), box=(10, 25, 50, 32))  # a wide bar
+    first.save(tmp_path / "anim.gif", save_all=True, append_images=[second], duration=100)
+    prep = imaging.load_image(tmp_path / "anim.gif")
+    rows = int(prep.pixels.any(1).sum())
+    cols = int(prep.pixels.any(0).sum())
+    assert rows > cols
+
+
+# --- collecting paths ----------------------------------------------------------------------
+
+
+def test_collect_paths_expands_folders_and_globs_and_keeps_errors_in_place(tmp_path):
+    (tmp_path / "scans").mkdir()
+    for name in ("b.png", "a.JPG", "notes.txt", "c.webp"):
+        (tmp_path / "scans" / name).write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    found = imaging.collect_paths(
+        [
+            str(tmp_path / "scans"),
+            str(tmp_path / "scans" / "*.png"),
+            str(tmp_path / "missing.png"),
+            str(tmp_path / "*.gif"),
+            str(tmp_path / "empty"),
+            str(tmp_path / "scans" / "notes.txt"),
+        ]
+    )
+    names = [p.name if isinstance(p, Path) else type(p).__name__ for p in found]
+    assert names[:5] == ["a.JPG", "b.png", "c.webp", "b.png", "ImageError"]
+    assert names[5:] == ["ImageError", "ImageError", "notes.txt"]
+    assert "no such file or folder" in str(found[4]) and found[4].path.endswith("missing.png")
+    assert "no files match" in str(found[5])
+    assert "holds no images" in str(found[6])
+
+
+def test_an_unreadable_folder_is_an_error_for_that_folder(tmp_path, monkeypatch):
+    def refuse(self):
+        raise PermissionError(13, "Permission denied")
+
+    (tmp_path / "locked").mkdir()
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    [err] = imaging.collect_paths([str(tmp_path / "locked")])
+    assert isinstance(err, ImageError) and "cannot read this folder (Permission denied)" in str(err)
+
+
+# --- user-style images of real digits ------------------------------------------------------
+
+
+def user_style(digit: torch.Tensor, rng: random.Random, mode: str) -> Image.Image:
+    """An MNIST digit as a user would bring it: enlarged, dark ink on light paper, off-centre
+    on a wide margin, in `mode` (RGBA: ink on a transparent canvas; "photo": a JPEG with
+    uneven lighting and sensor noise)."""
+    im = Image.frombytes("L", (28, 28), bytes(digit.flatten().tolist()))
+    side = 28 * rng.choice([2, 3, 4, 6])
+    im = im.resize((side, side), Image.Resampling.BICUBIC).point(lambda v: 255 - v)
+    width, height = side + rng.randint(20, 160), side + rng.randint(20, 160)
+    ink = Image.new("L", (width, height), 255)
+    ink.paste(im, (rng.randint(0, width - side), rng.randint(0, height - side)))
+    canvas = ImageChops.darker(ink, Image.new("L", (width, height), rng.randint(200, 255)))
+    if mode == "RGBA":
+        rgba = Image.new("RGBA", canvas.size, (20, 20, 90, 0))
+        rgba.putalpha(canvas.point(lambda v: 255 - v))
+        return rgba
+    if mode == "P":
+        return canvas.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
+    if mode == "photo":
+        return photo(canvas, rng)
+    return canvas.convert(mode)
+
+
+def photo(
+    paper: Image.Image, rng: random.Random, shade: int = 80, noise: float = 10
+) -> Image.Image:
+    """`paper` as a phone would take it: darker towards one corner by up to `shade` levels,
+    Gaussian noise, saved as a JPEG of quality 75."""
+    g = torch.Generator().manual_seed(rng.randint(0, 2**31))
+    w, h = paper.size
+    pixels = torch.frombuffer(bytearray(paper.tobytes()), dtype=torch.uint8).reshape(h, w)
+    light = torch.linspace(0, 1, h)[:, None] * 0.5 + torch.linspace(0, 1, w)[None, :] * 0.5
+    shaded = pixels.float() - shade * light + torch.randn(h, w, generator=g) * noise
+    im = Image.frombytes(
+        "L", (w, h), bytes(shaded.clamp(0, 255).to(torch.uint8).flatten().tolist())
+    )
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="JPEG", quality=75)
+    return Image.open(buf)
+
+
+def test_user_style_images_are_predicted_as_the_original_digits(trained_run, real_mnist):
+    from mnistcli.checkpoint import load_model
+
+    model, _ = load_model(trained_run / "best.pt")
+    digits = real_mnist.test_images[:200]
+    with torch.inference_mode():
+        expected = model(normalize(digits)).argmax(1)
+    rng = random.Random(0)
+    rates = {}
+    for mode in ("L", "RGB", "RGBA", "P", "photo"):
+        with imaging.single_thread():
+            batch = [imaging.preprocess(user_style(d, rng, mode)) for d in digits]
+        assert not any(p.blank for p in batch)
+        with torch.inference_mode():
+            got = model(torch.stack([p.tensor for p in batch])).argmax(1)
+        rates[mode] = float((got == expected).float().mean())
+    print(f"agreement with the predictions on the original 28x28 digits: {rates}")
+    assert min(rates.values()) >= 0.9, rates
+    assert sum(rates.values()) / len(rates) >= 0.93, rates
