@@ -268,3 +268,81 @@ def test_malicious_checkpoint_is_refused_without_running_code(workdir):
     code, _, err = run("train", "--resume", "runs/evil", cwd=workdir)
     assert_one_line_error(code, err, 2, "could run code")
     assert not (workdir / "pwned").exists()
+
+
+def bad_images(folder: Path, digit) -> dict[str, str]:
+    """Every awkward file a user may feed `predict`, and what must happen to it:
+    'ok' (predicted, maybe as no digit) or 'error' (one line, the others still predicted)."""
+    from PIL import Image
+
+    folder.mkdir()
+    ink = Image.fromarray(255 - digit.numpy()).resize((140, 140))  # dark on light, 5x
+    ink.save(folder / "good.png")
+    (folder / "zero-bytes.png").write_bytes(b"")
+    (folder / "not-an-image.png").write_text("hello, I am text")
+    full = (folder / "good.png").read_bytes()
+    (folder / "truncated.png").write_bytes(full[: len(full) // 2])
+    ink.save(folder / "png-named.jpg")  # wrong extension, real PNG inside
+    Image.new("L", (1, 1), 255).save(folder / "one-pixel.png")
+    Image.new("L", (64, 64), 255).save(folder / "all-white.png")
+    Image.new("L", (64, 64), 0).save(folder / "all-black.png")
+    ink.convert("I;16").point(lambda v: v * 257).save(folder / "sixteen-bit.png")
+    ink.convert("CMYK").save(folder / "cmyk.jpg")
+    frames = [ink.convert("P"), Image.new("P", ink.size, 0)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    # 10,000 x 10,000 = 100 MP: over the limit; a PNG header claiming it is enough to refuse
+    Image.new("1", (10_000, 10_000), 1).save(folder / "huge.png")
+    return {
+        "good.png": "ok",
+        "zero-bytes.png": "error",
+        "not-an-image.png": "error",
+        "truncated.png": "error",
+        "png-named.jpg": "ok",
+        "one-pixel.png": "ok",
+        "all-white.png": "ok",
+        "all-black.png": "ok",
+        "sixteen-bit.png": "ok",
+        "cmyk.jpg": "ok",
+        "animated.gif": "ok",
+        "huge.png": "error",
+    }
+
+
+def test_predict_bad_image_suite(tmp_path, trained_run, real_mnist):
+    folder = tmp_path / "imgs"
+    expected = bad_images(folder, real_mnist.test_images[0])
+    before = hashes(folder)
+    checkpoint_before = hashes(trained_run)
+    code, out, err = run(
+        "predict", str(folder), "--checkpoint", str(trained_run / "best.pt"), "--json", cwd=tmp_path
+    )
+    assert code == 1, err  # some failed
+    assert "Traceback" not in err and "\x1b[" not in out + err
+    results = {Path(doc["path"]).name: doc for doc in map(json.loads, out.splitlines())}
+    assert set(results) == set(expected)
+    error_lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    for name, outcome in expected.items():
+        doc = results[name]
+        if outcome == "error":
+            assert doc["status"] == "error" and doc["digit"] is None, name
+            assert sum(name in ln for ln in error_lines) == 1, (name, err)
+        else:
+            assert doc["status"] != "error", (name, doc)
+    assert results["good.png"]["digit"] == int(real_mnist.test_labels[0])
+    for blank in ("all-white.png", "all-black.png", "one-pixel.png"):
+        assert results[blank]["digit"] is None, results[blank]  # "no digit found"
+    assert results["sixteen-bit.png"]["digit"] == results["good.png"]["digit"]
+    assert len(error_lines) == 4 and len(err.splitlines()) == 4  # one line per failure
+    assert hashes(folder) == before and hashes(trained_run) == checkpoint_before
+
+
+def test_eval_and_inspect_refuse_corrupt_checkpoints_without_damage(tmp_path, trained_run):
+    copy = tmp_path / "run"
+    copy.mkdir()
+    data = (trained_run / "best.pt").read_bytes()
+    (copy / "best.pt").write_bytes(data[: len(data) // 3])
+    before = hashes(copy)
+    for command in (["eval", "--no-save"], ["inspect"], ["predict", str(copy / "best.pt")]):
+        code, _, err = run(*command, "--checkpoint", str(copy / "best.pt"), cwd=tmp_path)
+        assert_one_line_error(code, err, 2, "cannot load checkpoint")
+    assert hashes(copy) == before
