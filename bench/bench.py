@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,9 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mnistcli.config import RECIPES, DataSettings, HyperParams, TrainSettings  # noqa: E402
-from mnistcli.data import FILES, load_mnist, make_tensors  # noqa: E402
+from mnistcli.data import FILES, load_mnist  # noqa: E402
 from mnistcli.model import SimpleCNN  # noqa: E402
-from mnistcli.train import BatchDone, evaluate, train  # noqa: E402
+from mnistcli.train import BatchDone, RunStarted, train  # noqa: E402
 
 TARGET_ACC = 0.9935
 
@@ -71,28 +70,58 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": str(torch.__version__), "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def settings_for(tmp: Path, data_root: Path, mirrors: list[str], **hyper) -> TrainSettings:
-    return TrainSettings(hyper=HyperParams(**hyper), data=DataSettings(data_root, tuple(mirrors)),
-                         device="cpu", runs_dir=tmp, name=None)
+    return TrainSettings(
+        hyper=HyperParams(**hyper),
+        data=DataSettings(data_root, tuple(mirrors)),
+        device="cpu",
+        runs_dir=tmp,
+        name=None,
+    )
 
 
-def mnistcli_throughput(mnist, tmp: Path, data_root: Path, mirrors: list[str],
-                        images: int) -> float:
-    """Samples/s of the trainer's loop (reference recipe), from its own progress events."""
+def mnistcli_throughput(
+    mnist,
+    tmp: Path,
+    data_root: Path,
+    mirrors: list[str],
+    images: int,
+    recipe: str = "reference",
+    **overrides,
+) -> tuple[float, str]:
+    """Samples/s of the trainer's loop with a recipe's settings, from its own progress events,
+    and the precision it ran in."""
     speeds: list[float] = []
+    precision = []
 
     def on_event(event):
         if isinstance(event, BatchDone):
             speeds.append(event.samples_per_s)
+        elif isinstance(event, RunStarted):
+            precision.append(event.precision)
 
-    s = settings_for(tmp, data_root, mirrors, epochs=1, limit=images, val_size=1000)
+    hyper = {
+        **RECIPES[recipe],
+        "recipe": recipe,
+        "augment": 0.0,
+        "schedule": "constant",
+        **overrides,
+    }
+    s = settings_for(
+        tmp, data_root, mirrors, **{**hyper, "epochs": 1, "limit": images, "val_size": 1000}
+    )
     train(s, mnist, on_event=on_event)
-    return speeds[-1]
+    return speeds[-1], precision[0]
 
 
 def textbook_throughput(data_root: Path, seconds: float) -> float:
@@ -126,29 +155,40 @@ def textbook_throughput(data_root: Path, seconds: float) -> float:
     return seen / (time.perf_counter() - t0)
 
 
-def recipe_run(mnist, tmp: Path, data_root: Path, mirrors: list[str], recipe: str,
-               seed: int) -> dict:
+def recipe_run(
+    mnist, tmp: Path, data_root: Path, mirrors: list[str], recipe: str, seed: int
+) -> dict:
     hyper = {**RECIPES[recipe], "recipe": recipe, "seed": seed}
     s = settings_for(tmp, data_root, mirrors, **hyper)
     t0 = time.perf_counter()
     result = train(s, mnist)
     wall = time.perf_counter() - t0
     to_best = sum(h.seconds for h in result.history[: result.best_epoch])
-    return {"recipe": recipe, "seed": seed, "wall_s": round(wall, 1),
-            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-            "seconds_to_best_epoch": round(to_best, 1),
-            "best_val_acc": result.best_val_acc, "test_acc": result.test_acc,
-            "reached_target": bool(result.test_acc and result.test_acc >= TARGET_ACC)}
+    return {
+        "recipe": recipe,
+        "seed": seed,
+        "wall_s": round(wall, 1),
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "seconds_to_best_epoch": round(to_best, 1),
+        "best_val_acc": result.best_val_acc,
+        "test_acc": result.test_acc,
+        "reached_target": bool(result.test_acc and result.test_acc >= TARGET_ACC),
+    }
 
 
-def eval_seconds(mnist, repeats: int = 3) -> float:
-    model = SimpleCNN().eval()
-    test = make_tensors(mnist.test_images, mnist.test_labels)
-    evaluate(model, test)  # warm-up
+def eval_seconds(mnist, checkpoint: Path, repeats: int = 3) -> float:
+    """What `mnistcli eval` spends on the 10k test images once the model is loaded: inference
+    in batches plus every metric (median of `repeats`)."""
+    from mnistcli.checkpoint import load_model
+    from mnistcli.metrics import evaluate_model
+
+    model, _ = load_model(checkpoint)
+    evaluate_model(model, mnist.test_images, mnist.test_labels)  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        evaluate(model, test)
+        evaluate_model(model, mnist.test_images, mnist.test_labels)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -172,14 +212,18 @@ def cli_timings(mnist, tmp: Path, data_root: Path, mirrors: list[str]) -> dict:
 
     png = tmp / "one.png"
     Image.fromarray(255 - mnist.test_images[0].numpy()).resize((112, 112)).save(png)
-    out = {"import_torch_s": command_seconds([sys.executable, "-c", "import torch"]),
-           "help_s": command_seconds([exe, "--help"])}
+    out = {
+        "import_torch_s": command_seconds([sys.executable, "-c", "import torch"]),
+        "help_s": command_seconds([exe, "--help"]),
+    }
     try:
         out["predict_one_png_s"] = command_seconds(
-            [exe, "predict", str(png), "--checkpoint", str(run.run_dir / "best.pt")])
+            [exe, "predict", str(png), "--checkpoint", str(run.run_dir / "best.pt")]
+        )
     except RuntimeError as exc:  # predict missing or failing: report, don't hide
         out["predict_one_png_s"] = None
         out["predict_error"] = str(exc)
+    out["checkpoint"] = str(run.run_dir / "best.pt")
     return out
 
 
@@ -187,23 +231,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the full training runs")
     parser.add_argument("--seeds", type=int, default=3, help="seeds for the fast recipe")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "mnist"),
-                        help="folder with the MNIST files (default: ../shared/mnist)")
+    parser.add_argument(
+        "--data",
+        default=str(REPO.parent / "shared" / "mnist"),
+        help="folder with the MNIST files (default: ../shared/mnist)",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="mnistcli-bench-"))
     data_root = tmp / "data"
     mirrors = [args.data]
     mnist = load_mnist(data_root, mirrors)
-    results: dict = {"machine": machine(), "quick": args.quick,
-                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    results: dict = {
+        "machine": machine(),
+        "quick": args.quick,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
     flops_step = 3 * forward_flops_per_image()
     ceiling = matmul_gflops()
     results["matmul_gflops"] = round(ceiling, 1)
     results["train_step_mflop_per_image"] = round(flops_step / 1e6, 2)
-    ours = mnistcli_throughput(mnist, tmp / "tp", data_root, mirrors,
-                               images=15000 if args.quick else 30000)
+    images = 15000 if args.quick else 30000
+    ours, _ = mnistcli_throughput(mnist, tmp / "tp", data_root, mirrors, images)
+    ours_auto, auto_precision = mnistcli_throughput(
+        mnist, tmp / "tpa", data_root, mirrors, images, precision="auto"
+    )
+    fast, fast_precision = mnistcli_throughput(
+        mnist, tmp / "tpf", data_root, mirrors, images, recipe="fast"
+    )
     book = textbook_throughput(data_root, seconds=10 if args.quick else 20)
     results["throughput"] = {
         "mnistcli_samples_per_s": round(ours),
@@ -211,24 +267,39 @@ def main() -> None:
         "textbook_samples_per_s": round(book),
         "textbook_fraction_of_ceiling": round(book * flops_step / (ceiling * 1e9), 3),
         "speedup_vs_textbook": round(ours / book, 2),
+        # the reference recipe with --precision auto (bf16 autocast where native)
+        "reference_auto_samples_per_s": round(ours_auto),
+        "reference_auto_precision": auto_precision,
+        "reference_auto_speedup_vs_textbook": round(ours_auto / book, 2),
+        # the fast recipe's step (batch 256, its precision); its share of the *float32* ceiling
+        "fast_recipe_samples_per_s": round(fast),
+        "fast_recipe_precision": fast_precision,
+        "fast_recipe_fraction_of_fp32_ceiling": round(fast * flops_step / (ceiling * 1e9), 3),
+        "fast_speedup_vs_textbook": round(fast / book, 2),
     }
-    results["eval_10k_s"] = round(eval_seconds(mnist), 3)
-    results["cli"] = {k: (round(v, 3) if isinstance(v, float) else v)
-                      for k, v in cli_timings(mnist, tmp, data_root, mirrors).items()}
+    results["cli"] = {
+        k: (round(v, 3) if isinstance(v, float) else v)
+        for k, v in cli_timings(mnist, tmp, data_root, mirrors).items()
+    }
+    results["eval_10k_s"] = round(eval_seconds(mnist, Path(results["cli"]["checkpoint"])), 3)
     if results["cli"].get("predict_one_png_s") is not None:
         results["cli"]["predict_minus_import_torch_s"] = round(
-            results["cli"]["predict_one_png_s"] - results["cli"]["import_torch_s"], 3)
+            results["cli"]["predict_one_png_s"] - results["cli"]["import_torch_s"], 3
+        )
 
     if not args.quick:
-        runs = [recipe_run(mnist, tmp / "fast", data_root, mirrors, "fast", seed)
-                for seed in range(args.seeds)]
+        runs = [
+            recipe_run(mnist, tmp / "fast", data_root, mirrors, "fast", seed)
+            for seed in range(args.seeds)
+        ]
         results["fast_recipe"] = {
             "runs": runs,
             "median_wall_s": statistics.median(r["wall_s"] for r in runs),
             "median_test_acc": statistics.median(r["test_acc"] for r in runs),
         }
-        results["reference_recipe"] = recipe_run(mnist, tmp / "ref", data_root, mirrors,
-                                                 "reference", 0)
+        results["reference_recipe"] = recipe_run(
+            mnist, tmp / "ref", data_root, mirrors, "reference", 0
+        )
 
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -241,37 +312,75 @@ def main() -> None:
 def print_table(r: dict) -> None:
     t = r["throughput"]
     rows = [
-        ("machine", f"{r['machine']['cpu']}, {r['machine']['cores']} cores, "
-                    f"torch {r['machine']['torch']} ({r['machine']['torch_threads']} threads)"),
+        (
+            "machine",
+            f"{r['machine']['cpu']}, {r['machine']['cores']} cores, "
+            f"torch {r['machine']['torch']} ({r['machine']['torch_threads']} threads)",
+        ),
         ("float32 matmul ceiling", f"{r['matmul_gflops']:.1f} GFLOP/s"),
         ("SimpleCNN train step", f"{r['train_step_mflop_per_image']:.2f} MFLOP/image"),
-        ("mnistcli train (reference)", f"{t['mnistcli_samples_per_s']:,} img/s = "
-                                       f"{100 * t['mnistcli_fraction_of_ceiling']:.0f}% of ceiling"),
-        ("textbook DataLoader loop", f"{t['textbook_samples_per_s']:,} img/s = "
-                                     f"{100 * t['textbook_fraction_of_ceiling']:.0f}% of ceiling"),
+        (
+            "mnistcli train (reference)",
+            f"{t['mnistcli_samples_per_s']:,} img/s = "
+            f"{100 * t['mnistcli_fraction_of_ceiling']:.0f}% of ceiling",
+        ),
+        (
+            "textbook DataLoader loop",
+            f"{t['textbook_samples_per_s']:,} img/s = "
+            f"{100 * t['textbook_fraction_of_ceiling']:.0f}% of ceiling",
+        ),
         ("speed-up vs textbook", f"{t['speedup_vs_textbook']:.2f}x"),
+        (
+            f"reference, --precision auto ({t['reference_auto_precision']})",
+            f"{t['reference_auto_samples_per_s']:,} img/s, "
+            f"{t['reference_auto_speedup_vs_textbook']:.2f}x textbook",
+        ),
+        (
+            f"mnistcli train (fast, {t['fast_recipe_precision']})",
+            f"{t['fast_recipe_samples_per_s']:,} img/s = "
+            f"{100 * t['fast_recipe_fraction_of_fp32_ceiling']:.0f}% of the fp32 ceiling, "
+            f"{t['fast_speedup_vs_textbook']:.2f}x textbook",
+        ),
         ("eval, 10k test images", f"{r['eval_10k_s']:.3f} s"),
         ("python -c 'import torch'", f"{r['cli']['import_torch_s']:.3f} s"),
         ("mnistcli --help", f"{r['cli']['help_s']:.3f} s"),
     ]
     if r["cli"].get("predict_one_png_s") is not None:
-        rows.append(("mnistcli predict one.png", f"{r['cli']['predict_one_png_s']:.3f} s "
-                     f"(import torch + {r['cli']['predict_minus_import_torch_s']:.3f} s)"))
+        rows.append(
+            (
+                "mnistcli predict one.png",
+                f"{r['cli']['predict_one_png_s']:.3f} s "
+                f"(import torch + {r['cli']['predict_minus_import_torch_s']:.3f} s)",
+            )
+        )
     else:
         rows.append(("mnistcli predict one.png", r["cli"].get("predict_error", "n/a")))
     if "fast_recipe" in r:
         f = r["fast_recipe"]
         for run in f["runs"]:
-            rows.append((f"fast recipe, seed {run['seed']}",
-                         f"{run['wall_s']:.1f} s, {run['epochs_run']} epochs, best "
-                         f"{run['best_epoch']}, test {100 * run['test_acc']:.2f}%"))
-        rows.append(("fast recipe, median", f"{f['median_wall_s']:.1f} s, test "
-                                            f"{100 * f['median_test_acc']:.2f}%"))
+            rows.append(
+                (
+                    f"fast recipe, seed {run['seed']}",
+                    f"{run['wall_s']:.1f} s, {run['epochs_run']} epochs, best "
+                    f"{run['best_epoch']}, test {100 * run['test_acc']:.2f}%",
+                )
+            )
+        rows.append(
+            (
+                "fast recipe, median",
+                f"{f['median_wall_s']:.1f} s, test {100 * f['median_test_acc']:.2f}%",
+            )
+        )
         ref = r["reference_recipe"]
-        rows.append(("reference recipe", f"{ref['wall_s']:.1f} s, {ref['epochs_run']} epochs, "
-                                         f"best {ref['best_epoch']} (reached after "
-                                         f"{ref['seconds_to_best_epoch']:.0f} s), test "
-                                         f"{100 * ref['test_acc']:.2f}%"))
+        rows.append(
+            (
+                "reference recipe",
+                f"{ref['wall_s']:.1f} s, {ref['epochs_run']} epochs, "
+                f"best {ref['best_epoch']} (reached after "
+                f"{ref['seconds_to_best_epoch']:.0f} s), test "
+                f"{100 * ref['test_acc']:.2f}%",
+            )
+        )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

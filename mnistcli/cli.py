@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 
 from mnistcli import __version__
-from mnistcli.config import RECIPES, Value, resolve
+from mnistcli.config import PRECISIONS, RECIPES, Value, resolve
 from mnistcli.errors import MnistcliError
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ app = typer.Typer(
 )
 
 Recipe = enum.Enum("Recipe", {name: name for name in RECIPES}, type=str)  # type: ignore[misc]
+Precision = enum.Enum("Precision", {p: p for p in PRECISIONS}, type=str)  # type: ignore[misc]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -242,12 +243,28 @@ def train(
             show_default=False,
         ),
     ] = None,
+    precision: Annotated[
+        Precision | None,
+        typer.Option(
+            help="fp32, or bf16 autocast (mixed precision), or auto: bf16 where the hardware "
+            "runs it natively (AVX512-BF16/AMX CPUs, recent GPUs). \\[default: fp32; auto with "
+            "the fast recipe]",
+            show_default=False,
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
             help="CPU threads for torch; 0 lets torch choose. \\[default: 0]", show_default=False
         ),
     ] = None,
+    compile_model: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the training step (worth it on a GPU; compiling takes a while).",
+        ),
+    ] = False,
     out: RunsOpt = None,
     name: Annotated[
         str | None,
@@ -293,11 +310,12 @@ def train(
         "train.limit": limit,
         "train.recipe": recipe.value if recipe else None,
         "train.threads": threads,
+        "train.precision": precision.value if precision else None,
         "runs_dir": out,
         "data.root": data_root,
     }
     values = settings_values(flags, config, data)
-    settings = train_settings(values, name=name, resume=resume)
+    settings = train_settings(values, name=name, resume=resume, compile=compile_model)
     run_training(settings, values, quiet=quiet or as_json, plain=plain, as_json=as_json)
 
 
@@ -508,12 +526,13 @@ def eval_model(
     """
     from mnistcli.checkpoint import load_model, resolve_checkpoint
     from mnistcli.config import HyperParams
-    from mnistcli.data import split_indices, write_atomic
+    from mnistcli.data import split_indices
     from mnistcli.device import resolve_device
     from mnistcli.metrics import evaluate_model
     from mnistcli.render.console import make_consoles
-    from mnistcli.render.eval_figures import save_confusion_png, save_misclassified_png
+    from mnistcli.render.eval_figures import save_eval_files
     from mnistcli.render.eval_view import print_report
+    from mnistcli.train import stats_from_dict
 
     flags = {
         "device": device,
@@ -561,36 +580,8 @@ def eval_model(
     saved: list[Path] = []
     if not no_save:
         folder = save if save is not None else path.parent
-        suffix = "" if split is EvalSplit.test else f"_{split.value}"
-        title = f"{path.parent.name}/{path.name}, {split.value} split"
-        targets = {
-            "eval": folder / f"eval{suffix}.json",
-            "cm": folder / f"confusion_matrix{suffix}.png",
-            "grid": folder / f"misclassified{suffix}.png",
-        }
-        doc["saved"] = [str(targets["eval"]), str(targets["cm"])]
-        if result.mistakes:
-            doc["saved"].append(str(targets["grid"]))
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            save_confusion_png(
-                result.confusion,
-                targets["cm"],
-                f"{title}: accuracy {100 * result.accuracy:.2f}% (n={result.n:,})",
-            )
-            if result.mistakes:
-                save_misclassified_png(
-                    result.mistakes,
-                    targets["grid"],
-                    f"{title}: most confident mistakes (true -> predicted)",
-                )
-            write_atomic(targets["eval"], (json.dumps(doc, indent=2) + "\n").encode())
-        except OSError as exc:
-            raise fail(
-                f"cannot write the results to {folder}: {exc.strerror or exc}; "
-                f"choose another folder with --save DIR, or pass --no-save"
-            ) from None
-        saved = [Path(p) for p in doc["saved"]]
+        saved = save_eval_files(result, doc, folder, split=split.value, checkpoint=path)
+        doc["saved"] = [str(p) for p in saved]
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -611,7 +602,10 @@ def eval_model(
         top=values["eval.top"].value,
         gallery_size=values["eval.gallery"].value,
     )
-    history = _epoch_history(payload["history"])
+    try:
+        history = [stats_from_dict(h) for h in payload["history"]]
+    except (KeyError, TypeError):  # not in the usual form: no curves, but the report stands
+        history = []
     if len(history) >= 2:  # the training curves, as `mnistcli train` drew them (stderr)
         from rich.text import Text
 
@@ -619,16 +613,6 @@ def eval_model(
 
         chart = curves(history, min(consoles.err.width, 120), 14, color=consoles.color)
         consoles.err.print(Text.from_ansi(chart))
-
-
-def _epoch_history(raw: list[Any]) -> tuple[Any, ...]:
-    """A checkpoint's per-epoch history as EpochStats; () when it is not in the usual form."""
-    from mnistcli.train import EpochStats
-
-    try:
-        return tuple(EpochStats(**{k: h[k] for k in EpochStats.__dataclass_fields__}) for h in raw)
-    except (KeyError, TypeError):
-        return ()
 
 
 # mnistcli predict ----------------------------------------------------------------------------

@@ -43,3 +43,27 @@ def resolve_device(name: str) -> torch.device:
             )
         return torch.device("mps")
     raise DeviceError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` runs bfloat16 matrix maths natively (so autocast to it is a speed-up)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:  # AVX512-BF16 or AMX; without them bf16 is emulated and slower than fp32
+            flags = open("/proc/cpuinfo").read()  # noqa: SIM115 (one read, Linux only)
+        except OSError:
+            return False
+        return " avx512_bf16" in flags or " amx_bf16" in flags
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype to autocast to for a `precision` setting, or None for plain float32."""
+    import torch
+
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return None

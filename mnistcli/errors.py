@@ -31,3 +31,7 @@ class ImageError(MnistcliError):
     """An image file could not be read or holds no digit."""
 
     exit_code = 1
+
+
+class OutputError(MnistcliError):
+    """A result file (a figure, a JSON report) could not be written."""

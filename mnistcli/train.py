@@ -54,6 +54,7 @@ class EpochStats:
 class RunStarted:
     run_dir: Path
     device: str
+    precision: str  # what autocast runs in: "bf16" or "fp32"
     hyper: HyperParams
     parameters: int
     n_train: int
@@ -144,24 +145,17 @@ def _generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(value)
 
 
-def evaluate(model: nn.Module, data: Tensors, batch_size: int = 1000) -> tuple[float, float]:
+def evaluate(model: nn.Module, data: Tensors, batch_size: int = 256) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` on `data` (eval mode, no autograd)."""
-    import torch
     import torch.nn.functional as F
 
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=data.x.device)
-    correct = torch.zeros((), device=data.x.device, dtype=torch.long)
-    with torch.inference_mode():
-        for start in range(0, len(data), batch_size):
-            x, y = data.x[start : start + batch_size], data.y[start : start + batch_size]
-            logits = model(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-    model.train(was_training)
-    n = max(len(data), 1)
-    return loss_sum.item() / n, correct.item() / n
+    from mnistcli.model import logits_in_batches
+
+    if len(data) == 0:
+        return 0.0, 0.0
+    logits = logits_in_batches(model, data.x, batch_size)
+    loss = F.cross_entropy(logits.float(), data.y).item()
+    return loss, (logits.argmax(1) == data.y).sum().item() / len(data)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -181,7 +175,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _stats_from(raw: dict[str, Any]) -> EpochStats:
+def stats_from_dict(raw: dict[str, Any]) -> EpochStats:
+    """One epoch of a checkpoint's history; KeyError or TypeError when it is not in that form."""
     return EpochStats(**{k: raw[k] for k in EpochStats.__dataclass_fields__})
 
 
@@ -296,7 +291,7 @@ def _train(
     import torch
     import torch.nn.functional as F
 
-    from mnistcli.device import resolve_device
+    from mnistcli.device import autocast_dtype, resolve_device
     from mnistcli.model import build_model, count_parameters
 
     emit = on_event or (lambda _event: None)
@@ -340,6 +335,10 @@ def _train(
         raise ConfigError("no training images left: lower --val-size or raise --limit")
     batches = math.ceil(n / hyper.batch_size)
 
+    amp = autocast_dtype(hyper.precision, device)  # None: float32 throughout
+    # torch.compile wraps the module for the training steps only; weights stay shared with
+    # `model`, whose state_dict (without the wrapper's prefixes) is what checkpoints store.
+    forward = torch.compile(model) if settings.compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=hyper.lr)
     scheduler = None
     if hyper.schedule == "onecycle":
@@ -362,7 +361,7 @@ def _train(
             _set_rng_state(resumed["rng"])
             best = dict(resumed["best"])
             wait = int(resumed["wait"])
-            history = [_stats_from(h) for h in resumed["history"]]
+            history = [stats_from_dict(h) for h in resumed["history"]]
             start_epoch = int(resumed["epoch"]) + 1
             start_batch = int(resumed.get("step", 0))
             partial = dict(resumed.get("partial") or partial)
@@ -463,6 +462,7 @@ def _train(
         RunStarted(
             run_dir=run_dir,
             device=str(device),
+            precision="bf16" if amp is not None else "fp32",
             hyper=hyper,
             parameters=count_parameters(model),
             n_train=n,
@@ -498,8 +498,9 @@ def _train(
             if hyper.augment > 0:
                 x = shift_batch(x, hyper.augment, _generator(hyper.seed, epoch, b))
             x = x.contiguous(memory_format=torch.channels_last)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = forward(x)
+                loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -224,3 +224,31 @@ def test_real_mnist_end_to_end_piped(tmp_path, mnist_root):
         cwd=tmp_path,
     )
     assert proc.returncode == 2 and "already finished" in proc.stderr
+
+
+def test_precision_and_compile_flags_reach_the_settings(captured):
+    result = runner.invoke(app, ["train", "--precision", "bf16", "--compile"])
+    assert result.exit_code == 0, result.output
+    s = captured["settings"]
+    assert s.hyper.precision == "bf16" and s.compile is True
+    result = runner.invoke(app, ["train", "--recipe", "fast"])
+    assert captured["settings"].hyper.precision == "auto" and captured["settings"].compile is False
+    assert runner.invoke(app, ["train", "--precision", "fp16"]).exit_code == 2
+
+
+def test_help_of_every_command_never_imports_torch():
+    """`--help` must stay instant: no torch or torchvision import on any help path."""
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from mnistcli.cli import app\n"
+        "for args in ([], ['train'], ['eval'], ['predict'], ['inspect']):\n"
+        "    result = CliRunner().invoke(app, [*args, '--help'])\n"
+        "    assert result.exit_code == 0, (args, result.output)\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'PIL') if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

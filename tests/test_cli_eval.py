@@ -207,6 +207,37 @@ def test_gallery_without_colour_uses_half_blocks():
     assert "#4" in captions[1]
 
 
+def test_digit_rows_reads_bytes_and_tensors_alike_and_crops_the_margin():
+    from mnistcli.render.digits import digit_rows
+
+    image = torch.zeros(28, 28, dtype=torch.uint8)
+    image[2, 2] = 255  # ink on the upper pixel of the first cropped cell
+    image[5, 3] = 99  # below the ink threshold: blank without colour
+    image[7, 4] = 200  # lower pixel of a cell
+    flat = bytes(image.flatten().tolist())
+    for style in ("blocks", "shades"):
+        assert [t.plain for t in digit_rows(flat, color=False, plain=style)] == [
+            t.plain for t in digit_rows(image, color=False, plain=style)
+        ]
+    rows = [t.plain for t in digit_rows(flat, color=False, crop=2)]
+    assert len(rows) == 12 and {len(r) for r in rows} == {24}
+    assert rows[0][0] == "▀" and rows[1][1] == " " and rows[2][2] == "▄"
+    assert set("".join(rows)) == {" ", "▀", "▄"}
+    coloured = digit_rows(flat, color=True, crop=2)
+    assert [t.plain for t in coloured] == ["▀" * 24] * 12
+    style = coloured[2].get_style_at_offset(Console(), 2)
+    assert style.color.get_truecolor() == (0, 0, 0)
+    assert style.bgcolor.get_truecolor() == (200, 200, 200)
+
+
+def test_a_history_in_another_form_only_drops_the_curves(here, trained_run, mnist_root):
+    odd = crafted(here / "odd.pt", trained_run, history=["epoch one", {"epoch": 2}])
+    args = ["eval", "--checkpoint", str(odd), "--split", "val", "--gallery", "0", "--no-save"]
+    result = runner.invoke(app, [*args, *data_args(mnist_root)])
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.stdout and "Traceback" not in result.output
+
+
 # --- bad input: one line on stderr, exit code 2 ------------------------------------------------
 
 

@@ -57,7 +57,7 @@ def test_table_shows_layers_totals_and_formulas(here):
     assert "trainable parameters  421,642" in out
     assert "4,241,152 (4.24 M)" in out
     assert "1.61 MiB (float32)" in out
-    assert "20.74 MiB per batch of 64" in out  # 339,752 bytes per image x 64
+    assert "11.52 MiB per batch of 64" in out  # 188,712 bytes per image x 64
     assert "H, W: (28 + 2*1 - 3)/1 + 1 = 28" in out
     assert "H, W: (14 + 2*0 - 2)/2 + 1 = 7" in out
     assert "checkpoint" not in out  # no runs here

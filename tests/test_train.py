@@ -175,3 +175,13 @@ def test_nan_loss_stops_and_keeps_previous_checkpoints(tmp_path, tiny_mnist, mon
     last = load_checkpoint(settings.runs_dir / "test" / "last.pt")
     assert last["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in last["model_state"].values())
+
+
+def test_bf16_autocast_trains_and_saves_float32_weights(tmp_path, tiny_mnist):
+    events = []
+    settings = make_settings(tmp_path, epochs=2, val_size=100, batch_size=64, precision="bf16")
+    result = trainer.train(settings, tiny_mnist, on_event=events.append)
+    assert events[0].precision == "bf16"
+    assert result.best_val_acc > 0.5
+    state = load_checkpoint(result.run_dir / "best.pt")["model_state"]
+    assert all(v.dtype == torch.float32 for v in state.values())

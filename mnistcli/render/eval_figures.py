@@ -4,14 +4,17 @@ of misclassified digits."""
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
 from mnistcli.data import write_atomic
-from mnistcli.metrics import Mistake
+from mnistcli.errors import OutputError
+from mnistcli.metrics import Evaluation, Mistake
 from mnistcli.render.figures import INK, font
 
 WHITE = (255, 255, 255)
@@ -128,3 +131,36 @@ def save_misclassified_png(mistakes: Sequence[Mistake], path: Path, title: str) 
             anchor="mt",
         )
     _save_png(image, path)
+
+
+def save_eval_files(
+    result: Evaluation, doc: dict[str, Any], folder: Path, *, split: str, checkpoint: Path
+) -> list[Path]:
+    """Write confusion_matrix.png, misclassified.png (when there are mistakes) and eval.json
+    (`doc` with the list of files saved) into `folder`; a split other than "test" adds a suffix
+    (eval_val.json). Returns the paths written; raises OutputError if the folder is unwritable."""
+    suffix = "" if split == "test" else f"_{split}"
+    title = f"{checkpoint.parent.name}/{checkpoint.name}, {split} split"
+    report = folder / f"eval{suffix}.json"
+    matrix = folder / f"confusion_matrix{suffix}.png"
+    grid = folder / f"misclassified{suffix}.png"
+    saved = [report, matrix, *([grid] if result.mistakes else [])]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_confusion_png(
+            result.confusion,
+            matrix,
+            f"{title}: accuracy {100 * result.accuracy:.2f}% (n={result.n:,})",
+        )
+        if result.mistakes:
+            save_misclassified_png(
+                result.mistakes, grid, f"{title}: most confident mistakes (true -> predicted)"
+            )
+        body = {**doc, "saved": [str(p) for p in saved]}
+        write_atomic(report, (json.dumps(body, indent=2) + "\n").encode())
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write the results to {folder}: {exc.strerror or exc}; "
+            f"choose another folder with --save DIR, or pass --no-save"
+        ) from None
+    return saved

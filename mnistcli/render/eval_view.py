@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistcli.metrics import ClassScore, Evaluation, Mistake
+from mnistcli.render.digits import digit_rows
 
 # Cell colours as (background, text) pairs, light to dark. Both colours are set, so a cell reads
 # the same on dark and light terminals. Diagonal (correct) in blues, mistakes in reds.
@@ -38,7 +39,6 @@ ERROR_SHADES = (
     ("#a50f15", "white"),
 )
 CROP = 2  # pixels cut from each edge of a 28x28 digit in the gallery (MNIST's border is blank)
-INK_THRESHOLD = 100  # uint8 level from which a pixel counts as ink without colour
 GALLERY_GAP = 2  # spaces between gallery tiles
 
 
@@ -178,53 +178,25 @@ def pairs_text(ev: Evaluation) -> Text:
     return out
 
 
-def _tile(mistake: Mistake, *, color: bool) -> list[Text]:
-    """A digit as half-blocks: two pixel rows per text row, 24 columns by 12 rows."""
-    pixels = mistake.pixels
-    side = 28
-    rows: list[Text] = []
-    for y in range(CROP, side - CROP, 2):
-        line = Text()
-        for x in range(CROP, side - CROP):
-            top, bottom = pixels[y * side + x], pixels[(y + 1) * side + x]
-            if color:
-                line.append(
-                    "▀",
-                    Style(
-                        color=f"rgb({top},{top},{top})", bgcolor=f"rgb({bottom},{bottom},{bottom})"
-                    ),
-                )
-            else:
-                ink = (top >= INK_THRESHOLD, bottom >= INK_THRESHOLD)
-                line.append(
-                    {(False, False): " ", (True, False): "▀", (False, True): "▄"}.get(ink, "█")
-                )
-        rows.append(line)
-    return rows
-
-
-def tile_width() -> int:
-    return 28 - 2 * CROP
-
-
 def gallery(mistakes: Sequence[Mistake], errors: int, width: int, *, color: bool) -> Group:
     """Misclassified digits side by side, each captioned 'true -> predicted  confidence  #index'."""
     head = Text(f"most confident mistakes ({len(mistakes)} of {errors:,})", style="bold")
     head.append("\n  each: true -> predicted, confidence, #index in the split", style="not bold")
     if not mistakes:
         return Group(head, Text("  none: no mistakes"))
-    w = tile_width()
+    tiles = [digit_rows(m.pixels, color=color, crop=CROP) for m in mistakes]
+    w = tiles[0][0].cell_len
     per_row = max(1, (width + GALLERY_GAP) // (w + GALLERY_GAP))
     lines: list[RenderableType] = [head]
     for start in range(0, len(mistakes), per_row):
         chunk = mistakes[start : start + per_row]
-        tiles = [_tile(m, color=color) for m in chunk]
+        drawn = tiles[start : start + per_row]
         captions = [
             Text(f"{m.true} -> {m.pred}  {100 * m.confidence:.0f}%  #{m.index}"[:w].ljust(w))
             for m in chunk
         ]
-        for r in range(len(tiles[0])):
-            lines.append(Text(" " * GALLERY_GAP).join(t[r] for t in tiles))
+        for r in range(len(drawn[0])):
+            lines.append(Text(" " * GALLERY_GAP).join(t[r] for t in drawn))
         caption = Text(" " * GALLERY_GAP).join(captions)
         caption.stylize("bold")
         lines.append(caption)

@@ -6,44 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from rich.color import Color
 from rich.columns import Columns
 from rich.console import Group, RenderableType
 from rich.panel import Panel
-from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
 from mnistcli.imaging import Prediction
+from mnistcli.render.digits import digit_rows
 
 if TYPE_CHECKING:
     import torch
 
-RAMP = " ░▒▓█"  # plain-text shades, darkest (background) first
 EIGHTHS = " ▏▎▍▌▋▊▉"  # partial bar cells, in eighths of a character
-
-
-def digit_art(pixels: torch.Tensor, *, color: bool) -> Text:
-    """A (28, 28) uint8 image as text, bright ink on black as the model sees it.
-
-    In colour: one "▀" per two pixel rows (foreground the upper pixel, background the lower),
-    28 x 14 cells in true greys. Without colour: two shade characters per pixel (28 x 28
-    lines), so the digit keeps its proportions.
-    """
-    rows = pixels.tolist()
-    art = Text(no_wrap=True, overflow="crop")
-    if color:
-        if len(rows) % 2:
-            rows.append([0] * len(rows[0]))
-        for i, (top, bottom) in enumerate(zip(rows[0::2], rows[1::2], strict=True)):
-            art.append("\n" if i else "")
-            for t, b in zip(top, bottom, strict=True):
-                grey = Style(color=Color.from_rgb(t, t, t), bgcolor=Color.from_rgb(b, b, b))
-                art.append("▀", grey)
-    else:
-        shades = ["".join(RAMP[v * len(RAMP) // 256] * 2 for v in row) for row in rows]
-        art.append("\n".join(shades))  # blank rows kept: the frame shows the whole 28x28
-    return art
 
 
 def bar(fraction: float, width: int) -> str:
@@ -105,10 +80,22 @@ def prediction_panel(pred: Prediction, *, show: bool, color: bool, width: int = 
     return Panel(body, title=Text(pred.path), title_align="left", expand=False)
 
 
+def digit_art(pixels: torch.Tensor, *, color: bool) -> Text:
+    """The (28, 28) input, whole: half-blocks in true greys in colour (28 x 14 cells), two shade
+    characters per pixel without (28 x 28 lines: the proportions and grey levels are kept)."""
+    rows = digit_rows(pixels, color=color, plain="shades")
+    return Text("\n", no_wrap=True, overflow="crop").join(rows)
+
+
 def _framed(pixels: torch.Tensor, *, color: bool) -> Panel:
     """The 28x28 input in a thin frame, so its edges (and the centring) are visible."""
-    width = pixels.shape[1] * (1 if color else 2) + 2
-    return Panel(digit_art(pixels, color=color), padding=0, width=width, subtitle="28x28 input")
+    art = digit_art(pixels, color=color)
+    return Panel(art, padding=0, width=_art_width(art), subtitle="28x28 input")
+
+
+def _art_width(art: Text) -> int:
+    """Columns of a framed digit: its widest line and the two sides of the frame."""
+    return max(line.cell_len for line in art.split()) + 2
 
 
 def predictions_table(preds: Sequence[Prediction]) -> Table:
@@ -143,10 +130,11 @@ def gallery(preds: Sequence[Prediction], *, color: bool) -> Columns:
         if pred.pixels is None or pred.digit is None:
             continue  # failed, or a blank canvas: nothing to see
         guess = "no digit" if pred.digit is None else f"{pred.digit} {pct(pred.probability or 0)}"
-        width = pred.pixels.shape[1] * (1 if color else 2) + 2
+        art = digit_art(pred.pixels, color=color)
+        width = _art_width(art)
         cells.append(
             Panel(
-                digit_art(pred.pixels, color=color),
+                art,
                 title=Text(_short(pred.path, width - 6)),
                 subtitle=Text(guess),
                 padding=0,

@@ -40,7 +40,8 @@ def describe_run(e: RunStarted) -> str:
     extra = f", {h.schedule} lr" if h.schedule != "constant" else ""
     extra += f", shifts up to {h.augment:g}px" if h.augment else ""
     return (
-        f"{verb} {h.model} ({e.parameters:,} parameters) on {e.device}, recipe {h.recipe}: "
+        f"{verb} {h.model} ({e.parameters:,} parameters) on {e.device} ({e.precision}), "
+        f"recipe {h.recipe}: "
         f"{e.n_train:,} train / {e.n_val:,} validation images, batch {h.batch_size}, "
         f"lr {h.lr:g}{extra}, up to {h.epochs} epochs, {stop} -> {e.run_dir}"
     )
