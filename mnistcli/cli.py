@@ -140,6 +140,16 @@ DataRootOpt = Annotated[
         show_default=False,
     ),
 ]
+CheckpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        metavar="PATH",
+        help="A checkpoint file, a run folder (its best.pt) or 'latest'. "
+        "\\[default: the latest run's best.pt]",
+        show_default=False,
+    ),
+]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")
 ]
@@ -462,16 +472,7 @@ class EvalSplit(enum.StrEnum):
 @app.command("eval")
 @handles_errors
 def eval_model(
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(
-            "--checkpoint",
-            metavar="PATH",
-            help="A checkpoint file, a run folder (its best.pt) or 'latest'. "
-            "\\[default: the latest run's best.pt]",
-            show_default=False,
-        ),
-    ] = None,
+    checkpoint: CheckpointOpt = None,
     split: Annotated[
         EvalSplit,
         typer.Option(
@@ -630,16 +631,7 @@ def predict(
             show_default=False,
         ),
     ],
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(
-            "--checkpoint",
-            metavar="PATH",
-            help="A checkpoint file, a run folder (its best.pt) or 'latest'. "
-            "\\[default: the latest run's best.pt]",
-            show_default=False,
-        ),
-    ] = None,
+    checkpoint: CheckpointOpt = None,
     device: DeviceOpt = None,
     top_k: Annotated[
         int | None,
@@ -709,7 +701,9 @@ def predict(
         preds.append(pred)
     shown = preds if len(preds) > 1 else [p for p in preds if not p.error]
     if shown and not as_json:
-        color = consoles.out.color_system is not None and not consoles.out.no_color
+        from mnistcli.render.console import is_color
+
+        color = is_color(consoles.out)
         view = predict_view(shown, show=show, color=color, width=consoles.out.width)
         consoles.out.print(view)
     if any(p.error for p in preds):

@@ -16,7 +16,12 @@ class Consoles:
 
     @property
     def color(self) -> bool:
-        return self.err.color_system is not None and not self.err.no_color
+        return is_color(self.err)
+
+
+def is_color(console: Console) -> bool:
+    """Whether `console` will show colour (a colour terminal, and no NO_COLOR/--no-color)."""
+    return console.color_system is not None and not console.no_color
 
 
 def make_consoles(*, no_color: bool = False, plain: bool = False) -> Consoles:

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistcli.metrics import ClassScore, Evaluation, Mistake
+from mnistcli.render.console import is_color
 from mnistcli.render.digits import digit_rows
 
 # Cell colours as (background, text) pairs, light to dark. Both colours are set, so a cell reads
@@ -49,10 +50,6 @@ def shade(count: int, largest: int, steps: int) -> int:
         return -1
     level = math.ceil(math.log1p(count) / math.log1p(largest) * steps) - 1
     return min(max(level, 0), steps - 1)
-
-
-def is_color(console: Console) -> bool:
-    return console.color_system is not None and not console.no_color
 
 
 def summary_table(

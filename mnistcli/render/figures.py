@@ -47,6 +47,7 @@ def _panel(
     xs: Sequence[int],
     series: Sequence[tuple[str, Sequence[float], tuple[int, int, int]]],
     fmt: str,
+    legend_at_top: bool = True,
 ) -> None:
     left, top, right, bottom = box
     f_title, f_tick = font(18), font(13)
@@ -84,7 +85,9 @@ def _panel(
             draw.line(points, fill=color, width=3, joint="curve")
         for X, Y in points:
             draw.ellipse([X - 4, Y - 4, X + 4, Y + 4], fill=color)
-        lx, ly = plot[2] - 120, plot[1] + 10 + 22 * i
+        # loss falls and accuracy rises: the legend goes in the corner the curves leave empty
+        first = plot[1] + 10 if legend_at_top else plot[3] - 10 - 22 * (len(series) - 1)
+        lx, ly = plot[2] - 120, first + 22 * i
         draw.line([(lx, ly), (lx + 26, ly)], fill=color, width=3)
         draw.text((lx + 32, ly), label, fill=INK, font=f_tick, anchor="lm")
 
@@ -118,6 +121,7 @@ def save_curves(history: Sequence[EpochStats], path: Path) -> None:
             ("validation", [100 * h.val_acc for h in history], VAL_COLOR),
         ],
         ".2f",
+        legend_at_top=False,
     )
     buf = io.BytesIO()
     image.save(buf, format="PNG")

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistcli.render.charts import curves
+from mnistcli.render.console import is_color
 from mnistcli.render.figures import save_curves
 from mnistcli.train import (
     BatchDone,
@@ -35,7 +36,7 @@ from mnistcli.train import (
 
 def describe_run(e: RunStarted) -> str:
     h = e.hyper
-    verb = f"resuming at epoch {e.start_epoch}" if e.resumed else "training"
+    verb = f"resuming at epoch {e.start_epoch}:" if e.resumed else "training"
     stop = f"patience {h.patience}" if h.patience else "no early stopping"
     extra = f", {h.schedule} lr" if h.schedule != "constant" else ""
     extra += f", shifts up to {h.augment:g}px" if h.augment else ""
@@ -181,7 +182,7 @@ class LiveView(PlainView):
                     history,
                     width,
                     14,
-                    color=self.err.color_system is not None and not self.err.no_color,
+                    color=is_color(self.err),
                 )
             )
         self.live.update(self._group())
