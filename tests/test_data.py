@@ -135,3 +135,33 @@ def test_normalize_and_shift_batch():
     assert moved.shape == x.shape and not torch.allclose(moved, x)
     # background stays background after the shift
     assert moved[:, :, 0, 0].allclose(torch.full((3, 1), -data.MEAN / data.STD), atol=1e-5)
+
+
+def test_url_mirror_over_http_on_loopback(tmp_path, fake_files):
+    """A base-URL mirror: the .gz files are fetched over HTTP, verified and cached."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    for name, raw in fake_files.items():
+        (served / f"{name}.gz").write_bytes(gzip.compress(raw))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        messages: list[str] = []
+        mnist = data.load_mnist(
+            tmp_path / "root", [str(tmp_path / "nothing-here"), url], on_message=messages.append
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert mnist.test_labels.tolist() == [1, 2, 3, 4]
+    assert len(messages) == 4 and all(url in m for m in messages)
+    assert (tmp_path / "root" / "train-labels-idx1-ubyte").read_bytes() == fake_files[
+        "train-labels-idx1-ubyte"
+    ]
