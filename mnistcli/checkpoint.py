@@ -120,7 +120,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"pass a best.pt or last.pt written by 'mnistcli train'"
         )
     for key, kind in REQUIRED.items():
-        if not isinstance(payload.get(key), kind):
+        value = payload.get(key)
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind,)):
             raise CheckpointError(
                 f"checkpoint {path} is damaged: field '{key}' is missing or of the wrong type"
             )
@@ -129,7 +130,24 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"checkpoint {path} was written by a newer mnistcli (format "
             f"{payload['format_version']}); upgrade mnistcli to read it"
         )
+    check_config(payload["config"], path)
     return payload
+
+
+def check_config(config: dict[str, Any], path: Path) -> None:
+    """The hyper-parameters a checkpoint stores must have the types HyperParams declares."""
+    import dataclasses
+
+    from mnistcli.config import HyperParams
+
+    for f in dataclasses.fields(HyperParams):
+        if f.name not in config:
+            continue
+        value, kind = config[f.name], {"int": int, "float": (int, float), "str": str}[f.type]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise CheckpointError(
+                f"checkpoint {path} is damaged: its setting '{f.name}' is {value!r}, not a {f.type}"
+            )
 
 
 def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
@@ -224,6 +242,8 @@ def point_latest(runs_dir: Path, run_dir: Path) -> None:
     link = runs_dir / LATEST
     if link.exists() and not link.is_symlink():
         return  # someone's real folder called 'latest': leave it alone
+    if run_dir.resolve().parent != runs_dir.resolve():
+        return  # a run resumed from elsewhere: runs/latest keeps pointing into runs/
     tmp = runs_dir / f".{LATEST}.{os.getpid()}.tmp"
     try:
         tmp.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from mnistcli import __version__
 from mnistcli.config import PRECISIONS, RECIPES, Value, resolve
-from mnistcli.errors import MnistcliError
+from mnistcli.errors import DataError, MnistcliError
 
 app = typer.Typer(
     name="mnistcli",
@@ -160,6 +160,10 @@ def settings_values(
 ) -> dict[str, Value]:
     """Resolve every layer; `--data DIR` is put in front of the configured mirrors."""
     values = resolve(flags, config=config)
+    if data is not None and not data.is_dir():
+        raise DataError(
+            f"--data {data}: no such folder; pass the folder that holds the four MNIST files"
+        )
     if data is not None:
         mirrors = [str(data.resolve()), *list(values["data.mirrors"].value)]
         values["data.mirrors"] = Value(mirrors, "--data")
@@ -333,10 +337,12 @@ def run_training(
     settings, values: dict[str, Value], *, quiet: bool, plain: bool, as_json: bool
 ) -> None:
     """Load the data, pick a view, run the trainer, print the summary."""
+    from mnistcli.device import resolve_device
     from mnistcli.render.console import make_consoles
     from mnistcli.render.train_view import LiveView, PlainView, QuietView, summary_table
     from mnistcli.train import train as run
 
+    resolve_device(settings.device)  # a missing GPU is said before MNIST is loaded
     consoles = make_consoles(no_color=State.no_color, plain=plain)
     log = (lambda _m: None) if quiet else (lambda m: consoles.err.print(escape(m)))
     mnist = load_data(values, log)
@@ -453,6 +459,11 @@ def inspect_model(
                 info = checkpoint_info(payload, path, weights_loaded=True)
     if net is None:
         net = build_model(values["train.model"].value)
+    import torch
+
+    # describe the model in its standard layout: a checkpoint loads channels-last (for speed),
+    # which would make Flatten copy and change the activation figures
+    net = net.to(memory_format=torch.contiguous_format)
     result = summarize(net, batch_size=values["train.batch_size"].value)
     if as_json:
         doc = {**result.to_dict(), "checkpoint": info.to_dict() if info else None}
@@ -710,6 +721,21 @@ def predict(
         raise typer.Exit(1)
 
 
+def _usage_error(exc: Exception) -> None:
+    """A usage error (bad option value, unknown option or command) as one line on stderr."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `mnistcli` alone: the help was shown
+        return
+    ctx = getattr(exc, "ctx", None)
+    hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+    message = " ".join(str(exc.format_message()).split()).rstrip(".")  # type: ignore[attr-defined]
+    _err_console().print(f"[bold red]error:[/] {escape(message)}{escape(hint)}", soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point."""
+    # Typer draws usage errors as a boxed panel; every mnistcli error is one line instead.
+    # (If a future Typer stops calling this hook, its own panel is shown: still exit code 2.)
+    from typer import rich_utils
+
+    rich_utils.rich_format_error = _usage_error
     app()

@@ -128,9 +128,9 @@ def _suggest(word: str, options: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _coerce(raw: Any, kind: type, where: str, base: Path | None) -> Any:
-    """Check a TOML value's type (or parse an environment string) for one key."""
-    from_text = isinstance(raw, str) and kind is not str and kind is not Path
+def _coerce(raw: Any, kind: type, where: str, base: Path | None, *, from_env: bool = False) -> Any:
+    """Check a TOML value's type, or parse an environment variable's text, for one key."""
+    from_text = from_env and isinstance(raw, str) and kind is not str and kind is not Path
     try:
         if kind is bool:
             if isinstance(raw, bool):
@@ -155,7 +155,8 @@ def _coerce(raw: Any, kind: type, where: str, base: Path | None) -> Any:
                 return float(raw)
             raise ValueError
         if kind is list:
-            items = raw.split(",") if isinstance(raw, str) else raw
+            # a comma-separated string only from an environment variable; TOML has lists
+            items = raw.split(",") if isinstance(raw, str) and from_env else raw
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
                 raise ValueError
             return [_resolve_location(i.strip(), base) for i in items if i.strip()]
@@ -193,6 +194,8 @@ def read_config_file(path: Path) -> dict[str, Value]:
     """Parse a .mnistcli.toml into qualified keys; unknown keys and wrong types are errors."""
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (UTF-8) file; a config file is TOML") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
@@ -241,7 +244,7 @@ def read_environment(env: Mapping[str, str], cwd: Path) -> dict[str, Value]:
             )
         section, key = by_name[name]
         kind = SCHEMA[section][key][0]
-        values[_qualified(section, key)] = Value(_coerce(raw, kind, name, cwd), name)
+        values[_qualified(section, key)] = Value(_coerce(raw, kind, name, cwd, from_env=True), name)
     return values
 
 
@@ -317,7 +320,7 @@ def validate(values: Mapping[str, Value]) -> None:
             raise ConfigError(f"{key} = {v.value!r} (from {v.source}) is invalid: {what}")
 
     device = values["device"].value
-    need("device", bool(DEVICE_PATTERN.match(device)), "use auto, cpu, cuda, cuda:N or mps")
+    need("device", bool(DEVICE_PATTERN.fullmatch(device)), "use auto, cpu, cuda, cuda:N or mps")
     need("train.epochs", values["train.epochs"].value >= 1, "it must be at least 1")
     need(
         "train.patience",

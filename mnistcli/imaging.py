@@ -87,18 +87,29 @@ def collect_paths(args: Sequence[str]) -> list[Path | ImageError]:
     their place in the list, so the other paths are still predicted.
     """
     found: list[Path | ImageError] = []
+    seen: set[Path] = set()
+
+    def add(items: list[Path | ImageError]) -> None:
+        for item in items:  # 'imgs/**' matches imgs/ and its files: each file once per argument
+            if isinstance(item, Path):
+                if item in seen:
+                    continue
+                seen.add(item)
+            found.append(item)
+
     for arg in args:
+        seen.clear()  # a file named twice on the command line is predicted twice, as asked
         path = Path(arg).expanduser()
         if path.exists() or path.is_symlink():
-            found.extend(_expand(path))
+            add(_expand(path))
         elif glob.has_magic(arg):
             matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
             if not matches:
-                found.append(image_error(arg, "no files match this pattern"))
+                add([image_error(arg, "no files match this pattern")])
             for match in matches:
-                found.extend(_expand(Path(match)))
+                add(_expand(Path(match)))
         else:
-            found.append(image_error(arg, "no such file or folder"))
+            add([image_error(arg, "no such file or folder")])
     return found
 
 
@@ -126,6 +137,8 @@ def open_image(path: Path) -> Image.Image:
 
     if path.is_dir():
         raise image_error(path, "is a folder, not an image")
+    if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+        raise image_error(path, "is not a regular file")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; we refuse instead. Its other

@@ -128,6 +128,8 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["run_dir"] = str(self.run_dir)
+        if not self.best_epoch:  # interrupted before the first validation: JSON has no inf
+            out["best_val_acc"] = out["best_val_loss"] = None
         return out
 
 
@@ -189,7 +191,9 @@ def _write_metrics(run_dir: Path, history: list[EpochStats], summary: dict[str, 
     writer.writerows(rows)
     write_atomic(run_dir / "metrics.csv", buf.getvalue().encode())
     doc = {"summary": summary, "history": rows}
-    write_atomic(run_dir / "metrics.json", (json.dumps(doc, indent=2) + "\n").encode())
+    write_atomic(
+        run_dir / "metrics.json", (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,6 +214,8 @@ def new_run_dir(runs_dir: Path, name: str | None) -> Path:
             raise ConfigError(
                 f"--name {name!r} is not a usable folder name; use letters, digits, '-' or '_'"
             )
+        if len(name.encode()) > 200:
+            raise ConfigError(f"--name is {len(name)} characters long; use at most 200")
         run_dir = runs_dir / name
         # a folder without checkpoints (a run killed before its first save) can be reused
         if (run_dir / "last.pt").exists() or (run_dir / "best.pt").exists():
@@ -314,13 +320,15 @@ def _train(
         run_dir = last_path.parent
     else:
         hyper = settings.hyper
-        run_dir = new_run_dir(settings.runs_dir, settings.name)
 
+    # everything that can refuse the settings comes before a new run folder is made
     device = resolve_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(hyper.seed)
     model = build_model(hyper.model).to(device)
+    if resumed is None:
+        run_dir = new_run_dir(settings.runs_dir, settings.name)
     # channels_last makes the CPU convolutions faster here (see bench/); harmless elsewhere.
     model = model.to(memory_format=torch.channels_last)
 
@@ -433,8 +441,9 @@ def _train(
         return {
             "stop_reason": reason,
             "best_epoch": best["epoch"],
-            "best_val_acc": best["val_acc"],
-            "best_val_loss": best["val_loss"],
+            # no validated epoch yet (interrupted in epoch 1): null, not -1 and Infinity
+            "best_val_acc": best["val_acc"] if best["epoch"] else None,
+            "best_val_loss": best["val_loss"] if best["epoch"] else None,
             "test_acc": test[1] if test else None,
             "test_loss": test[0] if test else None,
             "device": str(device),

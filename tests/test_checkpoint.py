@@ -130,3 +130,13 @@ def test_resolve_and_latest(tmp_path):
     assert ckpt.resolve_checkpoint(runs / "new", runs) == runs / "new" / "best.pt"
     (runs / "latest").unlink()
     assert ckpt.latest_run(runs) in (runs / "old", runs / "new")
+
+
+def test_settings_of_the_wrong_type_in_a_checkpoint_are_refused(tmp_path):
+    path = tmp_path / "c.pt"
+    torch.save(payload(config={"val_size": "x"}), path)
+    with pytest.raises(CheckpointError, match="setting 'val_size' is 'x'"):
+        ckpt.load_checkpoint(path)
+    torch.save(payload(epoch=True), path)
+    with pytest.raises(CheckpointError, match="field 'epoch'"):
+        ckpt.load_checkpoint(path)

@@ -252,3 +252,15 @@ def test_help_of_every_command_never_imports_torch():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_usage_errors_are_one_line_through_the_real_cli(tmp_path):
+    for args, fragment in (
+        (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
+        (["trian"], "No such command 'trian'"),
+        (["eval", "--data", str(tmp_path / "nope")], "no such folder"),
+    ):
+        proc = run_cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines

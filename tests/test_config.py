@@ -98,3 +98,19 @@ def test_repository_config_file_is_valid():
     values = read_config_file(repo / ".mnistcli.toml")
     mirrors = values["data.mirrors"].value
     assert mirrors[0].endswith("shared/mnist") and mirrors[1].startswith("https://")
+
+
+def test_text_in_toml_is_not_parsed_as_a_number_and_binary_files_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="must be an integer, got '10'"):
+        read_config_file(write(tmp_path, '[train]\nepochs = "10"\n'))
+    with pytest.raises(ConfigError, match="must be a list of strings"):
+        read_config_file(write(tmp_path, '[data]\nmirrors = "a,b"\n'))
+    path = tmp_path / ".mnistcli.toml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="not a text"):
+        read_config_file(path)
+
+
+def test_device_with_a_trailing_newline_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="use auto, cpu"):
+        resolve({}, env={"MNISTCLI_DEVICE": "cpu\n"}, cwd=tmp_path)

@@ -486,3 +486,23 @@ def test_user_style_images_are_predicted_as_the_original_digits(trained_run, rea
     print(f"agreement with the predictions on the original 28x28 digits: {rates}")
     assert min(rates.values()) >= 0.9, rates
     assert sum(rates.values()) / len(rates) >= 0.93, rates
+
+
+def test_fifos_are_refused_and_recursive_globs_list_each_file_once(tmp_path):
+    import os
+
+    from mnistcli.errors import ImageError
+    from mnistcli.imaging import collect_paths, open_image
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="not a regular file"):
+        open_image(fifo)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        Image.new("L", (8, 8), 0).save(folder / name)
+    found = collect_paths([str(folder) + "/**"])
+    assert [p.name for p in found if isinstance(p, Path)] == ["a.png", "b.png"]

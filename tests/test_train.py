@@ -185,3 +185,33 @@ def test_bf16_autocast_trains_and_saves_float32_weights(tmp_path, tiny_mnist):
     assert result.best_val_acc > 0.5
     state = load_checkpoint(result.run_dir / "best.pt")["model_state"]
     assert all(v.dtype == torch.float32 for v in state.values())
+
+
+def test_interrupted_before_any_validation_writes_strict_json(tmp_path, tiny_mnist):
+    settings = make_settings(tmp_path, epochs=2, val_size=100, batch_size=50)
+    trainer.PROGRESS_INTERVAL, saved = 0.0, trainer.PROGRESS_INTERVAL
+    try:
+        result = trainer.train(settings, tiny_mnist, should_stop=lambda: True)
+    finally:
+        trainer.PROGRESS_INTERVAL = saved
+    assert result.stop_reason == "interrupted" and result.best_epoch == 0
+    doc = result.to_dict()
+    assert doc["best_val_acc"] is None and doc["best_val_loss"] is None
+    json.dumps(doc, allow_nan=False)  # no Infinity, no -1 placeholders
+    summary = json.loads((result.run_dir / "metrics.json").read_text())["summary"]
+    assert summary["best_val_loss"] is None
+
+
+def test_a_refused_device_leaves_no_run_folder(tmp_path, tiny_mnist):
+    import dataclasses
+
+    from mnistcli.errors import DeviceError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    settings = dataclasses.replace(make_settings(tmp_path, epochs=1), device="cuda")
+    with pytest.raises(DeviceError):
+        trainer.train(settings, tiny_mnist)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    with pytest.raises(ConfigError, match="at most 200"):
+        trainer.new_run_dir(tmp_path / "runs", "a" * 300)

@@ -264,7 +264,9 @@ def summary_table(result: TrainResult) -> Table:
     table.add_row(
         "best epoch",
         f"{result.best_epoch} (validation acc "
-        f"{100 * result.best_val_acc:.2f}%, loss {result.best_val_loss:.4f})",
+        f"{100 * result.best_val_acc:.2f}%, loss {result.best_val_loss:.4f})"
+        if result.best_epoch
+        else "none yet (no epoch finished)",
     )
     if result.test_acc is not None:
         table.add_row(
