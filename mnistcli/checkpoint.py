@@ -112,7 +112,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         elif isinstance(exc, PermissionError):
             why = "permission denied"
         else:
-            why = f"it is truncated, corrupt or not a PyTorch file ({detail[:120]})"
+            why = "it is truncated, corrupt or not a PyTorch file"
+            if not detail.strip().isdigit():  # torch sometimes reports only a number
+                why += f" ({detail[:120]})"
         raise CheckpointError(f"cannot load checkpoint {path}: {why}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

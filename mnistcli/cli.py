@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from mnistcli import __version__
 from mnistcli.config import PRECISIONS, RECIPES, Value, resolve
-from mnistcli.errors import DataError, MnistcliError
+from mnistcli.errors import ConfigError, DataError, MnistcliError
 
 app = typer.Typer(
     name="mnistcli",
@@ -329,6 +329,8 @@ def train(
         "data.root": data_root,
     }
     values = settings_values(flags, config, data)
+    if resume is not None and name is not None:
+        raise ConfigError("--name and --resume cannot go together: a resumed run keeps its folder")
     settings = train_settings(values, name=name, resume=resume, compile=compile_model)
     run_training(settings, values, quiet=quiet or as_json, plain=plain, as_json=as_json)
 
@@ -419,7 +421,7 @@ def inspect_model(
     how it was trained, its accuracy and data checksums, and whether its weights load.
     """
     from mnistcli.checkpoint import latest_run, load_model, resolve_checkpoint
-    from mnistcli.errors import CheckpointError, ConfigError
+    from mnistcli.errors import CheckpointError
     from mnistcli.model import MODELS, build_model
     from mnistcli.render.console import make_consoles
     from mnistcli.render.inspect_view import inspect_view

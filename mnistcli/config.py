@@ -251,6 +251,8 @@ def read_environment(env: Mapping[str, str], cwd: Path) -> dict[str, Value]:
 def find_config_file(explicit: Path | None, cwd: Path) -> Path | None:
     """`--config PATH` must exist; otherwise ./.mnistcli.toml is used when present."""
     if explicit is not None:
+        if explicit.is_dir():
+            raise ConfigError(f"--config {explicit} is a folder; pass a .toml file")
         if not explicit.is_file():
             raise ConfigError(f"config file {explicit} does not exist; check the --config path")
         return explicit

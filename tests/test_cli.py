@@ -264,3 +264,10 @@ def test_usage_errors_are_one_line_through_the_real_cli(tmp_path):
         assert proc.returncode == 2
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+
+
+def test_name_with_resume_and_a_folder_as_config_are_refused(captured, tmp_path):
+    result = runner.invoke(app, ["train", "--resume", "latest", "--name", "x"])
+    assert result.exit_code == 2 and "cannot go together" in result.output
+    result = runner.invoke(app, ["train", "--config", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output
