@@ -221,26 +221,20 @@ def describe(module: nn.Module) -> str:
         if module.bias is None:
             parts.append("no bias")
         return ", ".join(parts)
-    if isinstance(module, nn.MaxPool1d | nn.MaxPool2d | nn.MaxPool3d):
+    pools = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+    if isinstance(module, pools):
         parts = [
             f"kernel {kernel(module.kernel_size)}",
             f"stride {size(module.stride)}",
         ]
         if any(p != 0 for p in _pair(module.padding, 1)):
             parts.append(f"pad {size(module.padding)}")
-        if any(d != 1 for d in _pair(module.dilation, 1)):
-            parts.append(f"dilation {size(module.dilation)}")
+        dilation = getattr(module, "dilation", 1)  # max-pools have one, average pools do not
+        if any(d != 1 for d in _pair(dilation, 1)):
+            parts.append(f"dilation {size(dilation)}")
         if module.ceil_mode:
             parts.append("ceil mode")
         return ", ".join(parts)
-    if isinstance(module, nn.AvgPool1d | nn.AvgPool2d | nn.AvgPool3d):
-        parts = [
-            f"kernel {kernel(module.kernel_size)}",
-            f"stride {size(module.stride)}",
-        ]
-        if any(p != 0 for p in _pair(module.padding, 1)):
-            parts.append(f"pad {size(module.padding)}")
-        return ", ".join(parts + (["ceil mode"] if module.ceil_mode else []))
     if isinstance(module, nn.Linear):
         bias = "" if module.bias is not None else ", no bias"
         return f"{module.in_features}->{module.out_features}{bias}"
