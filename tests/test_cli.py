@@ -271,3 +271,60 @@ def test_name_with_resume_and_a_folder_as_config_are_refused(captured, tmp_path)
     assert result.exit_code == 2 and "cannot go together" in result.output
     result = runner.invoke(app, ["train", "--config", str(tmp_path)])
     assert result.exit_code == 2 and "is a folder" in result.output
+
+
+def test_train_json_on_tiny_data_is_one_document(monkeypatch, tmp_path, tiny_mnist):
+    """The real trainer on synthetic data through the CLI: --json prints only the result."""
+    import mnistcli.cli as cli
+
+    monkeypatch.setattr(cli, "load_data", lambda values, log: tiny_mnist)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        ["train", "--epochs", "2", "--val-size", "100", "--device", "cpu", "--name", "j", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["epochs_run"] == 2 and doc["stop_reason"] == "completed"
+    assert doc["run_dir"].endswith("j") and 0.5 < doc["test_acc"] <= 1.0
+    assert [h["epoch"] for h in doc["history"]] == [1, 2]
+
+
+def test_live_view_draws_progress_table_and_curves(tmp_path, tiny_mnist):
+    """The terminal view, driven by real trainer events into a forced interactive console."""
+    import io
+
+    from rich.console import Console
+
+    from mnistcli.render.train_view import LiveView
+    from mnistcli.train import train
+    from tests.conftest import make_settings
+
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        force_terminal=True,
+        force_interactive=True,
+        width=120,
+        color_system="truecolor",
+    )
+    view = LiveView(console)
+    with view:
+        train(
+            make_settings(tmp_path, epochs=3, val_size=100, batch_size=50),
+            tiny_mnist,
+            on_event=view,
+        )
+    text = buffer.getvalue()
+    assert "\x1b[" in text  # colour and cursor movement on a terminal
+    for fragment in (
+        "training simplecnn",
+        "epochs  (patience",
+        "img/s",
+        "val acc",
+        "★ best",
+        "loss   • train   ▞ val",
+        "test set (200 images)",
+    ):
+        assert fragment in text, fragment
+    assert (tmp_path / "runs" / "test" / "curves.png").is_file()
