@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MNIST = REPO.parent / "shared" / "mnist"
@@ -26,6 +27,12 @@ for _var in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "GITHUB_ACTIONS
     os.environ.pop(_var, None)
 for _var in [v for v in os.environ if v.startswith("MNISTCLI_")]:
     os.environ.pop(_var)
+
+
+# Property-based tests draw the same examples on every run (deterministic CI), and keep no
+# example database in the working tree.
+hypothesis_settings.register_profile("mnistcli", derandomize=True, database=None)
+hypothesis_settings.load_profile("mnistcli")
 
 
 def synthetic_mnist(n_train: int = 600, n_test: int = 200, seed: int = 0):
