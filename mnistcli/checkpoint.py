@@ -7,17 +7,16 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so i
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import os
 import platform
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistcli import __version__
 from mnistcli.errors import CheckpointError
+from mnistcli.files import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -54,40 +53,18 @@ def now_iso() -> str:
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """torch.save into a temp file beside `path`, fsync, then rename: never a partial file."""
+    """Serialise in memory, then write atomically: never a partial file, even on a full disk.
+
+    (torch.save straight into a file opens it before pickling and reports a failed write as
+    a RuntimeError from its zip writer; in memory, only write_atomic touches the disk.)
+    """
+    import io
+
     import torch
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except RuntimeError as exc:  # torch's zip writer reports a failed write (EFBIG...) this way
-        Path(tmp).unlink(missing_ok=True)
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "write error"
-        raise OSError(
-            errno.EIO, f"writing failed, is the disk full? ({detail[:80]})", str(path)
-        ) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where directories can't be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnistcli.errors import DataError
+from mnistcli.files import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -87,20 +86,6 @@ class _Limited:
         chunk = self._view[self._pos : end].tobytes()
         self._pos = end
         return chunk
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def ensure_file(

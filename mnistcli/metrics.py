@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
@@ -67,13 +67,7 @@ class Mistake:
     pixels: bytes  # the 28x28 uint8 image, row by row (784 bytes), for drawing
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "true": self.true,
-            "pred": self.pred,
-            "confidence": self.confidence,
-            "true_prob": self.true_prob,
-        }
+        return {k: v for k, v in asdict(self).items() if k != "pixels"}  # pixels: for drawing
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,15 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistcli import checkpoint as ckpt
 from mnistcli.config import HyperParams, TrainSettings
-from mnistcli.data import Mnist, Tensors, make_tensors, shift_batch, split_indices, write_atomic
+from mnistcli.data import Mnist, Tensors, make_tensors, shift_batch, split_indices
 from mnistcli.errors import CheckpointError, ConfigError, TrainingError
+from mnistcli.files import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -64,6 +65,8 @@ class RunStarted:
     start_epoch: int  # 1-based epoch the loop starts in (> 1 after a resume)
     resumed: bool
     history: tuple[EpochStats, ...]
+    best_epoch: int  # 0 before the first validated epoch
+    wait: int  # epochs since the last improvement (resumed runs carry theirs)
 
 
 @dataclass(frozen=True)
@@ -481,6 +484,8 @@ def _train(
             start_epoch=start_epoch,
             resumed=resumed is not None,
             history=tuple(history),
+            best_epoch=best["epoch"],
+            wait=wait,
         )
     )
 
@@ -635,8 +640,3 @@ def _stop_on_nan(epoch: int, batch: int, run_dir: Path) -> None:
         f"training stopped and the checkpoints in {run_dir} were kept as they "
         f"were (try a lower --lr)"
     )
-
-
-def with_hyper(settings: TrainSettings, **changes: Any) -> TrainSettings:
-    """A copy of `settings` with some hyper-parameters changed (tests, benchmarks)."""
-    return replace(settings, hyper=replace(settings.hyper, **changes))

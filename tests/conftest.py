@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,24 @@ for _var in [v for v in os.environ if v.startswith("MNISTCLI_")]:
 # example database in the working tree.
 hypothesis_settings.register_profile("mnistcli", derandomize=True, database=None)
 hypothesis_settings.load_profile("mnistcli")
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """mnistcli as a real subprocess with stdout and stderr piped (not a terminal)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mnistcli", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch) -> Path:
+    """An empty working folder: no .mnistcli.toml, no runs."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 def synthetic_mnist(n_train: int = 600, n_test: int = 200, seed: int = 0):

@@ -10,20 +10,9 @@ from typer.testing import CliRunner
 
 from mnistcli import __version__
 from mnistcli.cli import app
-from tests.conftest import SHARED_MNIST
+from tests.conftest import SHARED_MNIST, run_cli
 
 runner = CliRunner()
-
-
-def run_cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    """mnistcli as a real subprocess with stdout and stderr piped (not a terminal)."""
-    return subprocess.run(
-        [sys.executable, "-m", "mnistcli", *args],
-        cwd=cwd,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-    )
 
 
 def test_version_and_help_list_every_command():

@@ -18,16 +18,9 @@ from typer.testing import CliRunner
 
 from mnistcli.cli import app
 from mnistcli.metrics import Mistake
+from tests.conftest import SHARED_MNIST
 
 runner = CliRunner()
-SHARED_MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "mnist"
-
-
-@pytest.fixture
-def here(tmp_path, monkeypatch) -> Path:
-    """An empty working folder: no .mnistcli.toml, no runs."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.fixture

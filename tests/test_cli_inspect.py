@@ -13,15 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
+from tests.conftest import run_cli
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def here(tmp_path, monkeypatch) -> Path:
-    """An empty working folder: no .mnistcli.toml, no runs."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.fixture
@@ -30,16 +24,6 @@ def runs_copy(tmp_path, trained_run) -> Path:
     runs = tmp_path / "runs"
     shutil.copytree(trained_run, runs / "r1")
     return runs
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mnistcli", *args],
-        cwd=cwd,
-        text=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 def test_table_shows_layers_totals_and_formulas(here):

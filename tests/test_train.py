@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -120,19 +121,21 @@ def test_interrupted_run_resumes_to_the_same_history(tmp_path, tiny_mnist, stop_
         trainer.PROGRESS_INTERVAL = saved
     assert cut.stop_reason == "interrupted" and cut.test_acc is None
     assert load_checkpoint(cut.run_dir / "last.pt")["finished"] is False
+    started = []
     resumed = trainer.train(
-        make_settings(tmp_path / "cut", **hyper).__class__(
-            **{**settings.__dict__, "resume": str(cut.run_dir), "name": None}
-        ),
+        dataclasses.replace(settings, resume=str(cut.run_dir), name=None),
         tiny_mnist,
+        on_event=lambda e: started.append(e) if isinstance(e, trainer.RunStarted) else None,
     )
     assert resumed.run_dir == cut.run_dir
+    # the view is told where the run stood: its best epoch and patience counter, not re-derived
+    assert started[0].resumed and started[0].best_epoch == cut.best_epoch
+    assert started[0].history == cut.history
     assert history_of(resumed) == history_of(full)
     assert resumed.test_acc == full.test_acc
 
 
 def test_resume_refuses_finished_runs_and_changed_settings(tmp_path, tiny_mnist):
-    import dataclasses
 
     settings = make_settings(tmp_path, epochs=1, val_size=100)
     done = trainer.train(settings, tiny_mnist)
@@ -203,7 +206,6 @@ def test_interrupted_before_any_validation_writes_strict_json(tmp_path, tiny_mni
 
 
 def test_a_refused_device_leaves_no_run_folder(tmp_path, tiny_mnist):
-    import dataclasses
 
     from mnistcli.errors import DeviceError
 

@@ -3,7 +3,6 @@ of misclassified digits."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -12,10 +11,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from mnistcli.data import write_atomic
 from mnistcli.errors import OutputError
+from mnistcli.files import write_atomic
 from mnistcli.metrics import Evaluation, Mistake
-from mnistcli.render.figures import INK, font
+from mnistcli.render.figures import INK, font, save_png
 
 WHITE = (255, 255, 255)
 DIAGONAL_RGB = (8, 81, 156)  # dark blue: correct predictions
@@ -55,12 +54,6 @@ def _text_on(fill: tuple[int, int, int]) -> tuple[int, int, int]:
     """Black or white text, whichever reads on `fill` (relative luminance, ITU-R BT.709)."""
     r, g, b = fill
     return INK if 0.2126 * r + 0.7152 * g + 0.0722 * b > 140 else WHITE
-
-
-def _save_png(image: Image.Image, path: Path) -> None:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    write_atomic(path, buf.getvalue())
 
 
 def save_confusion_png(confusion: Sequence[Sequence[int]], path: Path, title: str) -> None:
@@ -107,7 +100,7 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], path: Path, title: st
                 (x0 + CELL // 2, y0 + CELL // 2), str(count), fill=ink, font=f_cell, anchor="mm"
             )
     draw.rectangle([CM_LEFT, CM_TOP, grid_right, CM_TOP + size * CELL], outline=INK)
-    _save_png(image, path)
+    save_png(image, path)
 
 
 def save_misclassified_png(mistakes: Sequence[Mistake], path: Path, title: str) -> None:
@@ -130,7 +123,7 @@ def save_misclassified_png(mistakes: Sequence[Mistake], path: Path, title: str) 
             font=f_caption,
             anchor="mt",
         )
-    _save_png(image, path)
+    save_png(image, path)
 
 
 def save_eval_files(

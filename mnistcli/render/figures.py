@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from mnistcli.data import write_atomic
+from mnistcli.files import write_atomic
 from mnistcli.train import EpochStats
 
 TRAIN_COLOR = (31, 119, 180)  # blue
@@ -123,6 +123,11 @@ def save_curves(history: Sequence[EpochStats], path: Path) -> None:
         ".2f",
         legend_at_top=False,
     )
+    save_png(image, path)
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """Encode in memory, then write atomically (a PNG is never left half-written)."""
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     write_atomic(path, buf.getvalue())

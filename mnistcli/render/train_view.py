@@ -191,9 +191,10 @@ class LiveView(PlainView):
         if isinstance(event, RunStarted):
             self.run_dir = event.run_dir
             self.header = Text(describe_run(event))
-            if event.history:
-                best = max(event.history, key=lambda s: s.val_acc).epoch
-                self._redraw_history(event.history, best, 0, event.hyper.patience)
+            if event.history:  # a resumed run: its epochs so far, as the trainer judged them
+                self._redraw_history(
+                    event.history, event.best_epoch, event.wait, event.hyper.patience
+                )
             self.live.update(self._group())
         elif isinstance(event, EpochStarted):
             self.progress.reset(
