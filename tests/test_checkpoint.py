@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mnistcli import checkpoint as ckpt
+from mnistcli import runs as run_folders
 from mnistcli.errors import CheckpointError
 from mnistcli.model import SimpleCNN
 
@@ -19,24 +20,31 @@ def payload(**extra):
         "epoch": 1,
         "history": [],
         "config": {},
+        "optimizer_state": {},
+        "scheduler_state": None,
         "rng": {"torch": torch.get_rng_state()},
     }
     body.update(extra)
     return body
 
 
+def save(body, path):
+    """Save a payload dict through the typed Checkpoint (the only way the code writes one)."""
+    ckpt.save_checkpoint(ckpt.Checkpoint.from_payload(body, path), path)
+
+
 def test_round_trip_with_rng_state_under_weights_only(tmp_path):
     path = tmp_path / "best.pt"
-    ckpt.save_checkpoint(payload(), path)
+    save(payload(), path)
     loaded = ckpt.load_checkpoint(path)
-    assert torch.equal(loaded["rng"]["torch"], torch.get_rng_state())
+    assert torch.equal(loaded.resume.rng["torch"], torch.get_rng_state())
     model, meta = ckpt.load_model(path)
-    assert meta["epoch"] == 1 and not model.training
+    assert meta.epoch == 1 and not model.training
 
 
 def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    ckpt.save_checkpoint(payload(epoch=1), path)
+    save(payload(epoch=1), path)
     before = path.read_bytes()
 
     def broken_save(obj, fh, *args, **kwargs):
@@ -45,10 +53,10 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError):
-        ckpt.save_checkpoint(payload(epoch=2), path)
+        save(payload(epoch=2), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
-    assert ckpt.load_checkpoint(path)["epoch"] == 1
+    assert ckpt.load_checkpoint(path).meta.epoch == 1
 
 
 @pytest.mark.parametrize(
@@ -68,7 +76,7 @@ def test_corrupt_files_give_one_line_errors(tmp_path, content, fragment):
 
 def test_truncated_checkpoint_is_refused(tmp_path):
     path = tmp_path / "best.pt"
-    ckpt.save_checkpoint(payload(), path)
+    save(payload(), path)
     path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
     with pytest.raises(CheckpointError, match="truncated, corrupt"):
         ckpt.load_checkpoint(path)
@@ -121,15 +129,15 @@ def test_other_dicts_architectures_and_bad_weights_are_refused(tmp_path):
 def test_resolve_and_latest(tmp_path):
     runs = tmp_path / "runs"
     with pytest.raises(CheckpointError, match=r"no trained model found.*mnistcli train"):
-        ckpt.resolve_checkpoint(None, runs)
+        run_folders.resolve_checkpoint(None, runs)
     for name in ("old", "new"):
         (runs / name).mkdir(parents=True)
-        ckpt.save_checkpoint(payload(), runs / name / "last.pt")
-    ckpt.point_latest(runs, runs / "old")
-    assert ckpt.resolve_checkpoint(None, runs) == (runs / "old" / "best.pt").resolve()
-    assert ckpt.resolve_checkpoint(runs / "new", runs) == runs / "new" / "best.pt"
+        save(payload(), runs / name / "last.pt")
+    run_folders.point_latest(runs, runs / "old")
+    assert run_folders.resolve_checkpoint(None, runs) == (runs / "old" / "best.pt").resolve()
+    assert run_folders.resolve_checkpoint(runs / "new", runs) == runs / "new" / "best.pt"
     (runs / "latest").unlink()
-    assert ckpt.latest_run(runs) in (runs / "old", runs / "new")
+    assert run_folders.latest_run(runs) in (runs / "old", runs / "new")
 
 
 def test_settings_of_the_wrong_type_in_a_checkpoint_are_refused(tmp_path):
