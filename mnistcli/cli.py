@@ -216,118 +216,132 @@ class StopFlag:
 # mnistcli train ------------------------------------------------------------------------------
 
 
+TrainEpochsOpt = Annotated[
+    int | None,
+    typer.Option(help="Most epochs to run." + default("train.epochs"), show_default=False),
+]
+TrainPatienceOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Stop after this many epochs without a better validation accuracy; 0 never "
+        "stops early." + default("train.patience"),
+        show_default=False,
+    ),
+]
+TrainBatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        "-b",
+        help="Images per step." + default("train.batch_size"),
+        show_default=False,
+    ),
+]
+TrainLrOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Adam learning rate (peak rate with the one-cycle schedule)." + default("train.lr"),
+        show_default=False,
+    ),
+]
+TrainSeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Seed for weights, split, shuffling and dropout." + default("train.seed"),
+        show_default=False,
+    ),
+]
+TrainValSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--val-size",
+        help="Training images held out for validation (early stopping and "
+        "model selection)." + default("data.val_size"),
+        show_default=False,
+    ),
+]
+TrainLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Train on only this many images (quick runs); 0 for all." + default("train.limit"),
+        show_default=False,
+    ),
+]
+TrainRecipeOpt = Annotated[
+    Recipe | None,
+    typer.Option(
+        help="Named hyper-parameter set: 'reference' (Adam 1e-3, batch 64) or 'fast' "
+        "(one-cycle, larger batches, small shifts)." + default("train.recipe"),
+        show_default=False,
+    ),
+]
+TrainPrecisionOpt = Annotated[
+    Precision | None,
+    typer.Option(
+        help="fp32, or bf16 autocast (mixed precision), or auto: bf16 where the hardware "
+        "runs it natively (AVX512-BF16/AMX CPUs, recent GPUs). \\[default: "
+        f"{default_text('train.precision')}; {RECIPES['fast']['precision']} with "
+        "the fast recipe]",
+        show_default=False,
+    ),
+]
+TrainThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="CPU threads for torch; 0 lets torch choose." + default("train.threads"),
+        show_default=False,
+    ),
+]
+TrainCompileModelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the training step (worth it on a GPU; compiling takes a while).",
+    ),
+]
+TrainNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Run folder name under --out. \\[default: the date and time]", show_default=False
+    ),
+]
+TrainResumeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Continue a run: its folder, its last.pt, or 'latest'.",
+        show_default=False,
+        metavar="RUN",
+    ),
+]
+TrainQuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")]
+TrainPlainOpt = Annotated[
+    bool, typer.Option(help="Plain lines, one per epoch, even on a terminal.")
+]
+
+
 @app.command()
 @handles_errors
 def train(
     device: DeviceOpt = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(help="Most epochs to run." + default("train.epochs"), show_default=False),
-    ] = None,
-    patience: Annotated[
-        int | None,
-        typer.Option(
-            help="Stop after this many epochs without a better validation accuracy; 0 never "
-            "stops early." + default("train.patience"),
-            show_default=False,
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            "-b",
-            help="Images per step." + default("train.batch_size"),
-            show_default=False,
-        ),
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            help="Adam learning rate (peak rate with the one-cycle schedule)."
-            + default("train.lr"),
-            show_default=False,
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option(
-            help="Seed for weights, split, shuffling and dropout." + default("train.seed"),
-            show_default=False,
-        ),
-    ] = None,
-    val_size: Annotated[
-        int | None,
-        typer.Option(
-            "--val-size",
-            help="Training images held out for validation (early stopping and "
-            "model selection)." + default("data.val_size"),
-            show_default=False,
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            help="Train on only this many images (quick runs); 0 for all." + default("train.limit"),
-            show_default=False,
-        ),
-    ] = None,
-    recipe: Annotated[
-        Recipe | None,
-        typer.Option(
-            help="Named hyper-parameter set: 'reference' (Adam 1e-3, batch 64) or 'fast' "
-            "(one-cycle, larger batches, small shifts)." + default("train.recipe"),
-            show_default=False,
-        ),
-    ] = None,
-    precision: Annotated[
-        Precision | None,
-        typer.Option(
-            help="fp32, or bf16 autocast (mixed precision), or auto: bf16 where the hardware "
-            "runs it natively (AVX512-BF16/AMX CPUs, recent GPUs). \\[default: "
-            f"{default_text('train.precision')}; {RECIPES['fast']['precision']} with "
-            "the fast recipe]",
-            show_default=False,
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            help="CPU threads for torch; 0 lets torch choose." + default("train.threads"),
-            show_default=False,
-        ),
-    ] = None,
-    compile_model: Annotated[
-        bool,
-        typer.Option(
-            "--compile",
-            help="torch.compile the training step (worth it on a GPU; compiling takes a while).",
-        ),
-    ] = False,
+    epochs: TrainEpochsOpt = None,
+    patience: TrainPatienceOpt = None,
+    batch_size: TrainBatchSizeOpt = None,
+    lr: TrainLrOpt = None,
+    seed: TrainSeedOpt = None,
+    val_size: TrainValSizeOpt = None,
+    limit: TrainLimitOpt = None,
+    recipe: TrainRecipeOpt = None,
+    precision: TrainPrecisionOpt = None,
+    threads: TrainThreadsOpt = None,
+    compile_model: TrainCompileModelOpt = False,
     out: RunsOpt = None,
-    name: Annotated[
-        str | None,
-        typer.Option(
-            help="Run folder name under --out. \\[default: the date and time]", show_default=False
-        ),
-    ] = None,
-    resume: Annotated[
-        str | None,
-        typer.Option(
-            help="Continue a run: its folder, its last.pt, or 'latest'.",
-            show_default=False,
-            metavar="RUN",
-        ),
-    ] = None,
+    name: TrainNameOpt = None,
+    resume: TrainResumeOpt = None,
     data: DataOpt = None,
     data_root: DataRootOpt = None,
     config: ConfigOpt = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only the final summary.")
-    ] = False,
-    plain: Annotated[
-        bool, typer.Option(help="Plain lines, one per epoch, even on a terminal.")
-    ] = False,
+    quiet: TrainQuietOpt = False,
+    plain: TrainPlainOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train SimpleCNN on MNIST with early stopping on a validation split.
@@ -395,40 +409,44 @@ def run_training(
 # mnistcli inspect ----------------------------------------------------------------------------
 
 
+InspectModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="NAME",
+        help=f"Model to describe, by name. \\[default: train.model, {default_text('train.model')}]",
+        show_default=False,
+    ),
+]
+InspectCheckpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        metavar="PATH",
+        help="A checkpoint file, a run folder (its best.pt) or 'latest'. "
+        "\\[default: the latest run's best.pt when there is one]",
+        show_default=False,
+    ),
+]
+InspectBatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        "-b",
+        help="Batch for the activation memory figure. \\[default: train.batch_size, "
+        f"{default_text('train.batch_size')}]",
+        show_default=False,
+    ),
+]
+
+
 @app.command("inspect")
 @handles_errors
 def inspect_model(
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            metavar="NAME",
-            help="Model to describe, by name. \\[default: train.model, "
-            f"{default_text('train.model')}]",
-            show_default=False,
-        ),
-    ] = None,
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(
-            "--checkpoint",
-            metavar="PATH",
-            help="A checkpoint file, a run folder (its best.pt) or 'latest'. "
-            "\\[default: the latest run's best.pt when there is one]",
-            show_default=False,
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            "-b",
-            help="Batch for the activation memory figure. \\[default: train.batch_size, "
-            f"{default_text('train.batch_size')}]",
-            show_default=False,
-        ),
-    ] = None,
+    model: InspectModelOpt = None,
+    checkpoint: InspectCheckpointOpt = None,
+    batch_size: InspectBatchSizeOpt = None,
     out: RunsOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -466,51 +484,59 @@ class EvalSplit(enum.StrEnum):
     val = "val"
 
 
+EvalSplitOpt = Annotated[
+    EvalSplit,
+    typer.Option(
+        help="The 10,000 test images, or the validation images held out from training "
+        "(the same seed and size as the checkpoint's run)."
+    ),
+]
+EvalBatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        "-b",
+        help="Images per forward pass." + default("eval.batch_size"),
+        show_default=False,
+    ),
+]
+EvalTopOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Most confused pairs to list; 0 for none." + default("eval.top"),
+        show_default=False,
+    ),
+]
+EvalGalleryOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Misclassified digits to draw (the most confident first); 0 for none."
+        + default("eval.gallery"),
+        show_default=False,
+    ),
+]
+EvalSaveOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder for confusion_matrix.png, misclassified.png and eval.json. "
+        "\\[default: the checkpoint's run folder]",
+        show_default=False,
+    ),
+]
+EvalNoSaveOpt = Annotated[bool, typer.Option("--no-save", help="Write no files.")]
+
+
 @app.command("eval")
 @handles_errors
 def eval_model(
     checkpoint: CheckpointOpt = None,
-    split: Annotated[
-        EvalSplit,
-        typer.Option(
-            help="The 10,000 test images, or the validation images held out from training "
-            "(the same seed and size as the checkpoint's run)."
-        ),
-    ] = EvalSplit.test,
+    split: EvalSplitOpt = EvalSplit.test,
     device: DeviceOpt = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            "-b",
-            help="Images per forward pass." + default("eval.batch_size"),
-            show_default=False,
-        ),
-    ] = None,
-    top: Annotated[
-        int | None,
-        typer.Option(
-            help="Most confused pairs to list; 0 for none." + default("eval.top"),
-            show_default=False,
-        ),
-    ] = None,
-    gallery: Annotated[
-        int | None,
-        typer.Option(
-            help="Misclassified digits to draw (the most confident first); 0 for none."
-            + default("eval.gallery"),
-            show_default=False,
-        ),
-    ] = None,
-    save: Annotated[
-        Path | None,
-        typer.Option(
-            help="Folder for confusion_matrix.png, misclassified.png and eval.json. "
-            "\\[default: the checkpoint's run folder]",
-            show_default=False,
-        ),
-    ] = None,
-    no_save: Annotated[bool, typer.Option("--no-save", help="Write no files.")] = False,
+    batch_size: EvalBatchSizeOpt = None,
+    top: EvalTopOpt = None,
+    gallery: EvalGalleryOpt = None,
+    save: EvalSaveOpt = None,
+    no_save: EvalNoSaveOpt = False,
     out: RunsOpt = None,
     data: DataOpt = None,
     data_root: DataRootOpt = None,
@@ -554,50 +580,57 @@ def eval_model(
 # mnistcli predict ----------------------------------------------------------------------------
 
 
+PredictPathsOpt = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="PATH",
+        help="Image files (PNG, JPEG, BMP, GIF, TIFF, WebP), folders (their images) or "
+        "globs such as 'scans/*.png'.",
+        show_default=False,
+    ),
+]
+PredictTopKOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--top-k",
+        "-k",
+        help="Most likely digits to list (1-10)." + default("predict.top_k"),
+        show_default=False,
+    ),
+]
+PredictShowOpt = Annotated[
+    bool, typer.Option("--show", help="Also draw the 28x28 input the model saw.")
+]
+PredictRawOpt = Annotated[
+    bool,
+    typer.Option(
+        "--raw",
+        help="No preprocessing: for images that already are MNIST-style 28x28 digits "
+        "(bright ink on black).",
+    ),
+]
+PredictAsJsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON object per image, one per line (path, status, digit, "
+        "probability, top_k, error), nothing else.",
+    ),
+]
+
+
 @app.command()
 @handles_errors
 def predict(
-    paths: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="PATH",
-            help="Image files (PNG, JPEG, BMP, GIF, TIFF, WebP), folders (their images) or "
-            "globs such as 'scans/*.png'.",
-            show_default=False,
-        ),
-    ],
+    paths: PredictPathsOpt,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = None,
-    top_k: Annotated[
-        int | None,
-        typer.Option(
-            "--top-k",
-            "-k",
-            help="Most likely digits to list (1-10)." + default("predict.top_k"),
-            show_default=False,
-        ),
-    ] = None,
-    show: Annotated[
-        bool, typer.Option("--show", help="Also draw the 28x28 input the model saw.")
-    ] = False,
-    raw: Annotated[
-        bool,
-        typer.Option(
-            "--raw",
-            help="No preprocessing: for images that already are MNIST-style 28x28 digits "
-            "(bright ink on black).",
-        ),
-    ] = False,
+    top_k: PredictTopKOpt = None,
+    show: PredictShowOpt = False,
+    raw: PredictRawOpt = False,
     out: RunsOpt = None,
     config: ConfigOpt = None,
-    as_json: Annotated[
-        bool,
-        typer.Option(
-            "--json",
-            help="Print one JSON object per image, one per line (path, status, digit, "
-            "probability, top_k, error), nothing else.",
-        ),
-    ] = False,
+    as_json: PredictAsJsonOpt = False,
 ) -> None:
     """Read the digit in each image: a photo, a scan, a drawing or a screenshot.
 
