@@ -4,8 +4,9 @@ A checkpoint is stored as a plain dict of tensors, numbers, strings, lists and d
 with `torch.load(weights_only=True)` and no allow-list: loading one can never run code from it.
 `Checkpoint.to_payload` writes that dict and `Checkpoint.from_payload` reads it; nothing else
 touches its keys. Layout (format_version 1): format, format_version, kind, model, epoch, step,
-history, best, wait, config, data, versions, created, finished, model_state; finished runs add
-stop_reason and test; last.pt adds optimizer_state, scheduler_state, rng (and partial mid-epoch).
+history, best, wait, config, data, versions, created, finished, world_size (absent before
+torchrun support: 1), model_state; finished runs add stop_reason and test; last.pt adds
+optimizer_state, scheduler_state, rng (and partial mid-epoch).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class CheckpointMeta:
     stop_reason: str | None = None  # finished runs: "completed" or "early_stop"
     test: TestScore | None = None  # finished runs
     in_progress: EpochInProgress | None = None  # last.pt of a run stopped mid-epoch
+    world_size: int = 1  # processes that trained it together (torchrun); 1 when absent
 
     @property
     def hyper(self) -> HyperParams:
@@ -157,6 +159,7 @@ class Checkpoint:
             "versions": dict(m.versions),
             "created": m.created,
             "finished": m.finished,
+            "world_size": m.world_size,
             "model_state": self.model_state,
         }
         if self.resume is not None:
@@ -204,6 +207,7 @@ class Checkpoint:
             stop_reason=_field(raw, "stop_reason", str, None, path),
             test=_record(raw, "test", TestScore, path),
             in_progress=_record(raw, "partial", EpochInProgress, path),
+            world_size=_field(raw, "world_size", int, 1, path),
         )
         resume = None
         if isinstance(raw.get("optimizer_state"), dict) and isinstance(raw.get("rng"), dict):

@@ -379,10 +379,14 @@ def run_training(
 ) -> None:
     """Load the data, pick a view, run the trainer, print the summary."""
     from mnistcli.device import resolve_device
+    from mnistcli.distributed import world_from_env
     from mnistcli.render.train_view import LiveView, PlainView, QuietView, summary_table
     from mnistcli.train import train as run
 
     resolve_device(settings.device)  # a missing GPU is said before MNIST is loaded
+    world = world_from_env()
+    if not world.is_main:  # under torchrun, rank 0 alone prints
+        quiet, as_json = True, False
     cons = consoles(plain=plain)
     mnist = load_data(values, stderr_log(quiet, cons.err))
     view = QuietView() if quiet else LiveView(cons.err) if cons.live else PlainView(cons.err)
@@ -392,17 +396,19 @@ def run_training(
         result = run(settings, mnist, on_event=view, should_stop=stop)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
-    else:
+    elif world.is_main:
         cons.out.print(summary_table(result))
     if result.stop_reason == "interrupted":
         epoch, batch = result.interrupted_at or (0, 0)
         what = "SIGTERM" if stop.signum == signal.SIGTERM else "Ctrl-C"
-        cons.err.print(
-            f"{what}: stopped in epoch {epoch} after batch {batch}; saved "
-            f"{escape(str(result.run_dir / 'last.pt'))}. Continue with: "
-            f"mnistcli train --resume {escape(str(result.run_dir))}",
-            soft_wrap=True,
-        )
+        how = "the same torchrun command with " if world.is_distributed else "mnistcli train "
+        if world.is_main:
+            cons.err.print(
+                f"{what}: stopped in epoch {epoch} after batch {batch}; saved "
+                f"{escape(str(result.run_dir / 'last.pt'))}. Continue with: "
+                f"{how}--resume {escape(str(result.run_dir))}",
+                soft_wrap=True,
+            )
         raise typer.Exit(130 if stop.signum == signal.SIGINT else 143)
 
 

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistcli import checkpoint as ckpt
-from mnistcli import metrics, runs
+from mnistcli import distributed, metrics, runs
 from mnistcli.checkpoint import Best, Checkpoint, EpochInProgress, EpochStats, TestScore
 from mnistcli.config import HyperParams, TrainSettings, flag_name
 from mnistcli.data import Mnist, Tensors, make_tensors, shift_batch, split_indices
+from mnistcli.distributed import World
 from mnistcli.errors import CheckpointError, ConfigError, TrainingError
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["EpochStats", "RunState", "TrainResult", "train"]  # EpochStats: from checkpoint
 
 PROGRESS_INTERVAL = 0.1  # seconds between BatchDone events (each costs one device sync)
+# Under torchrun the ranks agree every this many batches whether one was asked to stop (one
+# small all-reduce), so that all of them stop after the same batch.
+STOP_CHECK_BATCHES = 10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,6 +64,7 @@ class RunStarted:
     history: tuple[EpochStats, ...]
     best_epoch: int  # 0 before the first validated epoch
     epochs_without_gain: int  # since the last improvement (resumed runs carry theirs)
+    world_size: int = 1  # processes training together under torchrun
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,7 @@ class RunState:
         model_state: dict[str, torch.Tensor],
         *,
         resume: ckpt.ResumeState | None = None,
+        world_size: int = 1,
     ) -> Checkpoint:
         """best.pt (the best epoch's weights) or last.pt (with `resume`: everything to go on)."""
         meta = ckpt.CheckpointMeta(
@@ -180,6 +186,7 @@ class RunState:
             versions=ckpt.versions(),
             created=ckpt.now_iso(),
             in_progress=self.in_progress if kind == "last" and self.step else None,
+            world_size=world_size,
         )
         return Checkpoint(meta=meta, model_state=model_state, resume=resume)
 
@@ -216,25 +223,34 @@ class Run:
     emit: Callable[[Event], None]
     should_stop: Callable[[], bool]
     started: float  # time.perf_counter() at the start
+    world: World = distributed.SINGLE
     resumed: bool = False
     state: RunState = field(default_factory=RunState)
     best_state: dict[str, torch.Tensor] | None = None  # the best epoch's weights (CPU)
 
     @property
     def batches(self) -> int:
-        return math.ceil(len(self.train_set) / self.hyper.batch_size)
+        """Global batches per epoch (each rank takes its share of every one)."""
+        return distributed.batches_per_epoch(len(self.train_set), self.hyper.batch_size, self.world)
 
     def checkpoint(self, kind: str) -> Checkpoint:
         """best.pt from the kept best weights, or last.pt from the model as it is now."""
         if kind == "best":
             assert self.best_state is not None
             return self.state.to_checkpoint(
-                "best", self.hyper, self.mnist.checksums, self.best_state
+                "best",
+                self.hyper,
+                self.mnist.checksums,
+                self.best_state,
+                world_size=self.world.size,
             )
+        rng = _rng_state()
+        if self.world.is_distributed:  # every rank's generators (dropout differs per rank)
+            rng["ranks"] = distributed.gather(_rng_state(), self.world)
         resume = ckpt.ResumeState(
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
-            rng=_rng_state(),
+            rng=rng,
         )
         return self.state.to_checkpoint(
             "last",
@@ -242,10 +258,13 @@ class Run:
             self.mnist.checksums,
             ckpt.state_dict_copy(self.model),
             resume=resume,
+            world_size=self.world.size,
         )
 
     def save(self, checkpoint: Checkpoint) -> None:
-        ckpt.save_checkpoint(checkpoint, self.run_dir / f"{checkpoint.meta.kind}.pt")
+        """Write best.pt or last.pt; under torchrun only rank 0 writes."""
+        if self.world.is_main:
+            ckpt.save_checkpoint(checkpoint, self.run_dir / f"{checkpoint.meta.kind}.pt")
 
     def result(
         self,
@@ -270,6 +289,8 @@ class Run:
         )
 
     def write_metrics(self, reason: str, test: TestScore | None = None) -> None:
+        if not self.world.is_main:
+            return
         acc, loss = self.state.best.reported()
         summary = {
             "stop_reason": reason,
@@ -295,9 +316,13 @@ def train(
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train (or resume) one run; returns when done, stopped early, or asked to stop."""
+    """Train (or resume) one run; returns when done, stopped early, or asked to stop.
+
+    Under torchrun every rank calls this; they train together (see distributed.py).
+    """
+    world = distributed.world_from_env()
     try:
-        run = open_run(settings, mnist, on_event or _ignore, should_stop or _never)
+        run = open_run(settings, mnist, on_event or _ignore, should_stop or _never, world=world)
         state, hyper = run.state, run.hyper
         reason = "completed"
         if run.resumed and patience_exhausted(state.epochs_without_gain, hyper.patience):
@@ -308,7 +333,7 @@ def train(
             if patience_exhausted(state.epochs_without_gain, hyper.patience):
                 reason = "early_stop"
                 run.emit(EarlyStopped(state.epoch, state.best.epoch, hyper.patience))
-            elif run.should_stop() and state.epoch < hyper.epochs:
+            elif _stop_requested(run) and state.epoch < hyper.epochs:
                 return stop_run(run, (state.epoch, run.batches))  # last.pt is already saved
         return finish_run(run, reason)
     except OSError as exc:  # a full disk or a folder that became unwritable while saving
@@ -317,6 +342,8 @@ def train(
             f"could not save{where}: {exc.strerror or exc}; files saved before are intact "
             f"(free some space or fix permissions, then continue with --resume)"
         ) from None
+    finally:
+        distributed.finish(world)
 
 
 def open_run(
@@ -324,33 +351,29 @@ def open_run(
     mnist: Mnist,
     emit: Callable[[Event], None],
     should_stop: Callable[[], bool],
+    *,
+    world: World = distributed.SINGLE,
 ) -> Run:
     """A new run (folder, config.json) or the run a last.pt holds, ready for its next batch."""
     import torch
 
-    from mnistcli.device import autocast_dtype, resolve_device
-    from mnistcli.model import build_model, count_parameters
+    from mnistcli.device import autocast_dtype
+    from mnistcli.model import count_parameters
 
     started = time.perf_counter()
     last_path, saved = _checkpoint_to_resume(settings)
     hyper = saved.meta.hyper if saved else settings.hyper
     if saved:
         check_resume_flags(settings, hyper)
+        _check_world(saved.meta, world, last_path)
     # everything that can refuse the settings comes before a new run folder is made
-    device = resolve_device(settings.device)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    torch.manual_seed(hyper.seed)
-    model = build_model(hyper.model).to(device)
+    device = _join(settings, world)
+    model, forward = _build(settings, hyper, device, world)
     train_set, val_set = _datasets(mnist, hyper, device)
-    run_dir = last_path.parent if last_path else runs.create_run(settings.runs_dir, settings.name)
-    runs.remove_stale_temp_files(run_dir)
-    # channels_last makes the CPU convolutions faster here (see bench/); harmless elsewhere.
-    model = model.to(memory_format=torch.channels_last)
-    # torch.compile wraps the module for the training steps only; weights stay shared with
-    # `model`, whose state_dict (without the wrapper's prefixes) is what checkpoints store.
-    forward = torch.compile(model) if settings.compile else model
+    run_dir = _run_folder(settings, last_path, world)
     optimizer = torch.optim.Adam(model.parameters(), lr=hyper.lr)
+    if not world.is_main:
+        emit = _ignore  # only rank 0 reports
     run = Run(
         settings=settings,
         hyper=hyper,
@@ -367,6 +390,7 @@ def open_run(
         emit=emit,
         should_stop=should_stop,
         started=started,
+        world=world,
         resumed=saved is not None,
     )
     if hyper.schedule == "onecycle":
@@ -375,9 +399,10 @@ def open_run(
         )
     if saved and last_path:
         _restore(run, saved, last_path)
-    else:
-        runs.write_config(run_dir, _config_doc(settings, hyper, mnist))
-    runs.point_latest(settings.runs_dir, run_dir)
+    elif world.is_main:
+        runs.write_config(run_dir, _config_doc(settings, hyper, mnist, world))
+    if world.is_main:
+        runs.point_latest(settings.runs_dir, run_dir)
     state = run.state
     emit(
         RunStarted(
@@ -395,6 +420,7 @@ def open_run(
             history=tuple(state.history),
             best_epoch=state.best.epoch,
             epochs_without_gain=state.epochs_without_gain,
+            world_size=world.size,
         )
     )
     return run
@@ -413,7 +439,7 @@ def run_epoch(run: Run) -> bool:
     train_loss, train_acc = totals.loss_sum / totals.seen, totals.correct / totals.seen
     if not math.isfinite(train_loss):
         _stop_on_nan(epoch, run.batches, run.run_dir)
-    val_loss, val_acc = _loss_and_accuracy(run.model, run.val_set)
+    val_loss, val_acc = _loss_and_accuracy(run, run.val_set)
     if not math.isfinite(val_loss):
         _stop_on_nan(epoch, run.batches, run.run_dir)
     seconds = totals.seconds + time.perf_counter() - ended  # training and validation
@@ -459,7 +485,7 @@ def finish_run(run: Run, reason: str) -> TrainResult:
     last = run.checkpoint("last")  # the last epoch's weights, before restoring the best
     ckpt.load_weights(run.model, run.best_state, run.run_dir / "best.pt")
     test_set = make_tensors(run.mnist.test_images, run.mnist.test_labels, run.device)
-    test_loss, test_acc = _loss_and_accuracy(run.model, test_set)
+    test_loss, test_acc = _loss_and_accuracy(run, test_set)
     run.emit(TestDone(test_loss=test_loss, test_acc=test_acc, n=len(test_set)))
     test = TestScore(loss=test_loss, acc=test_acc, n=len(test_set))
     for checkpoint in (run.checkpoint("best"), last):
@@ -487,13 +513,15 @@ def _train_batches(run: Run, epoch: int) -> EpochInProgress | None:
     n = len(run.train_set)
     perm = torch.randperm(n, generator=_generator(hyper.seed, epoch)).to(run.device)
     start = state.in_progress
+    if not run.world.is_main:  # rank 0 carries the saved totals of a resumed epoch
+        start = EpochInProgress(seconds=start.seconds)
     loss_sum = torch.tensor(start.loss_sum, device=run.device)
     correct = torch.tensor(start.correct, device=run.device)
     seen = start.seen
     t_epoch = time.perf_counter() - start.seconds
     t_loop = t_shown = time.perf_counter()
     for b in range(state.step, run.batches):
-        idx = perm[b * hyper.batch_size : (b + 1) * hyper.batch_size]
+        idx = distributed.rank_slice(perm, b, hyper.batch_size, run.world)
         loss, hits, count = _step(run, epoch, b, idx)
         loss_sum += loss * count
         correct += hits
@@ -506,16 +534,37 @@ def _train_batches(run: Run, epoch: int) -> EpochInProgress | None:
             t_shown = now
             speed = (seen - start.seen) / max(now - t_loop, 1e-9)
             run.emit(BatchDone(epoch, b + 1, run.batches, loss=running, samples_per_s=speed))
-        if run.should_stop() and b + 1 < run.batches:
+        if b + 1 < run.batches and _stop_requested(run, b + 1):
             state.step = b + 1
-            state.in_progress = EpochInProgress(
-                loss_sum.item(), int(correct.item()), seen, time.perf_counter() - t_epoch
-            )
+            state.in_progress = _totals(run, loss_sum, correct, seen, t_epoch)
             run.save(run.checkpoint("last"))
             return None
-    return EpochInProgress(
-        loss_sum.item(), int(correct.item()), seen, time.perf_counter() - t_epoch
+    return _totals(run, loss_sum, correct, seen, t_epoch)
+
+
+def _totals(
+    run: Run, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, t_epoch: float
+) -> EpochInProgress:
+    """The epoch's running totals, summed over the ranks under torchrun."""
+    import torch
+
+    sums = torch.stack(
+        [loss_sum.double(), correct.double(), torch.tensor(seen, dtype=torch.float64)]
     )
+    if run.world.is_distributed:
+        sums = distributed.all_reduce_sum(sums.to(run.device), run.world).cpu()
+    loss, hits, count = sums.tolist()
+    return EpochInProgress(loss, round(hits), round(count), time.perf_counter() - t_epoch)
+
+
+def _stop_requested(run: Run, batches_done: int | None = None) -> bool:
+    """Whether to stop now. Alone: whenever asked. Under torchrun: all ranks decide together,
+    every STOP_CHECK_BATCHES batches and at the end of an epoch (batches_done None)."""
+    if not run.world.is_distributed:
+        return run.should_stop()
+    if batches_done is not None and batches_done % STOP_CHECK_BATCHES:
+        return False
+    return distributed.any_rank(run.should_stop(), run.world, run.device)
 
 
 def _step(
@@ -528,7 +577,8 @@ def _step(
     hyper = run.hyper
     x, y = run.train_set.x[idx], run.train_set.y[idx]
     if hyper.augment > 0:
-        x = shift_batch(x, hyper.augment, _generator(hyper.seed, epoch, b))
+        key = (epoch, b, run.world.rank) if run.world.is_distributed else (epoch, b)
+        x = shift_batch(x, hyper.augment, _generator(hyper.seed, *key))
     x = x.contiguous(memory_format=torch.channels_last)
     amp = run.amp
     with torch.autocast(run.device.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -542,10 +592,23 @@ def _step(
     return loss.detach(), (logits.detach().argmax(1) == y).sum(), int(y.shape[0])
 
 
-def _loss_and_accuracy(model: nn.Module, data: Tensors) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy, by the same evaluation `mnistcli eval` runs."""
-    result, _ = metrics.evaluate_tensors(model, data, batch_size=256, top=0)
-    return result.loss, result.accuracy
+def _loss_and_accuracy(run: Run, data: Tensors) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy, by the same evaluation `mnistcli eval` runs. Under
+    torchrun each rank evaluates its share and the sums are combined."""
+    import torch
+
+    world = run.world
+    if not world.is_distributed:
+        result, _ = metrics.evaluate_tensors(run.model, data, batch_size=256, top=0)
+        return result.loss, result.accuracy
+    part = distributed.shard_range(len(data), world)
+    share = Tensors(x=data.x[part.start : part.stop], y=data.y[part.start : part.stop])
+    sums = torch.zeros(3, dtype=torch.float64, device=run.device)
+    if len(share):
+        result, _ = metrics.evaluate_tensors(run.model, share, batch_size=256, top=0)
+        sums += torch.tensor([result.loss * len(share), result.accuracy * len(share), len(share)])
+    loss_sum, hits, count = distributed.all_reduce_sum(sums, world).tolist()
+    return loss_sum / count, hits / count
 
 
 def _checkpoint_to_resume(settings: TrainSettings) -> tuple[Path | None, Checkpoint | None]:
@@ -573,7 +636,8 @@ def _restore(run: Run, saved: Checkpoint, path: Path) -> None:
             if saved.resume.scheduler is None:
                 raise KeyError("scheduler_state")
             run.scheduler.load_state_dict(saved.resume.scheduler)
-        _set_rng_state(saved.resume.rng)
+        rng = saved.resume.rng
+        _set_rng_state(rng["ranks"][run.world.rank] if run.world.is_distributed else rng)
         run.state = RunState.from_checkpoint(saved.meta)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
@@ -596,17 +660,87 @@ def _datasets(mnist: Mnist, hyper: HyperParams, device: torch.device) -> tuple[T
     return train_set, val_set
 
 
-def _config_doc(settings: TrainSettings, hyper: HyperParams, mnist: Mnist) -> dict[str, Any]:
+def _config_doc(
+    settings: TrainSettings, hyper: HyperParams, mnist: Mnist, world: World
+) -> dict[str, Any]:
     """config.json: the resolved settings of a new run."""
     return {
         "hyper": hyper.to_dict(),
         "device": settings.device,
+        "world_size": world.size,
         "data": {
             "root": str(settings.data.root),
             "mirrors": list(settings.data.mirrors),
             "checksums": mnist.checksums,
         },
     }
+
+
+def _join(settings: TrainSettings, world: World) -> torch.device:
+    """This process's device and threads; under torchrun, join the other ranks."""
+    import torch
+
+    from mnistcli.device import resolve_device
+
+    device = distributed.rank_device(world, resolve_device(settings.device))
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    elif world.is_distributed and device.type == "cpu":
+        torch.set_num_threads(distributed.cpu_threads(world))  # the ranks share the cores
+    distributed.start(world, device)
+    return device
+
+
+def _build(
+    settings: TrainSettings, hyper: HyperParams, device: torch.device, world: World
+) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """The seeded model (what checkpoints store) and what the training steps call: the
+    model, wrapped in DistributedDataParallel under torchrun and torch.compile if asked."""
+    import torch
+
+    from mnistcli.model import build_model
+
+    torch.manual_seed(hyper.seed)
+    # channels_last makes the CPU convolutions faster here (see bench/); harmless elsewhere.
+    model = build_model(hyper.model).to(device).to(memory_format=torch.channels_last)
+    forward: Any = model
+    if world.is_distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # DDP copies rank 0's weights to every rank; dropout then differs per rank
+        forward = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        torch.manual_seed(hyper.seed + 1_000_003 * (world.rank + 1))
+    # torch.compile wraps the module for the training steps only; weights stay shared with
+    # `model`, whose state_dict (without the wrapper's prefixes) is what checkpoints store.
+    return model, torch.compile(forward) if settings.compile else forward
+
+
+def _run_folder(settings: TrainSettings, last_path: Path | None, world: World) -> Path:
+    """The resumed run's folder, or a new one (made by rank 0 and told to the others)."""
+    if last_path is not None:
+        run_dir = last_path.parent
+    else:
+        made = runs.create_run(settings.runs_dir, settings.name) if world.is_main else None
+        run_dir = Path(distributed.broadcast(str(made) if made else "", world))
+    if world.is_main:
+        runs.remove_stale_temp_files(run_dir)
+    return run_dir
+
+
+def _check_world(meta: ckpt.CheckpointMeta, world: World, path: Path) -> None:
+    """A run resumes with as many processes as it was trained with (the batches depend on it)."""
+    if meta.world_size != world.size:
+        how = (
+            f"torchrun with {meta.world_size} processes in all"
+            if meta.world_size > 1
+            else "plain 'mnistcli train --resume' (one process)"
+        )
+        raise ConfigError(
+            f"{path} was trained by {meta.world_size} process(es) and this is {world.size}; "
+            f"resume it with {how}"
+        )
 
 
 def check_resume_flags(settings: TrainSettings, saved: HyperParams) -> None:

@@ -40,10 +40,13 @@ def describe_run(e: RunStarted) -> str:
     stop = f"patience {h.patience}" if h.patience else "no early stopping"
     extra = f", {h.schedule} lr" if h.schedule != "constant" else ""
     extra += f", shifts up to {h.augment:g}px" if h.augment else ""
+    batch = f"batch {h.batch_size}"
+    if e.world_size > 1:
+        batch = f"batch {h.batch_size} x {e.world_size} processes = {h.batch_size * e.world_size}"
     return (
         f"{verb} {h.model} ({e.parameters:,} parameters) on {e.device} ({e.precision}), "
         f"recipe {h.recipe}: "
-        f"{e.n_train:,} train / {e.n_val:,} validation images, batch {h.batch_size}, "
+        f"{e.n_train:,} train / {e.n_val:,} validation images, {batch}, "
         f"lr {h.lr:g}{extra}, up to {h.epochs} epochs, {stop} -> {e.run_dir}"
     )
 
