@@ -162,13 +162,14 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A checkpoint's model, in eval mode on `device`, and its payload (metadata)."""
+    """A checkpoint's model, in eval mode on `device`, and its payload (metadata); also reads
+    .safetensors and .onnx exports."""
     import torch
 
     from mnistcli.errors import ConfigError
     from mnistcli.model import build_model
 
-    payload = load_checkpoint(path)
+    payload = load_payload(path)
     try:
         model = build_model(payload["model"])
     except ConfigError:
@@ -183,6 +184,15 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
         # 0.47 s instead of 0.99 s); the weights are only laid out differently.
         model.to(memory_format=torch.channels_last)
     return model, payload
+
+
+def load_payload(path: Path) -> dict[str, Any]:
+    """A checkpoint's payload; exports (.safetensors with its sidecar, .onnx) read as one."""
+    if path.suffix in (".safetensors", ".onnx"):
+        from mnistcli.export import load_onnx, load_safetensors
+
+        return load_safetensors(path) if path.suffix == ".safetensors" else load_onnx(path)
+    return load_checkpoint(path)
 
 
 def resolve_checkpoint(arg: str | Path | None, runs_dir: Path, *, kind: str = "best") -> Path:

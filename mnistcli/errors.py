@@ -35,3 +35,7 @@ class ImageError(MnistcliError):
 
 class OutputError(MnistcliError):
     """A result file (a figure, a JSON report) could not be written."""
+
+
+class ExportError(MnistcliError):
+    """An exported model could not be written, or does not reproduce the checkpoint."""

@@ -255,29 +255,45 @@ def evaluate_model(
 
     (checkpoint.load_model already put the model in its fastest memory layout.)
     """
-    import torch
-    import torch.nn.functional as F
-
     from mnistcli.data import make_tensors
     from mnistcli.model import logits_in_batches
 
     start = time.perf_counter()
     data = make_tensors(images, labels, device)
     logits = logits_in_batches(model, data.x, batch_size)
+    return evaluate_logits(logits, data.y, images, top=top, gallery=gallery, start=start)
+
+
+def evaluate_logits(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    images: torch.Tensor,
+    *,
+    top: int = 10,
+    gallery: int = 16,
+    start: float | None = None,
+) -> Evaluation:
+    """Every figure from (N, C) `logits` already computed (by torch or an exported model) for
+    (N, 28, 28) uint8 `images`; `start` is when inference began (perf_counter), for `seconds`."""
+    import torch
+    import torch.nn.functional as F
+
+    start = time.perf_counter() if start is None else start
+    labels = labels.to(logits.device)
     with torch.inference_mode():
-        loss = F.cross_entropy(logits, data.y).item() if len(data) else 0.0
+        loss = F.cross_entropy(logits, labels).item() if len(labels) else 0.0
         probs = logits.float().softmax(1)
         preds = probs.argmax(1)
-    cm = confusion_matrix(data.y, preds, logits.shape[1])
+    cm = confusion_matrix(labels, preds, logits.shape[1])
     correct = int(cm.diagonal().sum())
     scores = class_scores(cm)
     pairs = top_confused_pairs(cm, top)
-    mistakes = most_confident_mistakes(probs, data.y, images, gallery)
+    mistakes = most_confident_mistakes(probs, labels, images, gallery)
     return Evaluation(
-        n=len(data),
+        n=len(labels),
         correct=correct,
         loss=loss,
-        interval=wilson_interval(correct, len(data)),
+        interval=wilson_interval(correct, len(labels)),
         confusion=tuple(tuple(row) for row in cm.tolist()),
         per_class=scores,
         macro=macro_average(scores),
