@@ -791,7 +791,7 @@ def export_cmd(
     log = (lambda _m: None) if as_json else (lambda m: consoles.err.print(escape(m)))
     path = resolve_checkpoint(checkpoint, values["runs_dir"].value)
     target = out if out is not None else default_out(path, fmt.value)
-    check_writable(target)  # a bad --out or checkpoint is said before MNIST is loaded
+    check_writable(target, path)  # a bad --out or checkpoint is said before MNIST is loaded
     load_payload(path)
     mnist = load_data(values, log)
     n = check_images or len(mnist.test_labels)

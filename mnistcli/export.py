@@ -301,8 +301,10 @@ def outputs(out: Path, fmt: str) -> tuple[Path, ...]:
     return (out, sidecar_path(out)) if fmt == "safetensors" else (out,)
 
 
-def check_writable(out: Path) -> None:
-    """Refuse an --out that cannot be written before anything slow happens."""
+def check_writable(out: Path, checkpoint: Path) -> None:
+    """Refuse an --out that cannot be written (or is the checkpoint) before anything slow."""
+    if out.exists() and checkpoint.exists() and out.resolve() == checkpoint.resolve():
+        raise OutputError(f"--out {out} is the checkpoint itself; choose another file name")
     if out.is_dir():
         raise OutputError(f"--out {out} is a folder; give a file name such as {out}/model.onnx")
     folder = out.parent
@@ -328,7 +330,7 @@ def export_model(
 
     start = time.perf_counter()
     out = out if out is not None else default_out(checkpoint, check_format(fmt))
-    check_writable(out)
+    check_writable(out, checkpoint)
     model, payload = load_model(checkpoint, "cpu")
     net = with_normalisation(model)
     x = images.numpy()[:, None].astype(np.float32) / 255.0  # (N, 1, 28, 28) pixels / 255
