@@ -10,7 +10,6 @@ ONNX reader (`OnnxModel`) runs on onnxruntime and numpy only: it never imports t
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import json
 import math
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistcli import __version__
+from mnistcli.config import EXPORT_FORMATS, did_you_mean
 from mnistcli.errors import CheckpointError, ConfigError, ExportError, OutputError
 from mnistcli.files import staged
 
@@ -31,15 +31,17 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from mnistcli.metrics import Evaluation
+    from mnistcli.checkpoint import Checkpoint, CheckpointMeta
+    from mnistcli.config import ExportSettings
 
-FORMATS = ("onnx", "safetensors", "pt2")
+FORMATS = EXPORT_FORMATS
 SUFFIXES = {"onnx": ".onnx", "safetensors": ".safetensors", "pt2": ".pt2"}
 INPUT, OUTPUT = "image", "logits"  # the ONNX contract's names
 SIDE, CLASSES = 28, 10
 LABELS = tuple(str(d) for d in range(CLASSES))  # logit i is the digit i
 TOLERANCE = 1e-4  # largest |logit difference| the self-check accepts
 EXPORT_FORMAT = "mnistcli-export"  # marker in the metadata every export carries
+EXPORT_FORMAT_VERSION = 1  # the metadata: a checkpoint's fields (format 1) plus the contract's
 PT2_EXTRA = "mnistcli.json"  # the metadata's name inside a .pt2 archive
 PREPROCESSING = (
     "mnistcli {version}: make the image look like an MNIST digit first: grayscale "
@@ -109,15 +111,16 @@ class OnnxModel:
         parts = [self(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
         return np.concatenate(parts)
 
-    def payload(self) -> dict[str, Any]:
-        """The checkpoint metadata `mnistcli export` stored (model, epoch, config, history...)."""
+    def meta(self) -> CheckpointMeta:
+        """What the exported checkpoint said about its run (model, epoch, config, history...),
+        from the metadata `mnistcli export` stored; read without torch."""
         text = self.metadata.get("mnistcli")
         if text is None:
             raise CheckpointError(
                 f"{self.path} keeps the ONNX contract but was not written by 'mnistcli export' "
                 f"(no 'mnistcli' metadata); export the checkpoint with mnistcli"
             )
-        return parse_payload(text, self.path)
+        return read_export(text, self.path, {}).meta
 
 
 def _check_file(path: Path) -> None:
@@ -158,39 +161,46 @@ def _check_contract(session: Any, path: Path) -> None:
         )
 
 
-def parse_payload(text: str, path: Path) -> dict[str, Any]:
-    """The metadata an export carries (JSON) as a checkpoint-like payload, validated."""
-    from mnistcli.checkpoint import REQUIRED, check_config
+def read_export(text: str, path: Path, state: dict[str, Any]) -> Checkpoint:
+    """The metadata an export carries (JSON) and its weights as a Checkpoint, validated as
+    checkpoint.load_checkpoint validates one (no torch needed: `state` may be empty)."""
+    from mnistcli.checkpoint import FORMAT, FORMAT_VERSION, Checkpoint
 
     try:
-        payload = json.loads(text)
+        stored = json.loads(text)
     except (ValueError, RecursionError):
-        payload = None
-    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
+        stored = None
+    if not isinstance(stored, dict) or stored.get("format") != EXPORT_FORMAT:
         raise CheckpointError(
             f"{path} has no readable mnistcli export metadata; export the checkpoint again "
             f"with 'mnistcli export'"
         )
-    for key, kind in REQUIRED.items():
-        if key in ("format", "model_state"):
-            continue
-        value = payload.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise CheckpointError(
-                f"{path} is damaged: its metadata field '{key}' is missing or of the wrong type"
-            )
-    check_config(payload["config"], path)
-    return payload
+    version = stored.get("format_version")
+    if isinstance(version, int) and version > EXPORT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was exported by a newer mnistcli (format {version}); upgrade mnistcli to "
+            f"read it"
+        )
+    raw = {**stored, "format": FORMAT, "format_version": FORMAT_VERSION, "model_state": state}
+    return Checkpoint.from_payload(raw, path)
 
 
-def load_onnx(path: Path) -> dict[str, Any]:
-    """An ONNX export as a checkpoint payload, its weights read from the graph's initializers
+def load_export(path: Path) -> Checkpoint:
+    """A .safetensors or .onnx export as a Checkpoint with its weights (checkpoint.load_model
+    reads exports through this)."""
+    return load_safetensors(path) if path.suffix == ".safetensors" else load_onnx(path)
+
+
+def load_onnx(path: Path) -> Checkpoint:
+    """An ONNX export as a checkpoint, its weights read from the graph's initializers
     (for `inspect`, which describes the PyTorch model; `OnnxModel` runs the file itself)."""
     import onnx
     import torch
     from onnx import numpy_helper
 
-    payload = OnnxModel(path).payload()  # the contract and the metadata, checked
+    from mnistcli.checkpoint import Checkpoint
+
+    meta = OnnxModel(path).meta()  # the contract and the metadata, checked
     proto = onnx.load(str(path), load_external_data=False)
     prefix = "net."  # with_normalisation's attribute: initializers keep the state dict's names
     state = {
@@ -198,7 +208,7 @@ def load_onnx(path: Path) -> dict[str, Any]:
         for init in proto.graph.initializer
         if init.name.startswith(prefix)
     }
-    return {**payload, "model_state": state}
+    return Checkpoint(meta, state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,8 +220,8 @@ def sidecar_path(weights: Path) -> Path:
     return weights.with_name(weights.name + ".json")
 
 
-def load_safetensors(path: Path, sidecar: Path | None = None) -> dict[str, Any]:
-    """A .safetensors export and its sidecar as a checkpoint payload (with `model_state`).
+def load_safetensors(path: Path, sidecar: Path | None = None) -> Checkpoint:
+    """A .safetensors export and its sidecar as a checkpoint.
 
     safetensors holds only tensors, so loading it cannot run code (like weights_only=True).
     """
@@ -227,7 +237,7 @@ def load_safetensors(path: Path, sidecar: Path | None = None) -> dict[str, Any]:
             f"{path} needs its sidecar {sidecar.name} (model, settings, labels), but {why}; "
             f"export the checkpoint again with 'mnistcli export --format safetensors'"
         ) from None
-    payload = parse_payload(text, sidecar)
+    read_export(text, sidecar, {})  # a bad sidecar is said before the weights are read
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises SafetensorError, OSError, ...
@@ -235,7 +245,7 @@ def load_safetensors(path: Path, sidecar: Path | None = None) -> dict[str, Any]:
         raise CheckpointError(
             f"cannot load {path}: it is truncated, corrupt or not a safetensors file ({detail})"
         ) from None
-    return {**payload, "model_state": state}
+    return read_export(text, sidecar, state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,10 +294,9 @@ class ExportResult:
 
 def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
-        close = difflib.get_close_matches(fmt, FORMATS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(
-            f"unknown export format '{fmt}'{hint}; choose one of {', '.join(FORMATS)}"
+            f"unknown export format '{fmt}'{did_you_mean(fmt, list(FORMATS))}; "
+            f"choose one of {', '.join(FORMATS)}"
         )
     return fmt
 
@@ -331,16 +340,16 @@ def export_model(
     start = time.perf_counter()
     out = out if out is not None else default_out(checkpoint, check_format(fmt))
     check_writable(out, checkpoint)
-    model, payload = load_model(checkpoint, "cpu")
+    model, meta = load_model(checkpoint, "cpu")
     net = with_normalisation(model)
     x = images.numpy()[:, None].astype(np.float32) / 255.0  # (N, 1, 28, 28) pixels / 255
     y = labels.numpy()
     reference = torch_logits(net, x)
-    meta = export_metadata(payload, checkpoint, accuracy(reference, y), len(y))
+    stored = export_metadata(meta, checkpoint, accuracy(reference, y), len(y))
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(staged(p)) for p in outputs(out, fmt)]
         try:
-            WRITERS[fmt](net, tmps, meta)
+            WRITERS[fmt](net, tmps, stored)
         except OSError as exc:
             raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
         check = compare(reference, READERS[fmt](tmps)(x), y)
@@ -410,17 +419,20 @@ def sha256(path: Path) -> str:
 
 
 def export_metadata(
-    payload: dict[str, Any], checkpoint: Path, test_accuracy: float, test_n: int
+    meta: CheckpointMeta, checkpoint: Path, test_accuracy: float, test_n: int
 ) -> dict[str, Any]:
-    """The checkpoint's metadata (no weights) plus the contract: one dict every format stores."""
+    """The checkpoint's fields as it stores them (no weights, no optimizer) plus the contract:
+    one dict every format stores, read back by `read_export`."""
+    from mnistcli.checkpoint import Checkpoint
     from mnistcli.data import MEAN, STD
 
-    keep = ("kind", "model", "epoch", "history", "config", "best", "test", "data", "versions")
-    keep += ("created", "finished", "stop_reason")
+    fields = Checkpoint(meta, {}).to_payload()
+    for key in ("format", "format_version", "model_state"):
+        del fields[key]
     return {
         "format": EXPORT_FORMAT,
-        "format_version": 1,
-        **{k: payload[k] for k in keep if k in payload},
+        "format_version": EXPORT_FORMAT_VERSION,
+        **fields,
         "mnistcli_version": __version__,
         "source_checkpoint": checkpoint.name,
         "source_checkpoint_sha256": sha256(checkpoint),
@@ -495,7 +507,7 @@ def write_pt2(net: nn.Module, paths: Sequence[Path], meta: dict[str, Any]) -> No
 
 def read_onnx(paths: Sequence[Path]) -> Callable[[np.ndarray], np.ndarray]:
     model = OnnxModel(paths[0])
-    model.payload()  # the metadata must read back too
+    model.meta()  # the metadata must read back too
     return model.logits
 
 
@@ -503,9 +515,9 @@ def read_safetensors(paths: Sequence[Path]) -> Callable[[np.ndarray], np.ndarray
     from mnistcli.checkpoint import load_weights
     from mnistcli.model import build_model
 
-    payload = load_safetensors(paths[0], paths[1])
-    model = build_model(payload["model"])
-    load_weights(model, payload["model_state"], paths[0])
+    checkpoint = load_safetensors(paths[0], paths[1])
+    model = build_model(checkpoint.meta.model)
+    load_weights(model, checkpoint.model_state, paths[0])
     net = with_normalisation(model)
     return lambda x: torch_logits(net, x)
 
@@ -515,7 +527,7 @@ def read_pt2(paths: Sequence[Path]) -> Callable[[np.ndarray], np.ndarray]:
 
     extra = {PT2_EXTRA: ""}
     program = torch.export.load(paths[0], extra_files=extra)
-    parse_payload(extra[PT2_EXTRA], paths[0])
+    read_export(extra[PT2_EXTRA], paths[0], {})
     module = program.module()  # an exported module has no eval(): it was traced in eval mode
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -531,22 +543,35 @@ WRITERS = {"onnx": write_onnx, "safetensors": write_safetensors, "pt2": write_pt
 READERS = {"onnx": read_onnx, "safetensors": read_safetensors, "pt2": read_pt2}
 
 
-def evaluate_onnx(
-    model: OnnxModel,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    batch_size: int = 1000,
-    top: int = 10,
-    gallery: int = 16,
-) -> Evaluation:
-    """`mnistcli eval` on an ONNX export: onnxruntime computes the logits, metrics the rest."""
+def onnx_logits_fn(
+    model: OnnxModel, batch_size: int = 1000
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(N, 28, 28) uint8 images -> (N, 10) logits by onnxruntime, as torch tensors: the
+    `logits_fn` metrics.evaluate_model takes for `mnistcli eval` on a .onnx file."""
     import numpy as np
     import torch
 
-    from mnistcli.metrics import evaluate_logits
+    def logits(images: torch.Tensor) -> torch.Tensor:
+        x = images.cpu().numpy()[:, None].astype(np.float32) / 255.0
+        return torch.from_numpy(model.logits(x, batch_size))
 
-    start = time.perf_counter()
-    x = images.numpy()[:, None].astype(np.float32) / 255.0
-    logits = torch.from_numpy(model.logits(x, batch_size))
-    return evaluate_logits(logits, labels, images, top=top, gallery=gallery, start=start)
+    return logits
+
+
+def export_checkpoint(
+    settings: ExportSettings, *, log: Callable[[str], None] = lambda _m: None
+) -> ExportResult:
+    """`mnistcli export`: find the checkpoint, refuse a bad --out or checkpoint before MNIST is
+    loaded, then export it and check the written file on the first test digits."""
+    from mnistcli.checkpoint import load_checkpoint_or_export
+    from mnistcli.data import load_mnist
+    from mnistcli.runs import resolve_checkpoint
+
+    fmt = check_format(settings.format)
+    path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
+    out = settings.out if settings.out is not None else default_out(path, fmt)
+    check_writable(out, path)
+    load_checkpoint_or_export(path)
+    mnist = load_mnist(settings.data.root, list(settings.data.mirrors), on_message=log)
+    n = settings.check_images or len(mnist.test_labels)
+    return export_model(path, fmt, mnist.test_images[:n], mnist.test_labels[:n], out)

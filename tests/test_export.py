@@ -38,7 +38,7 @@ def run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("export")
     result = train(make_settings(tmp, epochs=1, val_size=100, batch_size=32), MNIST)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("mnistcli.cli.load_data", lambda *_a: MNIST)
+        mp.setattr("mnistcli.data.load_mnist", lambda *_a, **_k: MNIST)
         for fmt in ("onnx", "safetensors", "pt2"):
             done = runner.invoke(
                 app, ["export", "--checkpoint", str(result.run_dir), "-f", fmt, "--json"]
@@ -93,23 +93,24 @@ def test_onnx_runs_without_importing_torch(run, tmp_path):
         f"m = OnnxModel(Path({str(run / 'model.onnx')!r}))\n"
         f"logits = m(np.load({str(tmp_path / 'x.npy')!r}))\n"
         "print(json.dumps({'torch': 'torch' in sys.modules, 'logits': logits.tolist(), "
-        "'model': m.payload()['model']}))\n"
+        "'model': m.meta().model, 'epoch': m.meta().epoch}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["torch"] is False and doc["model"] == "simplecnn"
+    assert doc["torch"] is False and doc["model"] == "simplecnn" and doc["epoch"] == 1
     expected = torch_logits(run, MNIST.test_images[:5])
     assert np.abs(np.array(doc["logits"]) - expected).max() <= 1e-4
 
 
 def test_safetensors_and_pt2_read_back_as_the_same_model(run):
-    original, _ = load_model(run / "best.pt")
-    model, payload = load_model(run / "model.safetensors")
+    original, original_meta = load_model(run / "best.pt")
+    model, meta = load_model(run / "model.safetensors")
+    assert meta == original_meta  # the typed description survives the export whole
     for name, tensor in original.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
     sidecar = json.loads((run / "model.safetensors.json").read_text())
-    assert sidecar["model"] == payload["model"] == "simplecnn"
+    assert sidecar["model"] == meta.model == "simplecnn"
     assert sidecar["normalisation"] == {"mean": 0.1307, "std": 0.3081, "inside_model": True}
     assert sidecar["labels"] == [str(d) for d in range(10)] and sidecar["config"]["epochs"] == 1
     program = torch.export.load(run / "model.pt2").module()
@@ -120,7 +121,7 @@ def test_safetensors_and_pt2_read_back_as_the_same_model(run):
 
 
 def test_eval_on_the_onnx_file_matches_the_checkpoint(run, monkeypatch):
-    monkeypatch.setattr("mnistcli.cli.load_data", lambda *_a: MNIST)
+    monkeypatch.setattr("mnistcli.data.load_mnist", lambda *_a, **_k: MNIST)
     docs = {}
     for name in ("best.pt", "model.onnx", "model.safetensors"):
         args = ["eval", "--checkpoint", str(run / name), "--json", "--no-save"]
@@ -246,6 +247,27 @@ def test_bad_export_options_are_one_line_errors(run, tmp_path):
     assert "'tflite' is not one of 'onnx', 'safetensors', 'pt2'" in proc.stderr
     with pytest.raises(Exception, match="did you mean 'onnx'"):
         export.check_format("onx")
+
+
+def test_export_settings_come_from_the_config_file(run, tmp_path, monkeypatch):
+    monkeypatch.setattr("mnistcli.data.load_mnist", lambda *_a, **_k: MNIST)
+    config = tmp_path / "export.toml"
+    config.write_text('[export]\nformat = "safetensors"\ncheck_images = 30\n')
+    out = tmp_path / "w.safetensors"
+    args = ["export", "--checkpoint", str(run), "--config", str(config), "--out", str(out)]
+    done = runner.invoke(app, [*args, "--json"])
+    assert done.exit_code == 0, done.output
+    doc = json.loads(done.stdout)
+    assert doc["format"] == "safetensors" and doc["check"]["n"] == 30
+    names = ["export.toml", "w.safetensors", "w.safetensors.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    # the flag beats the file; bad values name the key, where it was set, and a suggestion
+    done = runner.invoke(app, [*args, "--check-images", "-1"])
+    assert done.exit_code == 2 and "export.check_images = -1 (from --check-images)" in done.stderr
+    config.write_text('[export]\nformat = "onx"\n')
+    done = runner.invoke(app, args)
+    assert done.exit_code == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "export.format = 'onx'" in done.stderr and "did you mean 'onnx'" in done.stderr
 
 
 def test_readme_onnxruntime_example_reproduces_predict(run, tmp_path):
