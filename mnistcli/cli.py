@@ -410,6 +410,29 @@ def inspect_model(
             show_default=False,
         ),
     ] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(
+            "--image",
+            metavar="IMG",
+            help="Also show what every layer outputs for this image (feature maps, the first "
+            "convolution's filters, hidden units, logits); needs a trained checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option("--raw", help="Take --image as is: a 28x28 MNIST-style digit."),
+    ] = False,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            "--save",
+            metavar="DIR",
+            help="With --image: write feature_maps.png and filters.png into DIR.",
+            show_default=False,
+        ),
+    ] = None,
     out: RunsOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -467,11 +490,58 @@ def inspect_model(
     # which would make Flatten copy and change the activation figures
     net = net.to(memory_format=torch.contiguous_format)
     result = summarize(net, batch_size=values["train.batch_size"].value)
+    if save is not None and image is None:
+        raise ConfigError("--save writes the feature maps of --image; pass --image IMG too")
+    acts, saved = None, []
+    if image is not None:
+        acts, saved = image_activations(net, image, raw=raw, trained=info is not None, save=save)
     if as_json:
         doc = {**result.to_dict(), "checkpoint": info.to_dict() if info else None}
+        if acts is not None:
+            doc["image"] = {"path": str(image), "digit": acts.digit, "saved": saved}
+            doc["image"]["probabilities"] = [round(p, 6) for p in acts.probabilities]
+            doc["activations"] = [layer.to_dict() for layer in acts.layers]
         typer.echo(json.dumps(doc, indent=2))
-    else:
-        consoles.out.print(inspect_view(result, info))
+        return
+    consoles.out.print(inspect_view(result, info))
+    if acts is not None:
+        from mnistcli.render.console import is_color
+        from mnistcli.render.feature_view import activations_view
+
+        color, width = is_color(consoles.out), consoles.out.width
+        consoles.out.print(activations_view(acts, color=color, width=width))
+    for path in saved:
+        consoles.err.print(f"wrote {escape(path)}", soft_wrap=True)
+
+
+def image_activations(net, image: Path, *, raw: bool, trained: bool, save: Path | None):
+    """`inspect --image`: every layer's output for the image, and the figures with --save."""
+    from mnistcli.errors import CheckpointError, ImageError
+    from mnistcli.explain import capture_activations
+    from mnistcli.imaging import load_image
+
+    if not trained:
+        raise CheckpointError(
+            "--image shows what a trained model does with an image, and no checkpoint was "
+            "loaded; pass --checkpoint PATH or train one first (mnistcli train)"
+        )
+    try:
+        prepared = load_image(image, raw=raw)
+    except ImageError as exc:  # for inspect, an unreadable --image is bad input: exit 2
+        raise fail(str(exc), 2) from None
+    if prepared.blank:
+        _err_console().print(
+            f"[yellow]warning:[/] no digit found in {escape(str(image))}; showing what the "
+            f"layers make of a blank input",
+            soft_wrap=True,
+        )
+    acts = capture_activations(net, prepared.pixels)
+    saved: list[str] = []
+    if save is not None:
+        from mnistcli.render.feature_figures import save_feature_figures
+
+        saved = [str(p) for p in save_feature_figures(acts, save)]
+    return acts, saved
 
 
 # mnistcli eval -------------------------------------------------------------------------------
@@ -658,6 +728,14 @@ def predict(
     show: Annotated[
         bool, typer.Option("--show", help="Also draw the 28x28 input the model saw.")
     ] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Also show which pixels decided: the input beside its saliency (integrated "
+            'gradients of the predicted digit); --json adds "saliency", 28x28.',
+        ),
+    ] = False,
     raw: Annotated[
         bool,
         typer.Option(
@@ -709,18 +787,43 @@ def predict(
     ):
         if pred.error:
             consoles.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
-        if as_json:
+        if as_json and not explain:
             typer.echo(json.dumps(pred.to_dict()))
         preds.append(pred)
+    saliency = explain_predictions(model, preds, dev, as_json=as_json) if explain else []
     shown = preds if len(preds) > 1 else [p for p in preds if not p.error]
     if shown and not as_json:
         from mnistcli.render.console import is_color
 
-        color = is_color(consoles.out)
-        view = predict_view(shown, show=show, color=color, width=consoles.out.width)
-        consoles.out.print(view)
+        color, width = is_color(consoles.out), consoles.out.width
+        if explain:
+            from mnistcli.render.explain_view import explain_view
+
+            ids = {id(p) for p in shown}
+            kept = [s for p, s in zip(preds, saliency, strict=True) if id(p) in ids]
+            consoles.out.print(explain_view(shown, kept, color=color, width=width))
+        else:
+            consoles.out.print(predict_view(shown, show=show, color=color, width=width))
     if any(p.error for p in preds):
         raise typer.Exit(1)
+
+
+def explain_predictions(model, preds: list, device, *, as_json: bool) -> list:
+    """`predict --explain`: the saliency of each predicted image (None for blanks and
+    failures), in batches; with --json, each image's line gains "saliency" (28x28 or null)."""
+    from mnistcli.explain import saliency_lists, saliency_maps
+
+    ok = [i for i, p in enumerate(preds) if p.digit is not None and p.pixels is not None]
+    maps = saliency_maps(model, [preds[i].pixels for i in ok], [preds[i].digit for i in ok], device)
+    saliency: list = [None] * len(preds)
+    for i, sal in zip(ok, maps, strict=True):
+        saliency[i] = sal
+    if as_json:
+        lists = iter(saliency_lists(maps))
+        for pred, sal in zip(preds, saliency, strict=True):
+            doc = {**pred.to_dict(), "saliency": None if sal is None else next(lists)}
+            typer.echo(json.dumps(doc))
+    return saliency
 
 
 def _usage_error(exc: Exception) -> None:
