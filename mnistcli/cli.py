@@ -442,6 +442,8 @@ def inspect_model(
     Then the totals (parameters, MACs per image, parameter and activation memory), the output
     size formula worked for each conv and pool layer, and what the checkpoint holds: when and
     how it was trained, its accuracy and data checksums, and whether its weights load.
+    With --image, also what every layer outputs for that image: feature maps, the first
+    convolution's filters, the hidden units and the logits (--save DIR: the same as PNGs).
     """
     from mnistcli.checkpoint import latest_run, load_model, resolve_checkpoint
     from mnistcli.errors import CheckpointError
@@ -762,7 +764,7 @@ def predict(
     out, cropped to the ink (specks ignored), scaled into 20x20 and centred by
     its centre of mass in 28x28. A blank image says "no digit found". A file
     that cannot be read gets a one-line error, the others are still predicted,
-    and the exit code is 1.
+    and the exit code is 1. --explain shows which pixels decided each digit.
     """
     from mnistcli.checkpoint import load_model, resolve_checkpoint
     from mnistcli.device import resolve_device

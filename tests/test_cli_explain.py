@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from PIL import Image
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
+from tests.conftest import run_cli
 
 runner = CliRunner()
 ANSI = re.compile(r"\x1b\[")
