@@ -44,7 +44,7 @@ SHARED_MNIST = REPO.parent / "shared" / "mnist"
 
 
 def faithfulness(checkpoint: Path, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    model, payload = load_model(checkpoint)
+    model, meta = load_model(checkpoint)
     predicted = logits_in_batches(model, normalize(images)).argmax(1).tolist()
     start = time.perf_counter()
     saliency = explain.saliency_maps(model, images, predicted)
@@ -53,7 +53,7 @@ def faithfulness(checkpoint: Path, images: torch.Tensor, labels: torch.Tensor) -
     accuracy = sum(int(p == y) for p, y in zip(predicted, labels.tolist(), strict=True))
     return {
         **result.to_dict(),
-        "checkpoint_epoch": payload["epoch"],
+        "checkpoint_epoch": meta.epoch,
         "accuracy_on_these_digits": accuracy / len(labels),
         "attribution_seconds": seconds,
     }

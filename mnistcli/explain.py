@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from mnistcli.imaging import Prediction
+
 STEPS = 32  # points on the path from black to the image; more changes the maps by < 1%
 CHUNK = 1024  # images x steps per forward/backward pass: bounds memory (about 100 MB)
 
@@ -92,6 +94,33 @@ def saliency_maps(
 def saliency_lists(saliency: torch.Tensor, digits: int = 6) -> list[list[list[float]]]:
     """(N, 28, 28) saliency as nested lists of floats rounded to `digits` decimals (JSON)."""
     return [[[round(v, digits) for v in row] for row in image] for image in saliency.tolist()]
+
+
+@dataclass(frozen=True)
+class Explained:
+    """A prediction with its saliency (`predict --explain`): None for a blank image or a file
+    that could not be read."""
+
+    prediction: Prediction
+    saliency: torch.Tensor | None  # (28, 28) float32 >= 0 on the CPU
+
+    def to_dict(self) -> dict[str, Any]:
+        """The prediction's JSON object plus "saliency": 28x28 nested lists, or null."""
+        sal = None if self.saliency is None else saliency_lists(self.saliency[None])[0]
+        return {**self.prediction.to_dict(), "saliency": sal}
+
+
+def explain_predictions(
+    model: nn.Module, preds: Sequence[Prediction], device: torch.device | str = "cpu"
+) -> list[Explained]:
+    """Each prediction with the saliency of its predicted digit over the 28x28 input the model
+    saw, computed in batches for all the images that hold a digit."""
+    ok = [i for i, p in enumerate(preds) if p.digit is not None and p.pixels is not None]
+    maps = saliency_maps(model, [preds[i].pixels for i in ok], [preds[i].digit for i in ok], device)
+    saliency: list[torch.Tensor | None] = [None] * len(preds)
+    for i, sal in zip(ok, maps, strict=True):
+        saliency[i] = sal
+    return [Explained(p, s) for p, s in zip(preds, saliency, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------

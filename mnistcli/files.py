@@ -14,7 +14,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     The temporary file lives beside the target so the rename never crosses file systems (where
     it would become a copy); any failure, Ctrl-C included, removes it and leaves `path` as it was.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the pid in the name lets runs.remove_stale_temp_files tell a killed writer's leftovers
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

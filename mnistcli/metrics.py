@@ -9,15 +9,22 @@ precision + recall is 0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from mnistcli.checkpoint import EpochStats
+    from mnistcli.config import EvalSettings, HyperParams
+    from mnistcli.data import Tensors
 
 NUM_CLASSES = 10
 CI_LEVEL = 0.95
@@ -255,25 +262,37 @@ def evaluate_model(
 
     (checkpoint.load_model already put the model in its fastest memory layout.)
     """
-    import torch
-    import torch.nn.functional as F
-
     from mnistcli.data import make_tensors
-    from mnistcli.model import logits_in_batches
 
     start = time.perf_counter()
     data = make_tensors(images, labels, device)
-    logits = logits_in_batches(model, data.x, batch_size)
+    result, probs = evaluate_tensors(model, data, batch_size=batch_size, top=top)
+    mistakes = most_confident_mistakes(probs, data.y, images, gallery)
+    return dataclasses.replace(result, mistakes=mistakes, seconds=time.perf_counter() - start)
+
+
+def evaluate_tensors(
+    model: nn.Module, data: Tensors, *, batch_size: int = 256, top: int = 10
+) -> tuple[Evaluation, torch.Tensor]:
+    """Every figure but the mistakes, for prepared tensors, and the (N, C) softmax outputs.
+
+    The one evaluation both the trainer (each epoch's validation, the final test set) and
+    `mnistcli eval` run.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from mnistcli.model import logits_in_batches
+
+    start = time.perf_counter()
+    logits = logits_in_batches(model, data.x, batch_size).float()
     with torch.inference_mode():
         loss = F.cross_entropy(logits, data.y).item() if len(data) else 0.0
-        probs = logits.float().softmax(1)
-        preds = probs.argmax(1)
-    cm = confusion_matrix(data.y, preds, logits.shape[1])
+        probs = logits.softmax(1)
+    cm = confusion_matrix(data.y, logits.argmax(1), logits.shape[1])
     correct = int(cm.diagonal().sum())
     scores = class_scores(cm)
-    pairs = top_confused_pairs(cm, top)
-    mistakes = most_confident_mistakes(probs, data.y, images, gallery)
-    return Evaluation(
+    evaluation = Evaluation(
         n=len(data),
         correct=correct,
         loss=loss,
@@ -281,7 +300,88 @@ def evaluate_model(
         confusion=tuple(tuple(row) for row in cm.tolist()),
         per_class=scores,
         macro=macro_average(scores),
-        pairs=pairs,
-        mistakes=mistakes,
+        pairs=top_confused_pairs(cm, top),
+        mistakes=(),
         seconds=time.perf_counter() - start,
+    )
+    return evaluation, probs
+
+
+# ---------------------------------------------------------------------------------------------
+# `mnistcli eval`: one checkpoint on one split
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """A checkpoint evaluated on a split, with what the report says about its run."""
+
+    checkpoint: Path
+    model: str
+    epoch: int  # the epoch whose weights these are
+    split: str  # "test" or "val"
+    device: str
+    evaluation: Evaluation
+    hyper: HyperParams  # of the run that wrote the checkpoint
+    n_train: int  # training images that run used
+    epochs_in_checkpoint: int
+    history: tuple[EpochStats, ...]  # () when the checkpoint's history cannot be read
+
+    def to_dict(self, saved: Sequence[Path] = ()) -> dict[str, Any]:
+        """The JSON document (`--json` and eval.json); `saved`: the files written."""
+        return {
+            "checkpoint": str(self.checkpoint),
+            "model": self.model,
+            "epoch": self.epoch,
+            "split": self.split,
+            "device": self.device,
+            **self.evaluation.to_dict(),
+            "saved": [str(p) for p in saved],
+        }
+
+
+def evaluate_checkpoint(
+    settings: EvalSettings, *, log: Callable[[str], None] = lambda _m: None
+) -> EvalReport:
+    """Load the checkpoint, then MNIST, and evaluate it on the test split or on the validation
+    split its own run held out (the trainer's split_indices, same seed and size)."""
+    from mnistcli.checkpoint import load_model
+    from mnistcli.data import load_mnist, split_indices
+    from mnistcli.device import resolve_device
+    from mnistcli.runs import resolve_checkpoint
+
+    path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
+    device = resolve_device(settings.device)
+    model, meta = load_model(path, device)
+    hyper = meta.hyper
+    mnist = load_mnist(settings.data.root, list(settings.data.mirrors), on_message=log)
+    if settings.split == "val":
+        held_out = split_indices(len(mnist.train_labels), hyper.val_size, hyper.seed).val
+        images, labels = mnist.train_images[held_out], mnist.train_labels[held_out]
+        log(
+            f"note: the validation split ({hyper.val_size:,} images, seed {hyper.seed}) chose "
+            f"this checkpoint, so its figures are optimistic; the test split is not"
+        )
+    else:
+        images, labels = mnist.test_images, mnist.test_labels
+    evaluation = evaluate_model(
+        model,
+        images,
+        labels,
+        device=device,
+        batch_size=settings.batch_size,
+        top=settings.top,
+        gallery=settings.gallery,
+    )
+    n_train = len(mnist.train_labels) - hyper.val_size
+    return EvalReport(
+        checkpoint=path,
+        model=meta.model,
+        epoch=meta.epoch,
+        split=settings.split,
+        device=str(device),
+        evaluation=evaluation,
+        hyper=hyper,
+        n_train=min(hyper.limit, n_train) if hyper.limit else n_train,
+        epochs_in_checkpoint=meta.epochs_run,
+        history=meta.history or (),
     )

@@ -127,3 +127,47 @@ def test_map_grids_shrink_only_as_much_as_the_width_needs():
     art = [line.plain for line in lines[1:]]
     assert len(art) == 2 and art[0][5] == "▒"  # map 1, first cell: the mean of 1 and 0
     assert art[0].replace("▒", " ").strip() == ""
+
+
+def test_explained_predictions_carry_the_same_saliency_as_the_maps(model, digits, saliency):
+    from mnistcli.imaging import Prediction
+
+    preds = [
+        Prediction(
+            path="a.png", digit=int(model(normalize(digits[:1])).argmax()), pixels=digits[0]
+        ),
+        Prediction(path="blank.png", pixels=torch.zeros(28, 28, dtype=torch.uint8)),
+        Prediction(path="bad.png", error="bad.png: no such file"),
+    ]
+    explained = explain.explain_predictions(model, preds)
+    assert all(e.prediction is p for e, p in zip(explained, preds, strict=True))
+    assert explained[1].saliency is None and explained[2].saliency is None
+    assert torch.allclose(explained[0].saliency, saliency[0], atol=1e-6)
+    doc = explained[0].to_dict()
+    assert doc["path"] == "a.png" and doc["saliency"] == explain.saliency_lists(saliency[:1])[0]
+    assert explained[1].to_dict()["saliency"] is None
+
+
+def test_inspect_model_returns_the_activations_of_the_image(trained_run, real_mnist, tmp_path):
+    from PIL import Image
+
+    from mnistcli.config import InspectSettings
+    from mnistcli.errors import CheckpointError, InputError
+    from mnistcli.summary import inspect_model
+
+    image = tmp_path / "d.png"
+    Image.fromarray(real_mnist.test_images[0].numpy()).save(image)
+    settings = InspectSettings(checkpoint=str(trained_run), image=image, raw=True)
+    found = inspect_model(settings)
+    assert found.image == str(image) and not found.blank
+    assert [a.name for a in found.activations.layers] == [r.name for r in found.summary.layers]
+    doc = found.to_dict([tmp_path / "x.png"])
+    assert doc["image"]["saved"] == [str(tmp_path / "x.png")]
+    assert doc["activations"][0]["shape"] == [32, 28, 28]
+    assert (
+        "activations" not in inspect_model(InspectSettings(checkpoint=str(trained_run))).to_dict()
+    )
+    with pytest.raises(InputError, match="no such file"):
+        inspect_model(InspectSettings(checkpoint=str(trained_run), image=tmp_path / "none.png"))
+    with pytest.raises(CheckpointError, match="no checkpoint was loaded"):
+        inspect_model(InspectSettings(runs_dir=tmp_path / "runs", image=image))

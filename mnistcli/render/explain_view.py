@@ -28,6 +28,8 @@ from mnistcli.render.predict_view import (
 if TYPE_CHECKING:
     import torch
 
+    from mnistcli.explain import Explained
+
 DIM = 0.35  # the digit under the saliency, at this share of its brightness
 METHOD = "integrated gradients from a black image"
 
@@ -97,18 +99,16 @@ def explain_panel(pred: Prediction, saliency: torch.Tensor | None, *, color: boo
 
 
 def explain_view(
-    preds: Sequence[Prediction],
-    saliency: Sequence[torch.Tensor | None],
-    *,
-    color: bool,
-    width: int = 120,
+    explained: Sequence[Explained], *, color: bool, width: int = 120
 ) -> RenderableType:
     """A panel for a single image; for many, the table, each input beside its saliency, and
     the summary line."""
-    if len(preds) == 1:
-        return explain_panel(preds[0], saliency[0], color=color, width=width)
+    if len(explained) == 1:
+        one = explained[0]
+        return explain_panel(one.prediction, one.saliency, color=color, width=width)
+    preds = [e.prediction for e in explained]
     cells = []
-    for pred, sal in zip(preds, saliency, strict=True):
+    for pred, sal in ((e.prediction, e.saliency) for e in explained):
         if sal is None or pred.pixels is None:
             continue
         caption = Text(f"{pred.path}: {pred.digit}", overflow="ellipsis", no_wrap=True)
