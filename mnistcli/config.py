@@ -541,6 +541,7 @@ class PredictSettings:
     checkpoint: str | None = None
     top_k: int = 3
     raw: bool = False  # no preprocessing: the images already are MNIST-style 28x28 digits
+    explain: bool = False  # also each image's saliency (integrated gradients)
 
 
 @dataclass(frozen=True)
@@ -552,6 +553,9 @@ class InspectSettings:
     runs_dir: Path = Path("runs")
     checkpoint: str | None = None  # None: the latest run's, when there is one
     batch_size: int = 64  # for the batch activation figure
+    image: Path | None = None  # also every layer's output for this image (needs a checkpoint)
+    raw: bool = False  # take the image as is: a 28x28 MNIST-style digit
+    save: Path | None = None  # with an image: write feature_maps.png and filters.png here
 
 
 @dataclass(frozen=True)
@@ -590,7 +594,11 @@ def eval_settings(
 
 
 def predict_settings(
-    values: Mapping[str, Setting], *, checkpoint: str | None = None, raw: bool = False
+    values: Mapping[str, Setting],
+    *,
+    checkpoint: str | None = None,
+    raw: bool = False,
+    explain: bool = False,
 ) -> PredictSettings:
     return PredictSettings(
         device=values["device"].value,
@@ -598,18 +606,29 @@ def predict_settings(
         checkpoint=checkpoint,
         top_k=values["predict.top_k"].value,
         raw=raw,
+        explain=explain,
     )
 
 
 def inspect_settings(
-    values: Mapping[str, Setting], *, checkpoint: str | None = None
+    values: Mapping[str, Setting],
+    *,
+    checkpoint: str | None = None,
+    image: Path | None = None,
+    raw: bool = False,
+    save: Path | None = None,
 ) -> InspectSettings:
+    if save is not None and image is None:
+        raise ConfigError("--save writes the feature maps of --image; pass --image IMG too")
     return InspectSettings(
         model=values["train.model"].value,
         model_given=values["train.model"].source.startswith("--"),
         runs_dir=values["runs_dir"].value,
         checkpoint=checkpoint,
         batch_size=values["train.batch_size"].value,
+        image=image,
+        raw=raw,
+        save=save,
     )
 
 

@@ -39,3 +39,7 @@ class OutputError(MnistcliError):
 
 class ExportError(MnistcliError):
     """An exported model could not be written, or does not reproduce the checkpoint."""
+
+
+class InputError(MnistcliError):
+    """A file given to an option cannot be used (inspect --image): bad input, exit code 2."""
