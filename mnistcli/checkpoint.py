@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 FORMAT = "mnistcli-checkpoint"
 FORMAT_VERSION = 1  # the layout above; a reader refuses a newer one
+EXPORT_SUFFIXES = (".safetensors", ".onnx")  # `mnistcli export` files load_model reads
 
 # Fields every checkpoint has, and their stored types (the rest have defaults).
 REQUIRED: dict[str, type] = {
@@ -335,6 +336,16 @@ def load_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint.from_payload(payload, path)
 
 
+def load_checkpoint_or_export(path: Path) -> Checkpoint:
+    """load_checkpoint, or an export that holds weights (.safetensors with its sidecar, .onnx's
+    initializers) read as a checkpoint."""
+    if path.suffix in EXPORT_SUFFIXES:
+        from mnistcli.export import load_export
+
+        return load_export(path)
+    return load_checkpoint(path)
+
+
 def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
     """Copy a state dict into `model`, refusing any mismatch of names or shapes."""
     import torch
@@ -373,13 +384,14 @@ def state_dict_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, CheckpointMeta]:
-    """A checkpoint's model, in eval mode on `device`, and its description."""
+    """A checkpoint's model, in eval mode on `device`, and its description; also reads the
+    exports that hold weights (.safetensors with its sidecar, .onnx's initializers)."""
     import torch
 
     from mnistcli.errors import ConfigError
     from mnistcli.model import build_model
 
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint_or_export(path)
     try:
         model = build_model(checkpoint.meta.model)
     except ConfigError:

@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 
 from mnistcli import __version__
-from mnistcli.config import PRECISIONS, RECIPES, Setting, default_text, resolve
+from mnistcli.config import EXPORT_FORMATS, PRECISIONS, RECIPES, Setting, default_text, resolve
 from mnistcli.errors import ConfigError, DataError, MnistcliError
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app = typer.Typer(
 
 Recipe = enum.Enum("Recipe", {name: name for name in RECIPES}, type=str)  # type: ignore[misc]
 Precision = enum.Enum("Precision", {p: p for p in PRECISIONS}, type=str)  # type: ignore[misc]
+ExportFormat = enum.Enum("ExportFormat", {f: f for f in EXPORT_FORMATS}, type=str)  # type: ignore[misc]
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -445,6 +446,28 @@ InspectBatchSizeOpt = Annotated[
         show_default=False,
     ),
 ]
+InspectImageOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--image",
+        metavar="IMG",
+        help="Also show what every layer outputs for this image (feature maps, the first "
+        "convolution's filters, hidden units, logits); needs a trained checkpoint.",
+        show_default=False,
+    ),
+]
+InspectRawOpt = Annotated[
+    bool, typer.Option("--raw", help="Take --image as is: a 28x28 MNIST-style digit.")
+]
+InspectSaveOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--save",
+        metavar="DIR",
+        help="With --image: write feature_maps.png and filters.png into DIR.",
+        show_default=False,
+    ),
+]
 
 
 @app.command("inspect")
@@ -453,6 +476,9 @@ def inspect_model(
     model: InspectModelOpt = None,
     checkpoint: InspectCheckpointOpt = None,
     batch_size: InspectBatchSizeOpt = None,
+    image: InspectImageOpt = None,
+    raw: InspectRawOpt = False,
+    save: InspectSaveOpt = None,
     out: RunsOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -462,24 +488,52 @@ def inspect_model(
     Then the totals (parameters, MACs per image, parameter and activation memory), the output
     size formula worked for each conv and pool layer, and what the checkpoint holds: when and
     how it was trained, its accuracy and data checksums, and whether its weights load.
+    With --image, also what every layer outputs for that image: feature maps, the first
+    convolution's filters, the hidden units and the logits (--save DIR: the same as PNGs).
     """
     from mnistcli.config import inspect_settings
-    from mnistcli.render.inspect_view import inspect_view
     from mnistcli.summary import inspect_model as describe_model
 
     flags = {"train.model": model, "train.batch_size": batch_size, "runs_dir": out}
-    settings = inspect_settings(settings_values(flags, config), checkpoint=checkpoint)
+    values = settings_values(flags, config)
+    settings = inspect_settings(values, checkpoint=checkpoint, image=image, raw=raw, save=save)
+    print_inspection(describe_model(settings), settings.save, as_json=as_json)
+
+
+def print_inspection(found, save: Path | None, *, as_json: bool) -> None:
+    """Warnings on stderr; the layer table (and with --image, every layer's output) or the
+    JSON document on stdout; with --save, the figures written and named on stderr."""
+    from mnistcli.render.console import is_color
+    from mnistcli.render.inspect_view import inspect_view
+
     cons = consoles()
-    found = describe_model(settings)
     if found.warning:
         cons.err.print(
             f"[yellow]warning:[/] {escape(found.warning)}; describing the model alone",
             soft_wrap=True,
         )
+    if found.blank:
+        cons.err.print(
+            f"[yellow]warning:[/] no digit found in {escape(str(found.image))}; showing what "
+            f"the layers make of a blank input",
+            soft_wrap=True,
+        )
+    saved: list[Path] = []
+    if found.activations is not None and save is not None:
+        from mnistcli.render.feature_figures import save_feature_figures
+
+        saved = save_feature_figures(found.activations, save)
     if as_json:
-        typer.echo(json.dumps(found.to_dict(), indent=2))
+        typer.echo(json.dumps(found.to_dict(saved), indent=2))
     else:
         cons.out.print(inspect_view(found.summary, found.checkpoint))
+    if found.activations is not None and not as_json:
+        from mnistcli.render.feature_view import activations_view
+
+        view = activations_view(found.activations, color=is_color(cons.out), width=cons.out.width)
+        cons.out.print(view)
+    for path in saved:
+        cons.err.print(f"wrote {escape(str(path))}", soft_wrap=True)
 
 
 # mnistcli eval -------------------------------------------------------------------------------
@@ -607,6 +661,14 @@ PredictTopKOpt = Annotated[
 PredictShowOpt = Annotated[
     bool, typer.Option("--show", help="Also draw the 28x28 input the model saw.")
 ]
+PredictExplainOpt = Annotated[
+    bool,
+    typer.Option(
+        "--explain",
+        help="Also show which pixels decided: the input beside its saliency (integrated "
+        'gradients of the predicted digit); --json adds "saliency", 28x28.',
+    ),
+]
 PredictRawOpt = Annotated[
     bool,
     typer.Option(
@@ -633,6 +695,7 @@ def predict(
     device: DeviceOpt = None,
     top_k: PredictTopKOpt = None,
     show: PredictShowOpt = False,
+    explain: PredictExplainOpt = False,
     raw: PredictRawOpt = False,
     out: RunsOpt = None,
     config: ConfigOpt = None,
@@ -645,18 +708,18 @@ def predict(
     out, cropped to the ink (specks ignored), scaled into 20x20 and centred by
     its centre of mass in 28x28. A blank image says "no digit found". A file
     that cannot be read gets a one-line error, the others are still predicted,
-    and the exit code is 1.
+    and the exit code is 1. --explain shows which pixels decided each digit.
     """
     from mnistcli.checkpoint import load_model
     from mnistcli.config import predict_settings
     from mnistcli.device import resolve_device
+    from mnistcli.explain import explain_predictions
     from mnistcli.imaging import collect_paths, predict_paths
-    from mnistcli.render.console import is_color
-    from mnistcli.render.predict_view import predict_view
     from mnistcli.runs import resolve_checkpoint
 
     flags = {"device": device, "runs_dir": out, "predict.top_k": top_k}
-    settings = predict_settings(settings_values(flags, config), checkpoint=checkpoint, raw=raw)
+    values = settings_values(flags, config)
+    settings = predict_settings(values, checkpoint=checkpoint, raw=raw, explain=explain)
     cons = consoles()
     path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
     dev = resolve_device(settings.device)
@@ -672,15 +735,108 @@ def predict(
     ):
         if pred.error:
             cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
-        if as_json:
+        if as_json and not settings.explain:  # with --explain, once the saliency is known
             typer.echo(json.dumps(pred.to_dict()))
         preds.append(pred)
-    shown = preds if len(preds) > 1 else [p for p in preds if not p.error]
-    if shown and not as_json:
-        view = predict_view(shown, show=show, color=is_color(cons.out), width=cons.out.width)
-        cons.out.print(view)
+    explained = explain_predictions(model, preds, dev) if settings.explain else None
+    print_predictions(cons, preds, explained, show=show, as_json=as_json)
     if any(p.error for p in preds):
         raise typer.Exit(1)
+
+
+def print_predictions(cons, preds: list, explained: list | None, *, show: bool, as_json: bool):
+    """The predictions' view on stdout (with --explain, each input beside its saliency); with
+    --json and --explain, each image's JSON line with its "saliency"."""
+    from mnistcli.render.console import is_color
+
+    if as_json:
+        for item in explained or []:
+            typer.echo(json.dumps(item.to_dict()))
+        return
+    keep = [i for i, p in enumerate(preds) if len(preds) > 1 or not p.error]
+    if not keep:  # a single image that failed: its error line says it all
+        return
+    color, width = is_color(cons.out), cons.out.width
+    if explained is not None:
+        from mnistcli.render.explain_view import explain_view
+
+        view = explain_view([explained[i] for i in keep], color=color, width=width)
+    else:
+        from mnistcli.render.predict_view import predict_view
+
+        view = predict_view([preds[i] for i in keep], show=show, color=color, width=width)
+    cons.out.print(view)
+
+
+# mnistcli export -----------------------------------------------------------------------------
+
+
+ExportFormatOpt = Annotated[
+    ExportFormat | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="onnx (onnxruntime, any language), safetensors (weights plus a JSON sidecar) "
+        "or pt2 (torch.export)." + default("export.format"),
+        show_default=False,
+    ),
+]
+ExportOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="File to write. \\[default: model.onnx, .safetensors or .pt2 next to the checkpoint]",
+        show_default=False,
+    ),
+]
+ExportCheckImagesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--check-images",
+        metavar="N",
+        help="Test digits the self-check runs (the first N; 0 for all)."
+        + default("export.check_images"),
+        show_default=False,
+    ),
+]
+
+
+@app.command("export")
+@handles_errors
+def export_cmd(
+    checkpoint: CheckpointOpt = None,
+    fmt: ExportFormatOpt = None,
+    out: ExportOutOpt = None,
+    check_images: ExportCheckImagesOpt = None,
+    data: DataOpt = None,
+    data_root: DataRootOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a checkpoint for use without mnistcli: ONNX, safetensors or torch.export.
+
+    The model's input is (N, 1, 28, 28) float32 pixels / 255, bright ink on black, with the
+    training normalisation inside; its output is (N, 10) logits. Before it reports success the
+    written file is run on the MNIST test digits against the PyTorch model: every logit within
+    1e-4 and every predicted digit the same, or it fails and leaves no file.
+    """
+    from mnistcli.config import export_settings
+    from mnistcli.export import export_checkpoint
+    from mnistcli.render.export_view import export_lines
+
+    flags = {
+        "export.format": fmt.value if fmt else None,
+        "export.check_images": check_images,
+        "data.root": data_root,
+    }
+    settings = export_settings(settings_values(flags, config, data), checkpoint=checkpoint, out=out)
+    cons = consoles()
+    result = export_checkpoint(settings, log=stderr_log(as_json, cons.err))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        cons.out.print(export_lines(result), soft_wrap=True)
 
 
 def _usage_error(exc: Exception) -> None:

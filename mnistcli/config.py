@@ -31,6 +31,7 @@ PUBLIC_MIRRORS = (
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 SCHEDULES = ("constant", "onecycle")
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the hardware runs it natively
+EXPORT_FORMATS = ("onnx", "safetensors", "pt2")  # what `mnistcli export` writes
 
 
 def default_data_root() -> str:
@@ -113,6 +114,10 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "predict": {
         "top_k": Spec(int, 3, "--top-k"),
+    },
+    "export": {
+        "format": Spec(str, "onnx", "--format"),
+        "check_images": Spec(int, 0, "--check-images", shown="all 10,000"),  # 0: all
     },
 }
 
@@ -370,18 +375,17 @@ def validate(values: Mapping[str, Setting]) -> None:
     )
     lr = values["train.lr"].value
     need("train.lr", math.isfinite(lr) and 0 < lr <= 10, "it must be a positive number, e.g. 1e-3")
-    sched = values["train.schedule"].value
-    need(
-        "train.schedule",
-        sched in SCHEDULES,
-        f"choose one of: {', '.join(SCHEDULES)}{did_you_mean(sched, list(SCHEDULES))}",
-    )
-    prec = values["train.precision"].value
-    need(
-        "train.precision",
-        prec in PRECISIONS,
-        f"choose one of: {', '.join(PRECISIONS)}{did_you_mean(prec, list(PRECISIONS))}",
-    )
+    for key, choices in (
+        ("train.schedule", SCHEDULES),
+        ("train.precision", PRECISIONS),
+        ("export.format", EXPORT_FORMATS),
+    ):
+        value = values[key].value
+        need(
+            key,
+            value in choices,
+            f"choose one of: {', '.join(choices)}{did_you_mean(value, list(choices))}",
+        )
     aug = values["train.augment"].value
     need(
         "train.augment",
@@ -417,6 +421,11 @@ def validate(values: Mapping[str, Setting]) -> None:
     need("eval.top", values["eval.top"].value >= 0, "it must be 0 or more")
     need("eval.gallery", values["eval.gallery"].value >= 0, "it must be 0 or more")
     need("predict.top_k", 1 <= values["predict.top_k"].value <= 10, "it must be between 1 and 10")
+    need(
+        "export.check_images",
+        values["export.check_images"].value >= 0,
+        "it is a number of test digits, 0 for all",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,6 +541,7 @@ class PredictSettings:
     checkpoint: str | None = None
     top_k: int = 3
     raw: bool = False  # no preprocessing: the images already are MNIST-style 28x28 digits
+    explain: bool = False  # also each image's saliency (integrated gradients)
 
 
 @dataclass(frozen=True)
@@ -543,6 +553,22 @@ class InspectSettings:
     runs_dir: Path = Path("runs")
     checkpoint: str | None = None  # None: the latest run's, when there is one
     batch_size: int = 64  # for the batch activation figure
+    image: Path | None = None  # also every layer's output for this image (needs a checkpoint)
+    raw: bool = False  # take the image as is: a 28x28 MNIST-style digit
+    save: Path | None = None  # with an image: write feature_maps.png and filters.png here
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What `mnistcli export` writes: which checkpoint, in which format, where, and on how many
+    test digits the written file is checked."""
+
+    data: DataSettings
+    runs_dir: Path = Path("runs")
+    checkpoint: str | None = None
+    format: str = "onnx"  # one of EXPORT_FORMATS
+    out: Path | None = None  # None: model.<format> next to the checkpoint
+    check_images: int = 0  # the first N test digits; 0: all
 
 
 def eval_settings(
@@ -568,7 +594,11 @@ def eval_settings(
 
 
 def predict_settings(
-    values: Mapping[str, Setting], *, checkpoint: str | None = None, raw: bool = False
+    values: Mapping[str, Setting],
+    *,
+    checkpoint: str | None = None,
+    raw: bool = False,
+    explain: bool = False,
 ) -> PredictSettings:
     return PredictSettings(
         device=values["device"].value,
@@ -576,16 +606,40 @@ def predict_settings(
         checkpoint=checkpoint,
         top_k=values["predict.top_k"].value,
         raw=raw,
+        explain=explain,
     )
 
 
 def inspect_settings(
-    values: Mapping[str, Setting], *, checkpoint: str | None = None
+    values: Mapping[str, Setting],
+    *,
+    checkpoint: str | None = None,
+    image: Path | None = None,
+    raw: bool = False,
+    save: Path | None = None,
 ) -> InspectSettings:
+    if save is not None and image is None:
+        raise ConfigError("--save writes the feature maps of --image; pass --image IMG too")
     return InspectSettings(
         model=values["train.model"].value,
         model_given=values["train.model"].source.startswith("--"),
         runs_dir=values["runs_dir"].value,
         checkpoint=checkpoint,
         batch_size=values["train.batch_size"].value,
+        image=image,
+        raw=raw,
+        save=save,
+    )
+
+
+def export_settings(
+    values: Mapping[str, Setting], *, checkpoint: str | None = None, out: Path | None = None
+) -> ExportSettings:
+    return ExportSettings(
+        data=data_settings(values),
+        runs_dir=values["runs_dir"].value,
+        checkpoint=checkpoint,
+        format=values["export.format"].value,
+        out=out,
+        check_images=values["export.check_images"].value,
     )

@@ -22,9 +22,12 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from mnistcli.checkpoint import EpochStats
+    from mnistcli.checkpoint import CheckpointMeta, EpochStats
     from mnistcli.config import EvalSettings, HyperParams
     from mnistcli.data import Tensors
+
+    # (N, 28, 28) uint8 images -> (N, C) logits: a model run by something other than PyTorch
+    LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
 NUM_CLASSES = 10
 CI_LEVEL = 0.95
@@ -249,7 +252,7 @@ def most_confident_mistakes(
 
 
 def evaluate_model(
-    model: nn.Module,
+    model: nn.Module | None,
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
@@ -257,27 +260,36 @@ def evaluate_model(
     batch_size: int = 256,
     top: int = 10,
     gallery: int = 16,
+    logits_fn: LogitsFn | None = None,
 ) -> Evaluation:
     """Run `model` over (N, 28, 28) uint8 `images` in large batches and compute every figure.
 
-    (checkpoint.load_model already put the model in its fastest memory layout.)
+    `logits_fn`, when given, computes the logits from the images in place of `model` (an
+    exported model run by onnxruntime). (checkpoint.load_model already put the model in its
+    fastest memory layout.)
     """
     from mnistcli.data import make_tensors
 
     start = time.perf_counter()
     data = make_tensors(images, labels, device)
-    result, probs = evaluate_tensors(model, data, batch_size=batch_size, top=top)
+    logits = logits_fn(images) if logits_fn is not None else None
+    result, probs = evaluate_tensors(model, data, batch_size=batch_size, top=top, logits=logits)
     mistakes = most_confident_mistakes(probs, data.y, images, gallery)
     return dataclasses.replace(result, mistakes=mistakes, seconds=time.perf_counter() - start)
 
 
 def evaluate_tensors(
-    model: nn.Module, data: Tensors, *, batch_size: int = 256, top: int = 10
+    model: nn.Module | None,
+    data: Tensors,
+    *,
+    batch_size: int = 256,
+    top: int = 10,
+    logits: torch.Tensor | None = None,
 ) -> tuple[Evaluation, torch.Tensor]:
     """Every figure but the mistakes, for prepared tensors, and the (N, C) softmax outputs.
 
     The one evaluation both the trainer (each epoch's validation, the final test set) and
-    `mnistcli eval` run.
+    `mnistcli eval` run. `logits`: the (N, C) outputs already computed, `model` then unused.
     """
     import torch
     import torch.nn.functional as F
@@ -285,7 +297,11 @@ def evaluate_tensors(
     from mnistcli.model import logits_in_batches
 
     start = time.perf_counter()
-    logits = logits_in_batches(model, data.x, batch_size).float()
+    if logits is None:
+        if model is None:
+            raise ValueError("evaluate_tensors needs a model or its logits")
+        logits = logits_in_batches(model, data.x, batch_size)
+    logits = logits.to(data.y.device).float()
     with torch.inference_mode():
         loss = F.cross_entropy(logits, data.y).item() if len(data) else 0.0
         probs = logits.softmax(1)
@@ -344,15 +360,12 @@ def evaluate_checkpoint(
 ) -> EvalReport:
     """Load the checkpoint, then MNIST, and evaluate it on the test split or on the validation
     split its own run held out (the trainer's split_indices, same seed and size)."""
-    from mnistcli.checkpoint import load_model
     from mnistcli.data import load_mnist, split_indices
-    from mnistcli.device import resolve_device
     from mnistcli.runs import resolve_checkpoint
 
     path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
-    device = resolve_device(settings.device)
-    model, meta = load_model(path, device)
-    hyper = meta.hyper
+    backend = load_backend(path, settings.device, settings.batch_size)
+    meta, hyper = backend.meta, backend.meta.hyper
     mnist = load_mnist(settings.data.root, list(settings.data.mirrors), on_message=log)
     if settings.split == "val":
         held_out = split_indices(len(mnist.train_labels), hyper.val_size, hyper.seed).val
@@ -364,13 +377,14 @@ def evaluate_checkpoint(
     else:
         images, labels = mnist.test_images, mnist.test_labels
     evaluation = evaluate_model(
-        model,
+        backend.model,
         images,
         labels,
-        device=device,
+        device=backend.device,
         batch_size=settings.batch_size,
         top=settings.top,
         gallery=settings.gallery,
+        logits_fn=backend.logits_fn,
     )
     n_train = len(mnist.train_labels) - hyper.val_size
     return EvalReport(
@@ -378,10 +392,39 @@ def evaluate_checkpoint(
         model=meta.model,
         epoch=meta.epoch,
         split=settings.split,
-        device=str(device),
+        device=backend.shown,
         evaluation=evaluation,
         hyper=hyper,
         n_train=min(hyper.limit, n_train) if hyper.limit else n_train,
         epochs_in_checkpoint=meta.epochs_run,
         history=meta.history or (),
     )
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What computes a checkpoint's logits: a PyTorch model on a device, or (an ONNX export)
+    onnxruntime running the exported file itself."""
+
+    meta: CheckpointMeta
+    model: nn.Module | None
+    device: torch.device | str  # where the tensors go
+    shown: str  # the device as reports name it
+    logits_fn: LogitsFn | None = None
+
+
+def load_backend(path: Path, device: str, batch_size: int) -> Backend:
+    """The model at `path` ready to evaluate: a .onnx file runs on onnxruntime (CPU), anything
+    else loads into PyTorch on `device` ('auto', 'cpu', 'cuda'...)."""
+    from mnistcli.checkpoint import load_model
+    from mnistcli.device import resolve_device
+
+    if path.suffix == ".onnx":
+        from mnistcli.export import OnnxModel, onnx_logits_fn
+
+        onnx = OnnxModel(path)
+        logits_fn = onnx_logits_fn(onnx, batch_size)
+        return Backend(onnx.meta(), None, "cpu", "cpu (onnxruntime)", logits_fn)
+    resolved = resolve_device(device)
+    model, meta = load_model(path, resolved)
+    return Backend(meta, model, resolved, str(resolved))

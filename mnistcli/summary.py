@@ -10,7 +10,8 @@ written from each layer's own kernel, stride, padding and dilation and the size 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
     from mnistcli.checkpoint import CheckpointMeta
     from mnistcli.config import InspectSettings
+    from mnistcli.explain import Activations
 
 MNIST_IMAGE = (1, 28, 28)  # (channels, height, width) of one MNIST image
 
@@ -341,15 +343,30 @@ def _number(value: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class Inspection:
-    """What `mnistcli inspect` shows: the model summary and the checkpoint found, if any."""
+    """What `mnistcli inspect` shows: the model summary and the checkpoint found, if any, and
+    with an image (`--image`), what every layer of the checkpoint's model outputs for it."""
 
     summary: ModelSummary
     checkpoint: CheckpointInfo | None
     warning: str | None = None  # the latest run's checkpoint could not be used (why)
+    image: str | None = None  # the image's path, as given
+    activations: Activations | None = None  # every layer's output for `image`
+    blank: bool = False  # no digit found in `image`: the layers saw a blank input
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, saved: Sequence[Path] = ()) -> dict[str, Any]:
+        """The JSON document; with an image, "image" (`saved`: the figures written) and
+        "activations", one entry per layer in forward order."""
         info = self.checkpoint.to_dict() if self.checkpoint else None
-        return {**self.summary.to_dict(), "checkpoint": info}
+        doc = {**self.summary.to_dict(), "checkpoint": info}
+        if self.activations is not None:
+            doc["image"] = {
+                "path": self.image,
+                "digit": self.activations.digit,
+                "saved": [str(p) for p in saved],
+                "probabilities": [round(p, 6) for p in self.activations.probabilities],
+            }
+            doc["activations"] = [layer.to_dict() for layer in self.activations.layers]
+        return doc
 
 
 def inspect_model(settings: InspectSettings) -> Inspection:
@@ -392,4 +409,29 @@ def inspect_model(settings: InspectSettings) -> Inspection:
     # describe the model in its standard layout: a checkpoint loads channels-last (for speed),
     # which would make Flatten copy and change the activation figures
     net = net.to(memory_format=torch.contiguous_format)
-    return Inspection(summarize(net, batch_size=settings.batch_size), info, warning)
+    found = Inspection(summarize(net, batch_size=settings.batch_size), info, warning)
+    if settings.image is None:
+        return found
+    if info is None:
+        why = f" (the latest run's did not load: {warning})" if warning else ""
+        raise CheckpointError(
+            f"--image shows what a trained model does with an image, and no checkpoint was "
+            f"loaded{why}; pass --checkpoint PATH or train one first (mnistcli train)"
+        )
+    return image_activations(found, net, settings.image, raw=settings.raw)
+
+
+def image_activations(found: Inspection, net: nn.Module, image: Path, *, raw: bool) -> Inspection:
+    """`found` with what every layer of `net` outputs for the digit in `image` (prepared as
+    `predict` prepares it, or taken as is with `raw`). A file that cannot be used is bad input
+    here (exit code 2), not one failed prediction among others."""
+    from mnistcli.errors import ImageError, InputError
+    from mnistcli.explain import capture_activations
+    from mnistcli.imaging import load_image
+
+    try:
+        prepared = load_image(image, raw=raw)
+    except ImageError as exc:
+        raise InputError(str(exc)) from None
+    acts = capture_activations(net, prepared.pixels)
+    return replace(found, image=str(image), activations=acts, blank=prepared.blank)
