@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
+from mnistcli.checkpoint import load_checkpoint
 from mnistcli.distributed import (
     SINGLE,
     World,
@@ -15,6 +24,7 @@ from mnistcli.distributed import (
     world_from_env,
 )
 from mnistcli.errors import ConfigError
+from tests.conftest import REPO, run_cli
 
 
 def test_no_torchrun_is_a_world_of_one():
@@ -78,3 +88,104 @@ def test_shard_range_splits_evaluation():
     ranges = [shard_range(10, World(rank=r, local_rank=r, size=3, local_size=3)) for r in range(3)]
     assert [list(r) for r in ranges] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert list(shard_range(10, SINGLE)) == list(range(10))
+
+
+# ---------------------------------------------------------------------------------------------
+# Real runs under torchrun: 2 processes on the CPU (gloo), on a small real-MNIST subset.
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+SMALL = ["--limit", "2000", "--val-size", "500", "--epochs", "2", "--patience", "0"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _torchrun(n: int, args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*TORCHRUN, str(n), "-m", "mnistcli", "train", *args],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _workers(parent: int) -> list[tuple[int, int]]:
+    """(pid, RANK) of the processes torchrun started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        rank = [e for e in environ if e.startswith(b"RANK=")]
+        if ppid == parent and rank:
+            found.append((int(entry.name), int(rank[0][5:])))
+    return found
+
+
+@pytest.mark.slow
+def test_two_processes_stop_on_sigterm_resume_and_match_one_process(tmp_path, mnist_root):
+    common = [*SMALL, "--data-root", str(mnist_root), "--out", str(tmp_path / "runs")]
+    proc = _torchrun(2, [*common, "--name", "ddp", "-b", "32"], tmp_path)
+    run = tmp_path / "runs" / "ddp"
+    _wait_for(run / "last.pt", proc)  # epoch 1 done: stop it in epoch 2 (16 batches)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err
+    saved = load_checkpoint(run / "last.pt").meta
+    assert saved.world_size == 2 and not saved.finished
+    assert err.count("SIGTERM: stopped") == 1  # rank 0 alone speaks
+    assert err.count("training simplecnn") == 1 and "batch 32 x 2 processes = 64" in err
+
+    one = run_cli("train", "--resume", str(run), "--data-root", str(mnist_root), cwd=tmp_path)
+    assert one.returncode == 2 and one.stderr.count("\n") == 1
+    assert "trained by 2 process(es)" in one.stderr
+
+    proc = _torchrun(2, ["--resume", str(run), "--data-root", str(mnist_root), "--json"], tmp_path)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    result = json.loads(out)  # one JSON document: rank 1 printed nothing
+    assert result["epochs_run"] == 2 and result["stop_reason"] == "completed"
+    best = load_checkpoint(run / "best.pt").meta
+    assert best.finished and best.world_size == 2
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp", "latest"]
+
+    # the same number of images per step in one process: the same accuracy, within noise
+    alone = run_cli("train", *common, "--name", "one", "-b", "64", "--json", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    single = json.loads(alone.stdout)
+    assert result["test_acc"] > 0.85 and single["test_acc"] > 0.85
+    assert abs(result["test_acc"] - single["test_acc"]) < 0.025
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_ends_the_run(tmp_path, mnist_root):
+    args = [*SMALL, "--epochs", "20", "--data-root", str(mnist_root), "--out", str(tmp_path)]
+    proc = _torchrun(2, [*args, "--name", "dies"], tmp_path)
+    _wait_for(tmp_path / "dies" / "config.json", proc)
+    deadline = time.monotonic() + 60
+    while len(workers := _workers(proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    os.kill(next(pid for pid, rank in workers if rank == 1), signal.SIGKILL)
+    proc.communicate(timeout=90)
+    assert proc.returncode != 0
+    assert time.monotonic() - started < 90
+    assert not _workers(proc.pid)
