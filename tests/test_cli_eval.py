@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from typer.testing import CliRunner
 from mnistcli.cli import app
 from mnistcli.metrics import Mistake
 from tests.conftest import SHARED_MNIST
+from tests.helpers import run_cli
 
 runner = CliRunner()
 
@@ -122,14 +121,10 @@ def test_settings_reach_the_core(here, run_copy, mnist_root, monkeypatch):
 
 def test_full_test_set_as_a_subprocess(tmp_path, run_copy, mnist_root):
     save = tmp_path / "figures"
-    proc = subprocess.run(
-        [
-            *[sys.executable, "-m", "mnistcli", "eval", "--checkpoint", str(run_copy / "best.pt")],
-            *["--save", str(save), "--gallery", "16", *data_args(mnist_root)],
-        ],
+    proc = run_cli(
+        *["eval", "--checkpoint", str(run_copy / "best.pt")],
+        *["--save", str(save), "--gallery", "16", *data_args(mnist_root)],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -279,13 +274,7 @@ def test_bad_checkpoints_exit_2_with_one_line(here, trained_run):
 
 
 def test_no_checkpoint_names_the_command_that_makes_one(here):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mnistcli", "eval"],
-        cwd=here,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli("eval", cwd=here, timeout=60)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -13,8 +13,6 @@ import os
 import random
 import resource
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from mnistcli import train as trainer
 from mnistcli.checkpoint import load_checkpoint
 from mnistcli.errors import TrainingError
 from tests.conftest import SHARED_MNIST, make_settings
+from tests.helpers import run_cli, start_cli
 
 # A small real-MNIST run that takes a few seconds: 3 epochs of 1,500 images.
 SMALL = [
@@ -47,21 +46,9 @@ SMALL = [
 KILL_RUN = ["--limit", "3000", *SMALL[2:]]
 
 
-def mnistcli(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnistcli", *args],
-        cwd=cwd,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **kwargs,
-    )
-
-
 def run(*args: str, cwd: Path, timeout: float = 120, **kwargs) -> tuple[int, str, str]:
-    proc = mnistcli(*args, cwd=cwd, **kwargs)
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
+    proc = run_cli(*args, cwd=cwd, timeout=timeout, **kwargs)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def assert_one_line_error(code: int, err: str, expected_code: int, fragment: str) -> None:
@@ -98,7 +85,7 @@ def history(run_dir: Path) -> list[tuple]:
     ("sig", "code", "word"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")]
 )
 def test_signal_saves_a_resumable_checkpoint(workdir, sig, code, word):
-    proc = mnistcli("train", *SMALL, "--name", "sig", cwd=workdir)
+    proc = start_cli("train", *SMALL, "--name", "sig", cwd=workdir)
     for line in proc.stderr:  # plain mode: one line per epoch; signal during epoch 2
         if line.startswith("epoch  1"):
             break
@@ -124,7 +111,7 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_checkpoint(workdir, real
     for _ in range(3):
         resuming = (run_dir / "last.pt").exists()
         args = ["--resume", "runs/k"] if resuming else [*KILL_RUN, "--name", "k"]
-        proc = mnistcli("train", *args, cwd=workdir)
+        proc = start_cli("train", *args, cwd=workdir)
         proc.stderr.readline()  # the run's first line: data loaded, training starts now
         time.sleep(rng.uniform(0.1, 1.8))  # 9,000 images take 2 s or more: a kill lands in training
         if proc.poll() is None:
