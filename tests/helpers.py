@@ -49,43 +49,61 @@ def run_cli(
 
 
 class HalfWrite:
-    """Makes a file written by mnistcli.files.write_atomic (the first one after `skip` others)
-    fail half-way: half of its bytes reach the temporary file on disk, then the write raises
-    OSError(ENOSPC), as a disk that fills up during a save does.
+    """Makes write_atomic (mnistcli/files.py) fail half-way through writing a file: half of the
+    bytes reach the temporary file on disk, then the write raises OSError(ENOSPC), as a disk
+    that fills up during a save does.
 
-    `partial_sizes` records the bytes on disk when each error was raised, so a test can show
-    that the failure happened inside write_atomic, after the temporary file was written to.
-    Only mnistcli/files.py sees the change (its `os` is replaced, not the os module).
+    Only files named `target` count (any file when None); the first `skip` of them are written
+    normally. `partial` records (temporary file, bytes on disk) at each failure, so a test can
+    show that the failure came after the temporary file was written to. Only mnistcli/files.py
+    sees the change: its `os` and `tempfile` are replaced, not the modules themselves.
     """
 
-    def __init__(self, skip: int = 0) -> None:
+    def __init__(self, target: str | None = None, skip: int = 0) -> None:
+        self.target = target
         self.skip = skip
-        self.opened = 0
-        self.partial_sizes: list[int] = []
+        self.seen = 0
+        self.partial: list[tuple[Path, int]] = []
+        self._temp: Path | None = None
 
     def install(self, monkeypatch) -> HalfWrite:
+        import tempfile
         import types
 
         import mnistcli.files
 
-        patched = types.ModuleType("os")
-        patched.__dict__.update(os.__dict__)
-        patched.fdopen = self._fdopen
-        monkeypatch.setattr(mnistcli.files, "os", patched)
+        for name, module, replacement in (
+            ("os", os, {"fdopen": self._fdopen}),
+            ("tempfile", tempfile, {"mkstemp": self._mkstemp}),
+        ):
+            patched = types.ModuleType(name)
+            patched.__dict__.update(module.__dict__, **replacement)
+            monkeypatch.setattr(mnistcli.files, name, patched)
         return self
+
+    def _mkstemp(self, *args: Any, **kwargs: Any) -> tuple[int, str]:
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(*args, **kwargs)
+        self._temp = Path(tmp)
+        return fd, tmp
 
     def _fdopen(self, fd: int, *args: Any, **kwargs: Any):
         fh = os.fdopen(fd, *args, **kwargs)
-        self.opened += 1
-        return fh if self.opened <= self.skip else _FailingFile(fh, self)
+        temp = self._temp
+        if temp is None or (self.target and not temp.name.startswith(f".{self.target}.")):
+            return fh
+        self.seen += 1
+        return fh if self.seen <= self.skip else _FailingFile(fh, temp, self.partial)
 
 
 class _FailingFile:
     """A binary file whose write() writes half of its bytes, then fails with ENOSPC."""
 
-    def __init__(self, fh, owner: HalfWrite) -> None:
+    def __init__(self, fh, path: Path, partial: list[tuple[Path, int]]) -> None:
         self._fh = fh
-        self._owner = owner
+        self._path = path
+        self._partial = partial
 
     def __enter__(self) -> _FailingFile:
         return self
@@ -96,7 +114,7 @@ class _FailingFile:
     def write(self, data: bytes) -> int:
         self._fh.write(data[: len(data) // 2])
         self._fh.flush()
-        self._owner.partial_sizes.append(os.fstat(self._fh.fileno()).st_size)
+        self._partial.append((self._path, self._path.stat().st_size))
         raise OSError(errno.ENOSPC, "No space left on device")
 
     def __getattr__(self, name: str) -> Any:
