@@ -191,7 +191,8 @@ def test_a_cuda_device_this_machine_lacks_is_a_one_line_error(tmp_path):
 
 @pytest.mark.cuda
 def test_train_on_the_gpu_through_the_cli(monkeypatch, tmp_path, tiny_mnist):
-    """The real trainer on a real GPU: --device cuda trains, and the result says where."""
+    """The real trainer on a real GPU: --device cuda trains, and the result says where.
+    (The GPU half of the suite: run on a machine with CUDA, e.g. `pytest -m cuda`.)"""
     import torch
 
     import mnistcli.cli as cli
@@ -206,7 +207,8 @@ def test_train_on_the_gpu_through_the_cli(monkeypatch, tmp_path, tiny_mnist):
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["device"] == "cuda" and doc["epochs_run"] == 2 and 0.5 < doc["test_acc"] <= 1.0
+    assert doc["device"] == "cuda:0"  # --device cuda is the current device, named by its index
+    assert doc["epochs_run"] == 2 and 0.5 < doc["test_acc"] <= 1.0
 
 
 def write_config(tmp_path: Path, mirrors: list[str]) -> Path:
