@@ -1,20 +1,28 @@
-"""Checkpoints: atomic save, safe load (weights_only=True), validation, metadata, run lookup.
+"""Checkpoints: what one holds (one typed description), atomic save, safe load.
 
-A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
-`torch.load(weights_only=True)` and no allow-list: loading one can never run code from it.
+A checkpoint is stored as a plain dict of tensors, numbers, strings, lists and dicts, so it loads
+with `torch.load(weights_only=True)` and no allow-list: loading one can never run code from it.
+`Checkpoint.to_payload` writes that dict and `Checkpoint.from_payload` reads it; nothing else
+touches its keys. Layout (format_version 1): format, format_version, kind, model, epoch, step,
+history, best, wait, config, data, versions, created, finished, model_state; finished runs add
+stop_reason and test; last.pt adds optimizer_state, scheduler_state, rng (and partial mid-epoch).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
-import os
+import math
 import platform
 import re
+import typing
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistcli import __version__
+from mnistcli.config import HyperParams
 from mnistcli.errors import CheckpointError
 from mnistcli.files import write_atomic
 
@@ -23,10 +31,11 @@ if TYPE_CHECKING:
     from torch import nn
 
 FORMAT = "mnistcli-checkpoint"
-FORMAT_VERSION = 1
-LATEST = "latest"  # runs/latest -> the newest run folder
+FORMAT_VERSION = 1  # the layout above; a reader refuses a newer one
+EXPORT_SUFFIXES = (".safetensors", ".onnx")  # `mnistcli export` files load_model reads
 
-REQUIRED: dict[str, type | tuple[type, ...]] = {
+# Fields every checkpoint has, and their stored types (the rest have defaults).
+REQUIRED: dict[str, type] = {
     "format": str,
     "format_version": int,
     "kind": str,
@@ -36,6 +45,231 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "history": list,
     "config": dict,
 }
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One finished epoch, as the trainer measured it."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+    samples_per_s: float
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best validated epoch so far; epoch 0 until one has been validated."""
+
+    epoch: int = 0
+    val_acc: float = -1.0
+    val_loss: float = math.inf
+
+    @property
+    def validated(self) -> bool:
+        return self.epoch > 0
+
+    def reported(self) -> tuple[float | None, float | None]:
+        """(val_acc, val_loss) for a report: None, not -1 and Infinity, before any validation."""
+        return (self.val_acc, self.val_loss) if self.validated else (None, None)
+
+
+@dataclass(frozen=True)
+class EpochInProgress:
+    """Running totals of an epoch stopped part-way, so a resume continues them exactly."""
+
+    loss_sum: float = 0.0  # summed over the images seen
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class TestScore:
+    """The test set, evaluated once on the restored best model at the end of a run."""
+
+    loss: float
+    acc: float
+    n: int
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything a checkpoint says about its run, apart from the tensors."""
+
+    kind: str  # "best" or "last"
+    model: str  # a name in mnistcli.model.MODELS
+    epoch: int  # epochs completed (for best.pt: the epoch whose weights these are)
+    config: dict[str, Any]  # HyperParams.to_dict() of the run
+    step: int = 0  # batches done in the epoch after `epoch` (a run stopped mid-epoch)
+    history: tuple[EpochStats, ...] | None = ()  # None: stored in a form this version cannot read
+    epochs_run: int = 0  # entries in the stored history
+    best: Best = field(default_factory=Best)
+    epochs_without_gain: int = 0
+    data: dict[str, str] = field(default_factory=dict)  # MNIST file -> checksum
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str | None = None  # ISO time
+    finished: bool = False
+    stop_reason: str | None = None  # finished runs: "completed" or "early_stop"
+    test: TestScore | None = None  # finished runs
+    in_progress: EpochInProgress | None = None  # last.pt of a run stopped mid-epoch
+
+    @property
+    def hyper(self) -> HyperParams:
+        return HyperParams.from_dict(self.config)
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What only last.pt holds: the optimizer, the schedule and the random generators."""
+
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    rng: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint: its description, the model's weights and (last.pt) the state to resume."""
+
+    meta: CheckpointMeta
+    model_state: dict[str, torch.Tensor]
+    resume: ResumeState | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        """The dict that is saved (format_version 1)."""
+        m = self.meta
+        body: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": m.kind,
+            "model": m.model,
+            "epoch": m.epoch,
+            "step": m.step,
+            "history": [dataclasses.asdict(h) for h in m.history or ()],
+            "best": dataclasses.asdict(m.best),
+            "wait": m.epochs_without_gain,
+            "config": dict(m.config),
+            "data": dict(m.data),
+            "versions": dict(m.versions),
+            "created": m.created,
+            "finished": m.finished,
+            "model_state": self.model_state,
+        }
+        if self.resume is not None:
+            body["optimizer_state"] = self.resume.optimizer
+            body["scheduler_state"] = self.resume.scheduler
+            body["rng"] = self.resume.rng
+        if m.in_progress is not None:
+            body["partial"] = dataclasses.asdict(m.in_progress)
+        if m.finished:
+            body["stop_reason"] = m.stop_reason
+            body["test"] = dataclasses.asdict(m.test) if m.test else None
+        return body
+
+    @classmethod
+    def from_payload(cls, raw: dict[str, Any], path: Path) -> Checkpoint:
+        """Check a loaded dict's fields and types; any damage is a one-line CheckpointError."""
+        if raw.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{path} is not an mnistcli checkpoint (no '{FORMAT}' marker); "
+                f"pass a best.pt or last.pt written by 'mnistcli train'"
+            )
+        for key, kind in REQUIRED.items():
+            if not _is(raw.get(key), kind):
+                raise _damaged(path, key)
+        if raw["format_version"] > FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {path} was written by a newer mnistcli (format "
+                f"{raw['format_version']}); upgrade mnistcli to read it"
+            )
+        check_config(raw["config"], path)
+        meta = CheckpointMeta(
+            kind=raw["kind"],
+            model=raw["model"],
+            epoch=raw["epoch"],
+            config=dict(raw["config"]),
+            step=_field(raw, "step", int, 0, path),
+            history=_history(raw["history"]),
+            epochs_run=len(raw["history"]),
+            best=_record(raw, "best", Best, path) or Best(),
+            epochs_without_gain=_field(raw, "wait", int, 0, path),
+            data={str(k): str(v) for k, v in _field(raw, "data", dict, {}, path).items()},
+            versions={str(k): str(v) for k, v in _field(raw, "versions", dict, {}, path).items()},
+            created=_field(raw, "created", str, None, path),
+            finished=_field(raw, "finished", bool, False, path),
+            stop_reason=_field(raw, "stop_reason", str, None, path),
+            test=_record(raw, "test", TestScore, path),
+            in_progress=_record(raw, "partial", EpochInProgress, path),
+        )
+        resume = None
+        if isinstance(raw.get("optimizer_state"), dict) and isinstance(raw.get("rng"), dict):
+            resume = ResumeState(
+                optimizer=raw["optimizer_state"],
+                scheduler=_field(raw, "scheduler_state", dict, None, path),
+                rng=raw["rng"],
+            )
+        return cls(meta=meta, model_state=raw["model_state"], resume=resume)
+
+
+def _is(value: Any, kind: Any) -> bool:
+    """isinstance for a stored value, where a bool is not a number (and an int is a float)."""
+    if kind is float:
+        kind = (int, float)
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, kind)
+
+
+def _damaged(path: Path, key: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} is damaged: field '{key}' is missing or of the wrong type"
+    )
+
+
+def _field(raw: dict[str, Any], key: str, kind: type, default: Any, path: Path) -> Any:
+    """An optional field: its default when absent (or None), an error when of the wrong type."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    if not _is(value, kind):
+        raise _damaged(path, key)
+    return value
+
+
+def _record(raw: dict[str, Any], key: str, cls: type, path: Path) -> Any:
+    """An optional dict field read into the dataclass `cls`, checking each field's type."""
+    value = _field(raw, key, dict, None, path)
+    if value is None:
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    if not all(_is(value.get(name), hints[name]) for name in fields):
+        raise _damaged(path, key)
+    return cls(**{name: value[name] for name in fields})
+
+
+def _history(raw: list[Any]) -> tuple[EpochStats, ...] | None:
+    """The stored epochs, or None when they are not in the form EpochStats describes."""
+    try:
+        return tuple(EpochStats(**{k: h[k] for k in EpochStats.__dataclass_fields__}) for h in raw)
+    except (KeyError, TypeError):
+        return None
+
+
+def check_config(config: dict[str, Any], path: Path) -> None:
+    """The hyper-parameters a checkpoint stores must have the types HyperParams declares."""
+    hints = typing.get_type_hints(HyperParams)
+    for f in dataclasses.fields(HyperParams):
+        if f.name in config and not _is(config[f.name], hints[f.name]):
+            raise CheckpointError(
+                f"checkpoint {path} is damaged: its setting '{f.name}' is "
+                f"{config[f.name]!r}, not a {hints[f.name].__name__}"
+            )
 
 
 def versions() -> dict[str, str]:
@@ -52,7 +286,7 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
     """Serialise in memory, then write atomically: never a partial file, even on a full disk.
 
     (torch.save straight into a file opens it before pickling and reports a failed write as
@@ -63,12 +297,12 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     import torch
 
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
+    torch.save(checkpoint.to_payload(), buffer)
     write_atomic(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load and validate a checkpoint's structure; every failure is a one-line CheckpointError."""
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load and validate a checkpoint; every failure is a one-line CheckpointError."""
     import torch
 
     if not path.exists():
@@ -93,40 +327,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             if not detail.strip().isdigit():  # torch sometimes reports only a number
                 why += f" ({detail[:120]})"
         raise CheckpointError(f"cannot load checkpoint {path}: {why}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not an mnistcli checkpoint (no '{FORMAT}' marker); "
-            f"pass a best.pt or last.pt written by 'mnistcli train'"
-        )
-    for key, kind in REQUIRED.items():
-        value = payload.get(key)
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind,)):
-            raise CheckpointError(
-                f"checkpoint {path} is damaged: field '{key}' is missing or of the wrong type"
-            )
-    if payload["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} was written by a newer mnistcli (format "
-            f"{payload['format_version']}); upgrade mnistcli to read it"
-        )
-    check_config(payload["config"], path)
-    return payload
+    if not isinstance(payload, dict):
+        payload = {}  # not a dict: reported as "not an mnistcli checkpoint"
+    return Checkpoint.from_payload(payload, path)
 
 
-def check_config(config: dict[str, Any], path: Path) -> None:
-    """The hyper-parameters a checkpoint stores must have the types HyperParams declares."""
-    import dataclasses
+def load_checkpoint_or_export(path: Path) -> Checkpoint:
+    """load_checkpoint, or an export that holds weights (.safetensors with its sidecar, .onnx's
+    initializers) read as a checkpoint."""
+    if path.suffix in EXPORT_SUFFIXES:
+        from mnistcli.export import load_export
 
-    from mnistcli.config import HyperParams
-
-    for f in dataclasses.fields(HyperParams):
-        if f.name not in config:
-            continue
-        value, kind = config[f.name], {"int": int, "float": (int, float), "str": str}[f.type]
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise CheckpointError(
-                f"checkpoint {path} is damaged: its setting '{f.name}' is {value!r}, not a {f.type}"
-            )
+        return load_export(path)
+    return load_checkpoint(path)
 
 
 def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
@@ -161,72 +374,31 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
     model.load_state_dict(state)
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A checkpoint's model, in eval mode on `device`, and its payload (metadata)."""
+def state_dict_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights, detached and copied to the CPU (what a checkpoint stores)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+    """A checkpoint's model, in eval mode on `device`, and its description; also reads the
+    exports that hold weights (.safetensors with its sidecar, .onnx's initializers)."""
     import torch
 
     from mnistcli.errors import ConfigError
     from mnistcli.model import build_model
 
-    payload = load_checkpoint(path)
+    checkpoint = load_checkpoint_or_export(path)
     try:
-        model = build_model(payload["model"])
+        model = build_model(checkpoint.meta.model)
     except ConfigError:
         raise CheckpointError(
-            f"checkpoint {path} is for model '{payload['model']}', which this "
+            f"checkpoint {path} is for model '{checkpoint.meta.model}', which this "
             f"mnistcli does not know"
         ) from None
-    load_weights(model, payload["model_state"], path)
+    load_weights(model, checkpoint.model_state, path)
     model.to(device).eval()
     if torch.device(device).type == "cpu":
         # NHWC convolutions run about twice as fast on the CPU (10k test images, 2 cores:
         # 0.47 s instead of 0.99 s); the weights are only laid out differently.
         model.to(memory_format=torch.channels_last)
-    return model, payload
-
-
-def resolve_checkpoint(arg: str | Path | None, runs_dir: Path, *, kind: str = "best") -> Path:
-    """`--checkpoint` as given: a file, a run folder (its best.pt), or none (the latest run)."""
-    if arg is None or str(arg) == LATEST:
-        latest = latest_run(runs_dir)
-        if latest is None:
-            raise CheckpointError(
-                f"no trained model found in {runs_dir}; train one first with "
-                f"'mnistcli train' or pass --checkpoint PATH"
-            )
-        return latest / f"{kind}.pt"
-    path = Path(arg)
-    return path / f"{kind}.pt" if path.is_dir() else path
-
-
-def latest_run(runs_dir: Path) -> Path | None:
-    """The run that runs/latest points to, else the newest run folder holding a checkpoint."""
-    link = runs_dir / LATEST
-    if link.is_symlink() or link.is_dir():
-        target = link.resolve()
-        if target.is_dir():
-            return target
-    if not runs_dir.is_dir():
-        return None
-    runs = [
-        p
-        for p in runs_dir.iterdir()
-        if p.is_dir() and not p.is_symlink() and (p / "last.pt").is_file()
-    ]
-    return max(runs, key=lambda p: (p / "last.pt").stat().st_mtime) if runs else None
-
-
-def point_latest(runs_dir: Path, run_dir: Path) -> None:
-    """Make runs/latest a relative symlink to `run_dir`, replacing the old one atomically."""
-    link = runs_dir / LATEST
-    if link.exists() and not link.is_symlink():
-        return  # someone's real folder called 'latest': leave it alone
-    if run_dir.resolve().parent != runs_dir.resolve():
-        return  # a run resumed from elsewhere: runs/latest keeps pointing into runs/
-    tmp = runs_dir / f".{LATEST}.{os.getpid()}.tmp"
-    try:
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(run_dir.name, target_is_directory=True)
-        os.replace(tmp, link)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # no symlinks here (some Windows set-ups): latest_run() scans
+    return model, checkpoint.meta

@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 
 from mnistcli import __version__
-from mnistcli.config import PRECISIONS, RECIPES, Value, resolve
+from mnistcli.config import EXPORT_FORMATS, PRECISIONS, RECIPES, Setting, default_text, resolve
 from mnistcli.errors import ConfigError, DataError, MnistcliError
 
 app = typer.Typer(
@@ -34,12 +34,13 @@ app = typer.Typer(
 
 Recipe = enum.Enum("Recipe", {name: name for name in RECIPES}, type=str)  # type: ignore[misc]
 Precision = enum.Enum("Precision", {p: p for p in PRECISIONS}, type=str)  # type: ignore[misc]
+ExportFormat = enum.Enum("ExportFormat", {f: f for f in EXPORT_FORMATS}, type=str)  # type: ignore[misc]
 
-F = TypeVar("F", bound=Callable[..., Any])
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
-class State:
-    """Global options, set by the app callback before any command runs."""
+class GlobalOptions:
+    """Options given before the command, set by the app callback before any command runs."""
 
     no_color = False
 
@@ -47,7 +48,19 @@ class State:
 def _err_console():
     from mnistcli.render.console import make_consoles
 
-    return make_consoles(no_color=State.no_color).err
+    return make_consoles(no_color=GlobalOptions.no_color).err
+
+
+def consoles(*, plain: bool = False):
+    """The stdout and stderr consoles, honouring --no-color (and --plain for train)."""
+    from mnistcli.render.console import make_consoles
+
+    return make_consoles(no_color=GlobalOptions.no_color, plain=plain)
+
+
+def default(key: str) -> str:
+    """' \\[default: N]' for a help text, from config.SCHEMA (escaped for rich markup)."""
+    return f" \\[default: {default_text(key)}]"
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -56,7 +69,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def handles_errors(func: F) -> F:
+def handles_errors(func: Command) -> Command:
     """Turn the project's errors into one line on stderr and an exit code, never a traceback."""
 
     @functools.wraps(func)
@@ -93,10 +106,11 @@ def main_options(
     ] = False,
 ) -> None:
     """mnistcli: train, eval, predict and inspect, sharing one model and one trainer."""
-    State.no_color = no_color
+    GlobalOptions.no_color = no_color
 
 
 # Options shared by several commands ---------------------------------------------------------
+# Help texts take their defaults from config.SCHEMA through default(); never type one here.
 
 ConfigOpt = Annotated[
     Path | None,
@@ -110,7 +124,7 @@ DeviceOpt = Annotated[
         "--device",
         "-d",
         metavar="auto|cpu|cuda|cuda:N|mps",
-        help="Where to run. \\[default: auto]",
+        help="Where to run." + default("device"),
         show_default=False,
     ),
 ]
@@ -119,7 +133,7 @@ RunsOpt = Annotated[
     typer.Option(
         "--out",
         "-o",
-        help="Folder that holds the run folders. \\[default: runs]",
+        help="Folder that holds the run folders." + default("runs_dir"),
         show_default=False,
     ),
 ]
@@ -136,7 +150,7 @@ DataRootOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-root",
-        help="Cache folder for the verified MNIST files. \\[default: the user cache]",
+        help="Cache folder for the verified MNIST files." + default("data.root"),
         show_default=False,
     ),
 ]
@@ -157,7 +171,7 @@ JsonOpt = Annotated[
 
 def settings_values(
     flags: dict[str, Any], config: Path | None, data: Path | None = None
-) -> dict[str, Value]:
+) -> dict[str, Setting]:
     """Resolve every layer; `--data DIR` is put in front of the configured mirrors."""
     values = resolve(flags, config=config)
     if data is not None and not data.is_dir():
@@ -166,14 +180,19 @@ def settings_values(
         )
     if data is not None:
         mirrors = [str(data.resolve()), *list(values["data.mirrors"].value)]
-        values["data.mirrors"] = Value(mirrors, "--data")
+        values["data.mirrors"] = Setting(mirrors, "--data")
     return values
 
 
-def load_data(values: dict[str, Value], log: Callable[[str], None]):
+def load_data(values: dict[str, Setting], log: Callable[[str], None]):
     from mnistcli.data import load_mnist
 
     return load_mnist(values["data.root"].value, values["data.mirrors"].value, on_message=log)
+
+
+def stderr_log(quiet: bool, err) -> Callable[[str], None]:
+    """Messages (downloads, notes) on stderr, or nowhere with --quiet/--json."""
+    return (lambda _m: None) if quiet else (lambda m: err.print(escape(m)))
 
 
 class StopFlag:
@@ -198,111 +217,132 @@ class StopFlag:
 # mnistcli train ------------------------------------------------------------------------------
 
 
+TrainEpochsOpt = Annotated[
+    int | None,
+    typer.Option(help="Most epochs to run." + default("train.epochs"), show_default=False),
+]
+TrainPatienceOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Stop after this many epochs without a better validation accuracy; 0 never "
+        "stops early." + default("train.patience"),
+        show_default=False,
+    ),
+]
+TrainBatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        "-b",
+        help="Images per step." + default("train.batch_size"),
+        show_default=False,
+    ),
+]
+TrainLrOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Adam learning rate (peak rate with the one-cycle schedule)." + default("train.lr"),
+        show_default=False,
+    ),
+]
+TrainSeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Seed for weights, split, shuffling and dropout." + default("train.seed"),
+        show_default=False,
+    ),
+]
+TrainValSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--val-size",
+        help="Training images held out for validation (early stopping and "
+        "model selection)." + default("data.val_size"),
+        show_default=False,
+    ),
+]
+TrainLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Train on only this many images (quick runs); 0 for all." + default("train.limit"),
+        show_default=False,
+    ),
+]
+TrainRecipeOpt = Annotated[
+    Recipe | None,
+    typer.Option(
+        help="Named hyper-parameter set: 'reference' (Adam 1e-3, batch 64) or 'fast' "
+        "(one-cycle, larger batches, small shifts)." + default("train.recipe"),
+        show_default=False,
+    ),
+]
+TrainPrecisionOpt = Annotated[
+    Precision | None,
+    typer.Option(
+        help="fp32, or bf16 autocast (mixed precision), or auto: bf16 where the hardware "
+        "runs it natively (AVX512-BF16/AMX CPUs, recent GPUs). \\[default: "
+        f"{default_text('train.precision')}; {RECIPES['fast']['precision']} with "
+        "the fast recipe]",
+        show_default=False,
+    ),
+]
+TrainThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="CPU threads for torch; 0 lets torch choose." + default("train.threads"),
+        show_default=False,
+    ),
+]
+TrainCompileModelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the training step (worth it on a GPU; compiling takes a while).",
+    ),
+]
+TrainNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Run folder name under --out. \\[default: the date and time]", show_default=False
+    ),
+]
+TrainResumeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Continue a run: its folder, its last.pt, or 'latest'.",
+        show_default=False,
+        metavar="RUN",
+    ),
+]
+TrainQuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")]
+TrainPlainOpt = Annotated[
+    bool, typer.Option(help="Plain lines, one per epoch, even on a terminal.")
+]
+
+
 @app.command()
 @handles_errors
 def train(
     device: DeviceOpt = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Most epochs to run. \\[default: 20]", show_default=False)
-    ] = None,
-    patience: Annotated[
-        int | None,
-        typer.Option(
-            help="Stop after this many epochs without a better validation accuracy; 0 never "
-            "stops early. \\[default: 3]",
-            show_default=False,
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size", "-b", help="Images per step. \\[default: 64]", show_default=False
-        ),
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            help="Adam learning rate (peak rate with the one-cycle schedule). \\[default: 0.001]",
-            show_default=False,
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option(
-            help="Seed for weights, split, shuffling and dropout. \\[default: 0]",
-            show_default=False,
-        ),
-    ] = None,
-    val_size: Annotated[
-        int | None,
-        typer.Option(
-            "--val-size",
-            help="Training images held out for validation (early stopping and "
-            "model selection). \\[default: 5000]",
-            show_default=False,
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            help="Train on only this many images (quick runs); 0 for all. \\[default: 0]",
-            show_default=False,
-        ),
-    ] = None,
-    recipe: Annotated[
-        Recipe | None,
-        typer.Option(
-            help="Named hyper-parameter set: 'reference' (Adam 1e-3, batch 64) or 'fast' "
-            "(one-cycle, larger batches, small shifts). \\[default: reference]",
-            show_default=False,
-        ),
-    ] = None,
-    precision: Annotated[
-        Precision | None,
-        typer.Option(
-            help="fp32, or bf16 autocast (mixed precision), or auto: bf16 where the hardware "
-            "runs it natively (AVX512-BF16/AMX CPUs, recent GPUs). \\[default: fp32; auto with "
-            "the fast recipe]",
-            show_default=False,
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            help="CPU threads for torch; 0 lets torch choose. \\[default: 0]", show_default=False
-        ),
-    ] = None,
-    compile_model: Annotated[
-        bool,
-        typer.Option(
-            "--compile",
-            help="torch.compile the training step (worth it on a GPU; compiling takes a while).",
-        ),
-    ] = False,
+    epochs: TrainEpochsOpt = None,
+    patience: TrainPatienceOpt = None,
+    batch_size: TrainBatchSizeOpt = None,
+    lr: TrainLrOpt = None,
+    seed: TrainSeedOpt = None,
+    val_size: TrainValSizeOpt = None,
+    limit: TrainLimitOpt = None,
+    recipe: TrainRecipeOpt = None,
+    precision: TrainPrecisionOpt = None,
+    threads: TrainThreadsOpt = None,
+    compile_model: TrainCompileModelOpt = False,
     out: RunsOpt = None,
-    name: Annotated[
-        str | None,
-        typer.Option(
-            help="Run folder name under --out. \\[default: the date and time]", show_default=False
-        ),
-    ] = None,
-    resume: Annotated[
-        str | None,
-        typer.Option(
-            help="Continue a run: its folder, its last.pt, or 'latest'.",
-            show_default=False,
-            metavar="RUN",
-        ),
-    ] = None,
+    name: TrainNameOpt = None,
+    resume: TrainResumeOpt = None,
     data: DataOpt = None,
     data_root: DataRootOpt = None,
     config: ConfigOpt = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only the final summary.")
-    ] = False,
-    plain: Annotated[
-        bool, typer.Option(help="Plain lines, one per epoch, even on a terminal.")
-    ] = False,
+    quiet: TrainQuietOpt = False,
+    plain: TrainPlainOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train SimpleCNN on MNIST with early stopping on a validation split.
@@ -336,25 +376,17 @@ def train(
 
 
 def run_training(
-    settings, values: dict[str, Value], *, quiet: bool, plain: bool, as_json: bool
+    settings, values: dict[str, Setting], *, quiet: bool, plain: bool, as_json: bool
 ) -> None:
     """Load the data, pick a view, run the trainer, print the summary."""
     from mnistcli.device import resolve_device
-    from mnistcli.render.console import make_consoles
     from mnistcli.render.train_view import LiveView, PlainView, QuietView, summary_table
     from mnistcli.train import train as run
 
     resolve_device(settings.device)  # a missing GPU is said before MNIST is loaded
-    consoles = make_consoles(no_color=State.no_color, plain=plain)
-    log = (lambda _m: None) if quiet else (lambda m: consoles.err.print(escape(m)))
-    mnist = load_data(values, log)
-    view = (
-        QuietView()
-        if quiet
-        else LiveView(consoles.err)
-        if consoles.live
-        else PlainView(consoles.err)
-    )
+    cons = consoles(plain=plain)
+    mnist = load_data(values, stderr_log(quiet, cons.err))
+    view = QuietView() if quiet else LiveView(cons.err) if cons.live else PlainView(cons.err)
     stop = StopFlag()
     stop.install()
     with view:
@@ -362,11 +394,11 @@ def run_training(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        consoles.out.print(summary_table(result))
+        cons.out.print(summary_table(result))
     if result.stop_reason == "interrupted":
         epoch, batch = result.interrupted_at or (0, 0)
         what = "SIGTERM" if stop.signum == signal.SIGTERM else "Ctrl-C"
-        consoles.err.print(
+        cons.err.print(
             f"{what}: stopped in epoch {epoch} after batch {batch}; saved "
             f"{escape(str(result.run_dir / 'last.pt'))}. Continue with: "
             f"mnistcli train --resume {escape(str(result.run_dir))}",
@@ -378,38 +410,69 @@ def run_training(
 # mnistcli inspect ----------------------------------------------------------------------------
 
 
+InspectModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="NAME",
+        help=f"Model to describe, by name. \\[default: train.model, {default_text('train.model')}]",
+        show_default=False,
+    ),
+]
+InspectCheckpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        metavar="PATH",
+        help="A checkpoint file, a run folder (its best.pt) or 'latest'. "
+        "\\[default: the latest run's best.pt when there is one]",
+        show_default=False,
+    ),
+]
+InspectBatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        "-b",
+        help="Batch for the activation memory figure. \\[default: train.batch_size, "
+        f"{default_text('train.batch_size')}]",
+        show_default=False,
+    ),
+]
+InspectImageOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--image",
+        metavar="IMG",
+        help="Also show what every layer outputs for this image (feature maps, the first "
+        "convolution's filters, hidden units, logits); needs a trained checkpoint.",
+        show_default=False,
+    ),
+]
+InspectRawOpt = Annotated[
+    bool, typer.Option("--raw", help="Take --image as is: a 28x28 MNIST-style digit.")
+]
+InspectSaveOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--save",
+        metavar="DIR",
+        help="With --image: write feature_maps.png and filters.png into DIR.",
+        show_default=False,
+    ),
+]
+
+
 @app.command("inspect")
 @handles_errors
 def inspect_model(
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            metavar="NAME",
-            help="Model to describe, by name. \\[default: train.model, simplecnn]",
-            show_default=False,
-        ),
-    ] = None,
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(
-            "--checkpoint",
-            metavar="PATH",
-            help="A checkpoint file, a run folder (its best.pt) or 'latest'. "
-            "\\[default: the latest run's best.pt when there is one]",
-            show_default=False,
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            "-b",
-            help="Batch for the activation memory figure. \\[default: train.batch_size, 64]",
-            show_default=False,
-        ),
-    ] = None,
+    model: InspectModelOpt = None,
+    checkpoint: InspectCheckpointOpt = None,
+    batch_size: InspectBatchSizeOpt = None,
+    image: InspectImageOpt = None,
+    raw: InspectRawOpt = False,
+    save: InspectSaveOpt = None,
     out: RunsOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -419,59 +482,52 @@ def inspect_model(
     Then the totals (parameters, MACs per image, parameter and activation memory), the output
     size formula worked for each conv and pool layer, and what the checkpoint holds: when and
     how it was trained, its accuracy and data checksums, and whether its weights load.
+    With --image, also what every layer outputs for that image: feature maps, the first
+    convolution's filters, the hidden units and the logits (--save DIR: the same as PNGs).
     """
-    from mnistcli.checkpoint import latest_run, load_model, resolve_checkpoint
-    from mnistcli.errors import CheckpointError
-    from mnistcli.model import MODELS, build_model
-    from mnistcli.render.console import make_consoles
-    from mnistcli.render.inspect_view import inspect_view
-    from mnistcli.summary import checkpoint_info, summarize
+    from mnistcli.config import inspect_settings
+    from mnistcli.summary import inspect_model as describe_model
 
     flags = {"train.model": model, "train.batch_size": batch_size, "runs_dir": out}
     values = settings_values(flags, config)
-    if values["train.model"].value not in MODELS:
-        build_model(values["train.model"].value)  # raises: unknown model, did you mean ...
-    consoles = make_consoles(no_color=State.no_color)
-    runs_dir = values["runs_dir"].value
-    path = None
-    if checkpoint is not None:
-        path = resolve_checkpoint(checkpoint, runs_dir)
-    elif (run := latest_run(runs_dir)) is not None:
-        path = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
-    net, info = None, None
-    if path is not None:
-        try:
-            net, payload = load_model(path, "cpu")
-        except CheckpointError as exc:
-            if checkpoint is not None:
-                raise
-            consoles.err.print(
-                f"[yellow]warning:[/] {escape(str(exc))}; describing the model alone",
-                soft_wrap=True,
-            )
-        else:
-            if model is not None and payload["model"] != model:
-                if checkpoint is not None:
-                    raise ConfigError(
-                        f"--model {model} does not match {path}, a '{payload['model']}' "
-                        f"checkpoint; leave out --model or pick another checkpoint"
-                    )
-                net = None  # the latest run is of another model: describe the one asked for
-            else:
-                info = checkpoint_info(payload, path, weights_loaded=True)
-    if net is None:
-        net = build_model(values["train.model"].value)
-    import torch
+    settings = inspect_settings(values, checkpoint=checkpoint, image=image, raw=raw, save=save)
+    print_inspection(describe_model(settings), settings.save, as_json=as_json)
 
-    # describe the model in its standard layout: a checkpoint loads channels-last (for speed),
-    # which would make Flatten copy and change the activation figures
-    net = net.to(memory_format=torch.contiguous_format)
-    result = summarize(net, batch_size=values["train.batch_size"].value)
+
+def print_inspection(found, save: Path | None, *, as_json: bool) -> None:
+    """Warnings on stderr; the layer table (and with --image, every layer's output) or the
+    JSON document on stdout; with --save, the figures written and named on stderr."""
+    from mnistcli.render.console import is_color
+    from mnistcli.render.inspect_view import inspect_view
+
+    cons = consoles()
+    if found.warning:
+        cons.err.print(
+            f"[yellow]warning:[/] {escape(found.warning)}; describing the model alone",
+            soft_wrap=True,
+        )
+    if found.blank:
+        cons.err.print(
+            f"[yellow]warning:[/] no digit found in {escape(str(found.image))}; showing what "
+            f"the layers make of a blank input",
+            soft_wrap=True,
+        )
+    saved: list[Path] = []
+    if found.activations is not None and save is not None:
+        from mnistcli.render.feature_figures import save_feature_figures
+
+        saved = save_feature_figures(found.activations, save)
     if as_json:
-        doc = {**result.to_dict(), "checkpoint": info.to_dict() if info else None}
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps(found.to_dict(saved), indent=2))
     else:
-        consoles.out.print(inspect_view(result, info))
+        cons.out.print(inspect_view(found.summary, found.checkpoint))
+    if found.activations is not None and not as_json:
+        from mnistcli.render.feature_view import activations_view
+
+        view = activations_view(found.activations, color=is_color(cons.out), width=cons.out.width)
+        cons.out.print(view)
+    for path in saved:
+        cons.err.print(f"wrote {escape(str(path))}", soft_wrap=True)
 
 
 # mnistcli eval -------------------------------------------------------------------------------
@@ -482,50 +538,59 @@ class EvalSplit(enum.StrEnum):
     val = "val"
 
 
+EvalSplitOpt = Annotated[
+    EvalSplit,
+    typer.Option(
+        help="The 10,000 test images, or the validation images held out from training "
+        "(the same seed and size as the checkpoint's run)."
+    ),
+]
+EvalBatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        "-b",
+        help="Images per forward pass." + default("eval.batch_size"),
+        show_default=False,
+    ),
+]
+EvalTopOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Most confused pairs to list; 0 for none." + default("eval.top"),
+        show_default=False,
+    ),
+]
+EvalGalleryOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Misclassified digits to draw (the most confident first); 0 for none."
+        + default("eval.gallery"),
+        show_default=False,
+    ),
+]
+EvalSaveOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder for confusion_matrix.png, misclassified.png and eval.json. "
+        "\\[default: the checkpoint's run folder]",
+        show_default=False,
+    ),
+]
+EvalNoSaveOpt = Annotated[bool, typer.Option("--no-save", help="Write no files.")]
+
+
 @app.command("eval")
 @handles_errors
 def eval_model(
     checkpoint: CheckpointOpt = None,
-    split: Annotated[
-        EvalSplit,
-        typer.Option(
-            help="The 10,000 test images, or the validation images held out from training "
-            "(the same seed and size as the checkpoint's run)."
-        ),
-    ] = EvalSplit.test,
+    split: EvalSplitOpt = EvalSplit.test,
     device: DeviceOpt = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            "-b",
-            help="Images per forward pass. \\[default: 256]",
-            show_default=False,
-        ),
-    ] = None,
-    top: Annotated[
-        int | None,
-        typer.Option(
-            help="Most confused pairs to list; 0 for none. \\[default: 10]", show_default=False
-        ),
-    ] = None,
-    gallery: Annotated[
-        int | None,
-        typer.Option(
-            help="Misclassified digits to draw (the most confident first); 0 for none. "
-            "\\[default: 16]",
-            show_default=False,
-        ),
-    ] = None,
-    save: Annotated[
-        Path | None,
-        typer.Option(
-            help="Folder for confusion_matrix.png, misclassified.png and eval.json. "
-            "\\[default: the checkpoint's run folder]",
-            show_default=False,
-        ),
-    ] = None,
-    no_save: Annotated[bool, typer.Option("--no-save", help="Write no files.")] = False,
+    batch_size: EvalBatchSizeOpt = None,
+    top: EvalTopOpt = None,
+    gallery: EvalGalleryOpt = None,
+    save: EvalSaveOpt = None,
+    no_save: EvalNoSaveOpt = False,
     out: RunsOpt = None,
     data: DataOpt = None,
     data_root: DataRootOpt = None,
@@ -538,15 +603,10 @@ def eval_model(
     Also writes confusion_matrix.png, misclassified.png and eval.json (with --split val:
     *_val.png and eval_val.json) into the run folder, or --save DIR.
     """
-    from mnistcli.checkpoint import load_model, resolve_checkpoint
-    from mnistcli.config import HyperParams
-    from mnistcli.data import split_indices
-    from mnistcli.device import resolve_device
-    from mnistcli.metrics import evaluate_model
-    from mnistcli.render.console import make_consoles
+    from mnistcli.config import eval_settings
+    from mnistcli.metrics import evaluate_checkpoint
     from mnistcli.render.eval_figures import save_eval_files
-    from mnistcli.render.eval_view import print_report
-    from mnistcli.train import stats_from_dict
+    from mnistcli.render.eval_view import print_eval
 
     flags = {
         "device": device,
@@ -557,125 +617,83 @@ def eval_model(
         "data.root": data_root,
     }
     values = settings_values(flags, config, data)
-    consoles = make_consoles(no_color=State.no_color)
-    log = (lambda _m: None) if as_json else (lambda m: consoles.err.print(escape(m)))
-    path = resolve_checkpoint(checkpoint, values["runs_dir"].value)
-    dev = resolve_device(values["device"].value)
-    model, payload = load_model(path, dev)
-    hyper = HyperParams.from_dict(payload["config"])
-    mnist = load_data(values, log)
-    if split is EvalSplit.val:
-        held_out = split_indices(len(mnist.train_labels), hyper.val_size, hyper.seed).val
-        images, labels = mnist.train_images[held_out], mnist.train_labels[held_out]
-        log(
-            f"note: the validation split ({hyper.val_size:,} images, seed {hyper.seed}) chose "
-            f"this checkpoint, so its figures are optimistic; the test split is not"
-        )
-    else:
-        images, labels = mnist.test_images, mnist.test_labels
-    result = evaluate_model(
-        model,
-        images,
-        labels,
-        device=dev,
-        batch_size=values["eval.batch_size"].value,
-        top=values["eval.top"].value,
-        gallery=values["eval.gallery"].value,
+    settings = eval_settings(
+        values, checkpoint=checkpoint, split=split.value, save=save, write_files=not no_save
     )
-    doc = {
-        "checkpoint": str(path),
-        "model": payload["model"],
-        "epoch": payload["epoch"],
-        "split": split.value,
-        "device": str(dev),
-        **result.to_dict(),
-        "saved": [],
-    }
+    cons = consoles()
+    report = evaluate_checkpoint(settings, log=stderr_log(as_json, cons.err))
     saved: list[Path] = []
-    if not no_save:
-        folder = save if save is not None else path.parent
-        saved = save_eval_files(result, doc, folder, split=split.value, checkpoint=path)
-        doc["saved"] = [str(p) for p in saved]
+    if settings.write_files:
+        saved = save_eval_files(report, settings.save or report.checkpoint.parent)
     if as_json:
-        typer.echo(json.dumps(doc, indent=2))
-        return
-    n_train = len(mnist.train_labels) - hyper.val_size
-    n_train = min(hyper.limit, n_train) if hyper.limit else n_train
-    trained = (
-        f"{hyper.model}, epoch {payload['epoch']} (of {len(payload['history'])} in this "
-        f"checkpoint), recipe {hyper.recipe}, seed {hyper.seed}, {n_train:,} training images"
-    )
-    print_report(
-        consoles.out,
-        result,
-        checkpoint=str(path),
-        split=split.value,
-        device=str(dev),
-        trained=trained,
-        saved=[str(p) for p in saved],
-        top=values["eval.top"].value,
-        gallery_size=values["eval.gallery"].value,
-    )
-    try:
-        history = [stats_from_dict(h) for h in payload["history"]]
-    except (KeyError, TypeError):  # not in the usual form: no curves, but the report stands
-        history = []
-    if len(history) >= 2:  # the training curves, as `mnistcli train` drew them (stderr)
-        from rich.text import Text
-
-        from mnistcli.render.charts import curves
-
-        chart = curves(history, min(consoles.err.width, 120), 14, color=consoles.color)
-        consoles.err.print(Text.from_ansi(chart))
+        typer.echo(json.dumps(report.to_dict(saved), indent=2))
+    else:
+        print_eval(cons.out, cons.err, report, saved, top=settings.top, gallery=settings.gallery)
 
 
 # mnistcli predict ----------------------------------------------------------------------------
 
 
+PredictPathsOpt = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="PATH",
+        help="Image files (PNG, JPEG, BMP, GIF, TIFF, WebP), folders (their images) or "
+        "globs such as 'scans/*.png'.",
+        show_default=False,
+    ),
+]
+PredictTopKOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--top-k",
+        "-k",
+        help="Most likely digits to list (1-10)." + default("predict.top_k"),
+        show_default=False,
+    ),
+]
+PredictShowOpt = Annotated[
+    bool, typer.Option("--show", help="Also draw the 28x28 input the model saw.")
+]
+PredictExplainOpt = Annotated[
+    bool,
+    typer.Option(
+        "--explain",
+        help="Also show which pixels decided: the input beside its saliency (integrated "
+        'gradients of the predicted digit); --json adds "saliency", 28x28.',
+    ),
+]
+PredictRawOpt = Annotated[
+    bool,
+    typer.Option(
+        "--raw",
+        help="No preprocessing: for images that already are MNIST-style 28x28 digits "
+        "(bright ink on black).",
+    ),
+]
+PredictAsJsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON object per image, one per line (path, status, digit, "
+        "probability, top_k, error), nothing else.",
+    ),
+]
+
+
 @app.command()
 @handles_errors
 def predict(
-    paths: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="PATH",
-            help="Image files (PNG, JPEG, BMP, GIF, TIFF, WebP), folders (their images) or "
-            "globs such as 'scans/*.png'.",
-            show_default=False,
-        ),
-    ],
+    paths: PredictPathsOpt,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = None,
-    top_k: Annotated[
-        int | None,
-        typer.Option(
-            "--top-k",
-            "-k",
-            help="Most likely digits to list (1-10). \\[default: 3]",
-            show_default=False,
-        ),
-    ] = None,
-    show: Annotated[
-        bool, typer.Option("--show", help="Also draw the 28x28 input the model saw.")
-    ] = False,
-    raw: Annotated[
-        bool,
-        typer.Option(
-            "--raw",
-            help="No preprocessing: for images that already are MNIST-style 28x28 digits "
-            "(bright ink on black).",
-        ),
-    ] = False,
+    top_k: PredictTopKOpt = None,
+    show: PredictShowOpt = False,
+    explain: PredictExplainOpt = False,
+    raw: PredictRawOpt = False,
     out: RunsOpt = None,
     config: ConfigOpt = None,
-    as_json: Annotated[
-        bool,
-        typer.Option(
-            "--json",
-            help="Print one JSON object per image, one per line (path, status, digit, "
-            "probability, top_k, error), nothing else.",
-        ),
-    ] = False,
+    as_json: PredictAsJsonOpt = False,
 ) -> None:
     """Read the digit in each image: a photo, a scan, a drawing or a screenshot.
 
@@ -684,43 +702,135 @@ def predict(
     out, cropped to the ink (specks ignored), scaled into 20x20 and centred by
     its centre of mass in 28x28. A blank image says "no digit found". A file
     that cannot be read gets a one-line error, the others are still predicted,
-    and the exit code is 1.
+    and the exit code is 1. --explain shows which pixels decided each digit.
     """
-    from mnistcli.checkpoint import load_model, resolve_checkpoint
+    from mnistcli.checkpoint import load_model
+    from mnistcli.config import predict_settings
     from mnistcli.device import resolve_device
+    from mnistcli.explain import explain_predictions
     from mnistcli.imaging import collect_paths, predict_paths
-    from mnistcli.render.console import make_consoles
-    from mnistcli.render.predict_view import predict_view
+    from mnistcli.runs import resolve_checkpoint
 
     flags = {"device": device, "runs_dir": out, "predict.top_k": top_k}
     values = settings_values(flags, config)
-    consoles = make_consoles(no_color=State.no_color)
-    path = resolve_checkpoint(checkpoint, values["runs_dir"].value)
-    dev = resolve_device(values["device"].value)
-    model, payload = load_model(path, dev)
+    settings = predict_settings(values, checkpoint=checkpoint, raw=raw, explain=explain)
+    cons = consoles()
+    path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
+    dev = resolve_device(settings.device)
+    model, meta = load_model(path, dev)
     if not as_json:
-        consoles.err.print(
-            f"model: {escape(str(path))} ({payload['model']}, epoch {payload['epoch']}) on {dev}",
+        cons.err.print(
+            f"model: {escape(str(path))} ({meta.model}, epoch {meta.epoch}) on {dev}",
             soft_wrap=True,
         )
     preds = []
     for pred in predict_paths(
-        collect_paths(paths), model, dev, top_k=values["predict.top_k"].value, raw=raw
+        collect_paths(paths), model, dev, top_k=settings.top_k, raw=settings.raw
     ):
         if pred.error:
-            consoles.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
-        if as_json:
+            cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
+        if as_json and not settings.explain:  # with --explain, once the saliency is known
             typer.echo(json.dumps(pred.to_dict()))
         preds.append(pred)
-    shown = preds if len(preds) > 1 else [p for p in preds if not p.error]
-    if shown and not as_json:
-        from mnistcli.render.console import is_color
-
-        color = is_color(consoles.out)
-        view = predict_view(shown, show=show, color=color, width=consoles.out.width)
-        consoles.out.print(view)
+    explained = explain_predictions(model, preds, dev) if settings.explain else None
+    print_predictions(cons, preds, explained, show=show, as_json=as_json)
     if any(p.error for p in preds):
         raise typer.Exit(1)
+
+
+def print_predictions(cons, preds: list, explained: list | None, *, show: bool, as_json: bool):
+    """The predictions' view on stdout (with --explain, each input beside its saliency); with
+    --json and --explain, each image's JSON line with its "saliency"."""
+    from mnistcli.render.console import is_color
+
+    if as_json:
+        for item in explained or []:
+            typer.echo(json.dumps(item.to_dict()))
+        return
+    keep = [i for i, p in enumerate(preds) if len(preds) > 1 or not p.error]
+    if not keep:  # a single image that failed: its error line says it all
+        return
+    color, width = is_color(cons.out), cons.out.width
+    if explained is not None:
+        from mnistcli.render.explain_view import explain_view
+
+        view = explain_view([explained[i] for i in keep], color=color, width=width)
+    else:
+        from mnistcli.render.predict_view import predict_view
+
+        view = predict_view([preds[i] for i in keep], show=show, color=color, width=width)
+    cons.out.print(view)
+
+
+# mnistcli export -----------------------------------------------------------------------------
+
+
+ExportFormatOpt = Annotated[
+    ExportFormat | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="onnx (onnxruntime, any language), safetensors (weights plus a JSON sidecar) "
+        "or pt2 (torch.export)." + default("export.format"),
+        show_default=False,
+    ),
+]
+ExportOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="File to write. \\[default: model.onnx, .safetensors or .pt2 next to the checkpoint]",
+        show_default=False,
+    ),
+]
+ExportCheckImagesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--check-images",
+        metavar="N",
+        help="Test digits the self-check runs (the first N; 0 for all)."
+        + default("export.check_images"),
+        show_default=False,
+    ),
+]
+
+
+@app.command("export")
+@handles_errors
+def export_cmd(
+    checkpoint: CheckpointOpt = None,
+    fmt: ExportFormatOpt = None,
+    out: ExportOutOpt = None,
+    check_images: ExportCheckImagesOpt = None,
+    data: DataOpt = None,
+    data_root: DataRootOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a checkpoint for use without mnistcli: ONNX, safetensors or torch.export.
+
+    The model's input is (N, 1, 28, 28) float32 pixels / 255, bright ink on black, with the
+    training normalisation inside; its output is (N, 10) logits. Before it reports success the
+    written file is run on the MNIST test digits against the PyTorch model: every logit within
+    1e-4 and every predicted digit the same, or it fails and leaves no file.
+    """
+    from mnistcli.config import export_settings
+    from mnistcli.export import export_checkpoint
+    from mnistcli.render.export_view import export_lines
+
+    flags = {
+        "export.format": fmt.value if fmt else None,
+        "export.check_images": check_images,
+        "data.root": data_root,
+    }
+    settings = export_settings(settings_values(flags, config, data), checkpoint=checkpoint, out=out)
+    cons = consoles()
+    result = export_checkpoint(settings, log=stderr_log(as_json, cons.err))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        cons.out.print(export_lines(result), soft_wrap=True)
 
 
 def _usage_error(exc: Exception) -> None:

@@ -31,6 +31,7 @@ PUBLIC_MIRRORS = (
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 SCHEDULES = ("constant", "onecycle")
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the hardware runs it natively
+EXPORT_FORMATS = ("onnx", "safetensors", "pt2")  # what `mnistcli export` writes
 
 
 def default_data_root() -> str:
@@ -67,44 +68,79 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 
-# section -> key -> (type, default). The "" section holds the keys shared by every command.
-SCHEMA: dict[str, dict[str, tuple[type, Any]]] = {
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: its type, its default, the flag that sets it, and how --help shows it."""
+
+    kind: type
+    default: Any
+    flag: str | None = None  # the command-line flag, e.g. "--out" for runs_dir
+    shown: str | None = None  # the default as --help words it, when not the value itself
+
+
+_REFERENCE = RECIPES["reference"]
+
+# section -> key -> Spec: the one home of every default. The "" section holds the keys shared
+# by every command; the train defaults are the reference recipe's.
+SCHEMA: dict[str, dict[str, Spec]] = {
     "": {
-        "device": (str, "auto"),
-        "runs_dir": (Path, "runs"),
+        "device": Spec(str, "auto", "--device"),
+        "runs_dir": Spec(Path, "runs", "--out"),
     },
     "data": {
-        "root": (Path, None),  # None: default_data_root()
-        "mirrors": (list, list(PUBLIC_MIRRORS)),
-        "val_size": (int, 5000),
+        "root": Spec(Path, None, "--data-root", shown="the user cache"),  # default_data_root()
+        "mirrors": Spec(list, list(PUBLIC_MIRRORS)),
+        "val_size": Spec(int, 5000, "--val-size"),
     },
     "train": {
-        "model": (str, "simplecnn"),
-        "recipe": (str, "reference"),
-        "epochs": (int, RECIPES["reference"]["epochs"]),
-        "patience": (int, RECIPES["reference"]["patience"]),
-        "batch_size": (int, RECIPES["reference"]["batch_size"]),
-        "lr": (float, RECIPES["reference"]["lr"]),
-        "schedule": (str, RECIPES["reference"]["schedule"]),
-        "augment": (float, RECIPES["reference"]["augment"]),
-        "precision": (str, RECIPES["reference"]["precision"]),
-        "seed": (int, 0),
-        "limit": (int, 0),
-        "threads": (int, 0),
+        "model": Spec(str, "simplecnn", "--model"),
+        "recipe": Spec(str, "reference", "--recipe"),
+        "epochs": Spec(int, _REFERENCE["epochs"], "--epochs"),
+        "patience": Spec(int, _REFERENCE["patience"], "--patience"),
+        "batch_size": Spec(int, _REFERENCE["batch_size"], "--batch-size"),
+        "lr": Spec(float, _REFERENCE["lr"], "--lr"),
+        "schedule": Spec(str, _REFERENCE["schedule"]),
+        "augment": Spec(float, _REFERENCE["augment"]),
+        "precision": Spec(str, _REFERENCE["precision"], "--precision"),
+        "seed": Spec(int, 0, "--seed"),
+        "limit": Spec(int, 0, "--limit"),
+        "threads": Spec(int, 0, "--threads"),
     },
     "eval": {
-        "batch_size": (int, 256),
-        "top": (int, 10),
-        "gallery": (int, 16),
+        "batch_size": Spec(int, 256, "--batch-size"),
+        "top": Spec(int, 10, "--top"),
+        "gallery": Spec(int, 16, "--gallery"),
     },
     "predict": {
-        "top_k": (int, 3),
+        "top_k": Spec(int, 3, "--top-k"),
+    },
+    "export": {
+        "format": Spec(str, "onnx", "--format"),
+        "check_images": Spec(int, 0, "--check-images", shown="all 10,000"),  # 0: all
     },
 }
 
 
+def spec(qualified: str) -> Spec:
+    """The Spec of a qualified key ("train.epochs", "device")."""
+    section, _, key = qualified.rpartition(".")
+    return SCHEMA[section][key]
+
+
+def flag_name(qualified: str) -> str:
+    """The flag a user types for a key (`--out` for runs_dir), or the key for file-only ones."""
+    return spec(qualified).flag or qualified
+
+
+def default_text(qualified: str) -> str:
+    """A key's built-in default as --help shows it."""
+    s = spec(qualified)
+    return s.shown if s.shown is not None else str(s.default)
+
+
 @dataclass(frozen=True)
-class Value:
+class Setting:
     """A resolved setting and its source: "default", a file path, "MNISTCLI_X" or "--flag"."""
 
     value: Any
@@ -123,7 +159,8 @@ def _all_keys() -> dict[str, tuple[str, str]]:
     return {_qualified(s, k): (s, k) for s, keys in SCHEMA.items() for k in keys}
 
 
-def _suggest(word: str, options: list[str]) -> str:
+def did_you_mean(word: str, options: list[str]) -> str:
+    """' (did you mean 'x'?)' for the closest option, or nothing when none is close."""
     close = difflib.get_close_matches(word, options, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -190,7 +227,7 @@ def _resolve_location(entry: str, base: Path | None) -> str:
     return str(path)
 
 
-def read_config_file(path: Path) -> dict[str, Value]:
+def read_config_file(path: Path) -> dict[str, Setting]:
     """Parse a .mnistcli.toml into qualified keys; unknown keys and wrong types are errors."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -203,13 +240,13 @@ def read_config_file(path: Path) -> dict[str, Value]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     base = path.resolve().parent
-    values: dict[str, Value] = {}
+    values: dict[str, Setting] = {}
     sections = [s for s in SCHEMA if s]
     for name, item in doc.items():
         if isinstance(item, dict):
             if name not in SCHEMA or not name:
                 raise ConfigError(
-                    f"unknown section [{name}] in {path}{_suggest(name, sections)}; "
+                    f"unknown section [{name}] in {path}{did_you_mean(name, sections)}; "
                     f"known sections: {', '.join(sections)}"
                 )
             entries = [(name, k, v) for k, v in item.items()]
@@ -221,30 +258,32 @@ def read_config_file(path: Path) -> dict[str, Value]:
                 known = [_qualified(section, k) for k in SCHEMA[section]]
                 raise ConfigError(
                     f"unknown key '{qualified}' in {path}"
-                    f"{_suggest(qualified, list(_all_keys()))}; "
+                    f"{did_you_mean(qualified, list(_all_keys()))}; "
                     f"known keys here: {', '.join(known)}"
                 )
-            kind = SCHEMA[section][key][0]
+            kind = SCHEMA[section][key].kind
             where = f"'{qualified}' in {path}"
-            values[qualified] = Value(_coerce(raw, kind, where, base), str(path))
+            values[qualified] = Setting(_coerce(raw, kind, where, base), str(path))
     return values
 
 
-def read_environment(env: Mapping[str, str], cwd: Path) -> dict[str, Value]:
+def read_environment(env: Mapping[str, str], cwd: Path) -> dict[str, Setting]:
     """MNISTCLI_<SECTION>_<KEY> variables (MNISTCLI_DEVICE, MNISTCLI_TRAIN_EPOCHS, ...)."""
     by_name = {_env_name(s, k): (s, k) for s, keys in SCHEMA.items() for k in keys}
-    values: dict[str, Value] = {}
+    values: dict[str, Setting] = {}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
         if name not in by_name:
             raise ConfigError(
                 f"unknown environment variable {name}"
-                f"{_suggest(name, list(by_name))}; unset it or fix its name"
+                f"{did_you_mean(name, list(by_name))}; unset it or fix its name"
             )
         section, key = by_name[name]
-        kind = SCHEMA[section][key][0]
-        values[_qualified(section, key)] = Value(_coerce(raw, kind, name, cwd, from_env=True), name)
+        kind = SCHEMA[section][key].kind
+        values[_qualified(section, key)] = Setting(
+            _coerce(raw, kind, name, cwd, from_env=True), name
+        )
     return values
 
 
@@ -266,7 +305,7 @@ def resolve(
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-) -> dict[str, Value]:
+) -> dict[str, Setting]:
     """Merge every layer into one value per qualified key, then validate the result.
 
     `flags` maps qualified keys ("train.epochs", "device") to what the user typed on the command
@@ -276,22 +315,22 @@ def resolve(
     env = os.environ if env is None else env
     values = {}
     for qualified, (section, key) in _all_keys().items():
-        kind, default = SCHEMA[section][key]
+        kind, default = SCHEMA[section][key].kind, SCHEMA[section][key].default
         if kind is Path and default is not None:
             default = cwd / default  # relative defaults are relative to where mnistcli runs
-        values[qualified] = Value(default, "default")
-    values["data.root"] = Value(Path(default_data_root()), "default")
+        values[qualified] = Setting(default, "default")
+    values["data.root"] = Setting(Path(default_data_root()), "default")
     path = find_config_file(config, cwd)
     layers = [read_config_file(path) if path else {}, read_environment(env, cwd)]
-    flag_layer: dict[str, Value] = {}
+    flag_layer: dict[str, Setting] = {}
     for qualified, raw in flags.items():
         if qualified not in values:
             raise ValueError(f"flag for unknown key {qualified}")  # a programming error
         if raw is not None:
-            flag = "--" + qualified.split(".")[-1].replace("_", "-")
+            flag = flag_name(qualified)
             if isinstance(raw, Path) and not raw.is_absolute():
                 raw = cwd / raw
-            flag_layer[qualified] = Value(raw, flag)
+            flag_layer[qualified] = Setting(raw, flag)
     layers.append(flag_layer)
     for layer in layers:
         values.update(layer)
@@ -300,20 +339,20 @@ def resolve(
     return values
 
 
-def _apply_recipe(values: dict[str, Value]) -> None:
+def _apply_recipe(values: dict[str, Setting]) -> None:
     recipe = values["train.recipe"]
     if recipe.value not in RECIPES:
         raise ConfigError(
             f"unknown recipe '{recipe.value}' from {recipe.source}"
-            f"{_suggest(recipe.value, list(RECIPES))}; "
+            f"{did_you_mean(recipe.value, list(RECIPES))}; "
             f"choose one of: {', '.join(RECIPES)}"
         )
     for key, setting in RECIPES[recipe.value].items():
         if values[f"train.{key}"].source == "default":
-            values[f"train.{key}"] = Value(setting, f"recipe {recipe.value}")
+            values[f"train.{key}"] = Setting(setting, f"recipe {recipe.value}")
 
 
-def validate(values: Mapping[str, Value]) -> None:
+def validate(values: Mapping[str, Setting]) -> None:
     """Range checks with a message that says which key, where it was set and what is allowed."""
 
     def need(key: str, ok: bool, what: str) -> None:
@@ -336,18 +375,17 @@ def validate(values: Mapping[str, Value]) -> None:
     )
     lr = values["train.lr"].value
     need("train.lr", math.isfinite(lr) and 0 < lr <= 10, "it must be a positive number, e.g. 1e-3")
-    sched = values["train.schedule"].value
-    need(
-        "train.schedule",
-        sched in SCHEDULES,
-        f"choose one of: {', '.join(SCHEDULES)}{_suggest(sched, list(SCHEDULES))}",
-    )
-    prec = values["train.precision"].value
-    need(
-        "train.precision",
-        prec in PRECISIONS,
-        f"choose one of: {', '.join(PRECISIONS)}{_suggest(prec, list(PRECISIONS))}",
-    )
+    for key, choices in (
+        ("train.schedule", SCHEDULES),
+        ("train.precision", PRECISIONS),
+        ("export.format", EXPORT_FORMATS),
+    ):
+        value = values[key].value
+        need(
+            key,
+            value in choices,
+            f"choose one of: {', '.join(choices)}{did_you_mean(value, list(choices))}",
+        )
     aug = values["train.augment"].value
     need(
         "train.augment",
@@ -383,6 +421,11 @@ def validate(values: Mapping[str, Value]) -> None:
     need("eval.top", values["eval.top"].value >= 0, "it must be 0 or more")
     need("eval.gallery", values["eval.gallery"].value >= 0, "it must be 0 or more")
     need("predict.top_k", 1 <= values["predict.top_k"].value <= 10, "it must be between 1 and 10")
+    need(
+        "export.check_images",
+        values["export.check_images"].value >= 0,
+        "it is a number of test digits, 0 for all",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,7 +482,7 @@ class TrainSettings:
     explicit: tuple[str, ...] = field(default=())  # keys set by a flag (resume checks them)
 
 
-def data_settings(values: Mapping[str, Value]) -> DataSettings:
+def data_settings(values: Mapping[str, Setting]) -> DataSettings:
     return DataSettings(
         root=values["data.root"].value,
         mirrors=tuple(values["data.mirrors"].value),
@@ -448,7 +491,7 @@ def data_settings(values: Mapping[str, Value]) -> DataSettings:
 
 
 def train_settings(
-    values: Mapping[str, Value],
+    values: Mapping[str, Setting],
     *,
     name: str | None = None,
     resume: str | None = None,
@@ -470,4 +513,133 @@ def train_settings(
         threads=values["train.threads"].value,
         compile=compile,
         explicit=explicit,
+    )
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What `mnistcli eval` runs: which checkpoint, on which split, and what it writes."""
+
+    data: DataSettings
+    device: str = "auto"
+    runs_dir: Path = Path("runs")
+    checkpoint: str | None = None  # a file, a run folder or 'latest'; None: the latest run
+    split: str = "test"  # "test", or "val": the run's own validation images
+    batch_size: int = 256
+    top: int = 10  # confused pairs listed
+    gallery: int = 16  # mistakes kept for drawing
+    save: Path | None = None  # where the files go; None: the checkpoint's run folder
+    write_files: bool = True
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """What `mnistcli predict` runs: which checkpoint, on what, and how many candidates."""
+
+    device: str = "auto"
+    runs_dir: Path = Path("runs")
+    checkpoint: str | None = None
+    top_k: int = 3
+    raw: bool = False  # no preprocessing: the images already are MNIST-style 28x28 digits
+    explain: bool = False  # also each image's saliency (integrated gradients)
+
+
+@dataclass(frozen=True)
+class InspectSettings:
+    """What `mnistcli inspect` describes: a model by name, and the checkpoint to check."""
+
+    model: str = "simplecnn"
+    model_given: bool = False  # --model was typed: a checkpoint of another model is refused
+    runs_dir: Path = Path("runs")
+    checkpoint: str | None = None  # None: the latest run's, when there is one
+    batch_size: int = 64  # for the batch activation figure
+    image: Path | None = None  # also every layer's output for this image (needs a checkpoint)
+    raw: bool = False  # take the image as is: a 28x28 MNIST-style digit
+    save: Path | None = None  # with an image: write feature_maps.png and filters.png here
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What `mnistcli export` writes: which checkpoint, in which format, where, and on how many
+    test digits the written file is checked."""
+
+    data: DataSettings
+    runs_dir: Path = Path("runs")
+    checkpoint: str | None = None
+    format: str = "onnx"  # one of EXPORT_FORMATS
+    out: Path | None = None  # None: model.<format> next to the checkpoint
+    check_images: int = 0  # the first N test digits; 0: all
+
+
+def eval_settings(
+    values: Mapping[str, Setting],
+    *,
+    checkpoint: str | None = None,
+    split: str = "test",
+    save: Path | None = None,
+    write_files: bool = True,
+) -> EvalSettings:
+    return EvalSettings(
+        data=data_settings(values),
+        device=values["device"].value,
+        runs_dir=values["runs_dir"].value,
+        checkpoint=checkpoint,
+        split=split,
+        batch_size=values["eval.batch_size"].value,
+        top=values["eval.top"].value,
+        gallery=values["eval.gallery"].value,
+        save=save,
+        write_files=write_files,
+    )
+
+
+def predict_settings(
+    values: Mapping[str, Setting],
+    *,
+    checkpoint: str | None = None,
+    raw: bool = False,
+    explain: bool = False,
+) -> PredictSettings:
+    return PredictSettings(
+        device=values["device"].value,
+        runs_dir=values["runs_dir"].value,
+        checkpoint=checkpoint,
+        top_k=values["predict.top_k"].value,
+        raw=raw,
+        explain=explain,
+    )
+
+
+def inspect_settings(
+    values: Mapping[str, Setting],
+    *,
+    checkpoint: str | None = None,
+    image: Path | None = None,
+    raw: bool = False,
+    save: Path | None = None,
+) -> InspectSettings:
+    if save is not None and image is None:
+        raise ConfigError("--save writes the feature maps of --image; pass --image IMG too")
+    return InspectSettings(
+        model=values["train.model"].value,
+        model_given=values["train.model"].source.startswith("--"),
+        runs_dir=values["runs_dir"].value,
+        checkpoint=checkpoint,
+        batch_size=values["train.batch_size"].value,
+        image=image,
+        raw=raw,
+        save=save,
+    )
+
+
+def export_settings(
+    values: Mapping[str, Setting], *, checkpoint: str | None = None, out: Path | None = None
+) -> ExportSettings:
+    return ExportSettings(
+        data=data_settings(values),
+        runs_dir=values["runs_dir"].value,
+        checkpoint=checkpoint,
+        format=values["export.format"].value,
+        out=out,
+        check_images=values["export.check_images"].value,
     )

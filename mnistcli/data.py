@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import struct
 import urllib.error
 import urllib.request
@@ -66,26 +67,14 @@ def _decompress(data: bytes) -> bytes:
     if data[:2] != b"\x1f\x8b":
         return data
     try:
-        with gzip.GzipFile(fileobj=_Limited(data)) as gz:
+        # BytesIO shares the bytes object until written to (CPython): no copy of the download
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
             out = gz.read(MAX_DOWNLOAD_BYTES + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise OSError(f"corrupt gzip ({exc})") from None
     if len(out) > MAX_DOWNLOAD_BYTES:
         raise OSError("decompresses to more than any MNIST file")
     return out
-
-
-class _Limited:
-    """A minimal read-only file over bytes (io.BytesIO, without copying the buffer)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._view, self._pos = memoryview(data), 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._view) if n is None or n < 0 else min(len(self._view), self._pos + n)
-        chunk = self._view[self._pos : end].tobytes()
-        self._pos = end
-        return chunk
 
 
 def ensure_file(

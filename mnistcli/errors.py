@@ -35,3 +35,11 @@ class ImageError(MnistcliError):
 
 class OutputError(MnistcliError):
     """A result file (a figure, a JSON report) could not be written."""
+
+
+class ExportError(MnistcliError):
+    """An exported model could not be written, or does not reproduce the checkpoint."""
+
+
+class InputError(MnistcliError):
+    """A file given to an option cannot be used (inspect --image): bad input, exit code 2."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -14,7 +15,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     The temporary file lives beside the target so the rename never crosses file systems (where
     it would become a copy); any failure, Ctrl-C included, removes it and leaves `path` as it was.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the pid in the name lets runs.remove_stale_temp_files tell a killed writer's leftovers
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -50,3 +54,29 @@ def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         os.fsync(fd)
     os.close(fd)
+
+
+@contextlib.contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write and check a file at; when the block ends without
+    an error the file is fsynced and renamed over `path`, otherwise it is removed.
+
+    For writers that need a path rather than bytes (onnx, safetensors, torch.export), and for
+    files that must pass a check before they replace anything.
+    """
+    # the suffix kept: some writers check it (torch.export wants a file ending in .pt2)
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
+    )
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)

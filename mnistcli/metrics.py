@@ -9,15 +9,25 @@ precision + recall is 0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from mnistcli.checkpoint import CheckpointMeta, EpochStats
+    from mnistcli.config import EvalSettings, HyperParams
+    from mnistcli.data import Tensors
+
+    # (N, 28, 28) uint8 images -> (N, C) logits: a model run by something other than PyTorch
+    LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
 NUM_CLASSES = 10
 CI_LEVEL = 0.95
@@ -242,7 +252,7 @@ def most_confident_mistakes(
 
 
 def evaluate_model(
-    model: nn.Module,
+    model: nn.Module | None,
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
@@ -250,30 +260,55 @@ def evaluate_model(
     batch_size: int = 256,
     top: int = 10,
     gallery: int = 16,
+    logits_fn: LogitsFn | None = None,
 ) -> Evaluation:
     """Run `model` over (N, 28, 28) uint8 `images` in large batches and compute every figure.
 
-    (checkpoint.load_model already put the model in its fastest memory layout.)
+    `logits_fn`, when given, computes the logits from the images in place of `model` (an
+    exported model run by onnxruntime). (checkpoint.load_model already put the model in its
+    fastest memory layout.)
+    """
+    from mnistcli.data import make_tensors
+
+    start = time.perf_counter()
+    data = make_tensors(images, labels, device)
+    logits = logits_fn(images) if logits_fn is not None else None
+    result, probs = evaluate_tensors(model, data, batch_size=batch_size, top=top, logits=logits)
+    mistakes = most_confident_mistakes(probs, data.y, images, gallery)
+    return dataclasses.replace(result, mistakes=mistakes, seconds=time.perf_counter() - start)
+
+
+def evaluate_tensors(
+    model: nn.Module | None,
+    data: Tensors,
+    *,
+    batch_size: int = 256,
+    top: int = 10,
+    logits: torch.Tensor | None = None,
+) -> tuple[Evaluation, torch.Tensor]:
+    """Every figure but the mistakes, for prepared tensors, and the (N, C) softmax outputs.
+
+    The one evaluation both the trainer (each epoch's validation, the final test set) and
+    `mnistcli eval` run. `logits`: the (N, C) outputs already computed, `model` then unused.
     """
     import torch
     import torch.nn.functional as F
 
-    from mnistcli.data import make_tensors
     from mnistcli.model import logits_in_batches
 
     start = time.perf_counter()
-    data = make_tensors(images, labels, device)
-    logits = logits_in_batches(model, data.x, batch_size)
+    if logits is None:
+        if model is None:
+            raise ValueError("evaluate_tensors needs a model or its logits")
+        logits = logits_in_batches(model, data.x, batch_size)
+    logits = logits.to(data.y.device).float()
     with torch.inference_mode():
         loss = F.cross_entropy(logits, data.y).item() if len(data) else 0.0
-        probs = logits.float().softmax(1)
-        preds = probs.argmax(1)
-    cm = confusion_matrix(data.y, preds, logits.shape[1])
+        probs = logits.softmax(1)
+    cm = confusion_matrix(data.y, logits.argmax(1), logits.shape[1])
     correct = int(cm.diagonal().sum())
     scores = class_scores(cm)
-    pairs = top_confused_pairs(cm, top)
-    mistakes = most_confident_mistakes(probs, data.y, images, gallery)
-    return Evaluation(
+    evaluation = Evaluation(
         n=len(data),
         correct=correct,
         loss=loss,
@@ -281,7 +316,115 @@ def evaluate_model(
         confusion=tuple(tuple(row) for row in cm.tolist()),
         per_class=scores,
         macro=macro_average(scores),
-        pairs=pairs,
-        mistakes=mistakes,
+        pairs=top_confused_pairs(cm, top),
+        mistakes=(),
         seconds=time.perf_counter() - start,
     )
+    return evaluation, probs
+
+
+# ---------------------------------------------------------------------------------------------
+# `mnistcli eval`: one checkpoint on one split
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """A checkpoint evaluated on a split, with what the report says about its run."""
+
+    checkpoint: Path
+    model: str
+    epoch: int  # the epoch whose weights these are
+    split: str  # "test" or "val"
+    device: str
+    evaluation: Evaluation
+    hyper: HyperParams  # of the run that wrote the checkpoint
+    n_train: int  # training images that run used
+    epochs_in_checkpoint: int
+    history: tuple[EpochStats, ...]  # () when the checkpoint's history cannot be read
+
+    def to_dict(self, saved: Sequence[Path] = ()) -> dict[str, Any]:
+        """The JSON document (`--json` and eval.json); `saved`: the files written."""
+        return {
+            "checkpoint": str(self.checkpoint),
+            "model": self.model,
+            "epoch": self.epoch,
+            "split": self.split,
+            "device": self.device,
+            **self.evaluation.to_dict(),
+            "saved": [str(p) for p in saved],
+        }
+
+
+def evaluate_checkpoint(
+    settings: EvalSettings, *, log: Callable[[str], None] = lambda _m: None
+) -> EvalReport:
+    """Load the checkpoint, then MNIST, and evaluate it on the test split or on the validation
+    split its own run held out (the trainer's split_indices, same seed and size)."""
+    from mnistcli.data import load_mnist, split_indices
+    from mnistcli.runs import resolve_checkpoint
+
+    path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
+    backend = load_backend(path, settings.device, settings.batch_size)
+    meta, hyper = backend.meta, backend.meta.hyper
+    mnist = load_mnist(settings.data.root, list(settings.data.mirrors), on_message=log)
+    if settings.split == "val":
+        held_out = split_indices(len(mnist.train_labels), hyper.val_size, hyper.seed).val
+        images, labels = mnist.train_images[held_out], mnist.train_labels[held_out]
+        log(
+            f"note: the validation split ({hyper.val_size:,} images, seed {hyper.seed}) chose "
+            f"this checkpoint, so its figures are optimistic; the test split is not"
+        )
+    else:
+        images, labels = mnist.test_images, mnist.test_labels
+    evaluation = evaluate_model(
+        backend.model,
+        images,
+        labels,
+        device=backend.device,
+        batch_size=settings.batch_size,
+        top=settings.top,
+        gallery=settings.gallery,
+        logits_fn=backend.logits_fn,
+    )
+    n_train = len(mnist.train_labels) - hyper.val_size
+    return EvalReport(
+        checkpoint=path,
+        model=meta.model,
+        epoch=meta.epoch,
+        split=settings.split,
+        device=backend.shown,
+        evaluation=evaluation,
+        hyper=hyper,
+        n_train=min(hyper.limit, n_train) if hyper.limit else n_train,
+        epochs_in_checkpoint=meta.epochs_run,
+        history=meta.history or (),
+    )
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What computes a checkpoint's logits: a PyTorch model on a device, or (an ONNX export)
+    onnxruntime running the exported file itself."""
+
+    meta: CheckpointMeta
+    model: nn.Module | None
+    device: torch.device | str  # where the tensors go
+    shown: str  # the device as reports name it
+    logits_fn: LogitsFn | None = None
+
+
+def load_backend(path: Path, device: str, batch_size: int) -> Backend:
+    """The model at `path` ready to evaluate: a .onnx file runs on onnxruntime (CPU), anything
+    else loads into PyTorch on `device` ('auto', 'cpu', 'cuda'...)."""
+    from mnistcli.checkpoint import load_model
+    from mnistcli.device import resolve_device
+
+    if path.suffix == ".onnx":
+        from mnistcli.export import OnnxModel, onnx_logits_fn
+
+        onnx = OnnxModel(path)
+        logits_fn = onnx_logits_fn(onnx, batch_size)
+        return Backend(onnx.meta(), None, "cpu", "cpu (onnxruntime)", logits_fn)
+    resolved = resolve_device(device)
+    model, meta = load_model(path, resolved)
+    return Backend(meta, model, resolved, str(resolved))

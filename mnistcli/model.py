@@ -5,12 +5,12 @@ This module imports torch at the top, so the command line imports it only where 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from mnistcli.config import did_you_mean
 from mnistcli.errors import ConfigError
 
 
@@ -45,8 +45,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {"simplecnn": SimpleCNN}
 
 def build_model(name: str) -> nn.Module:
     if name not in MODELS:
-        close = difflib.get_close_matches(name, list(MODELS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, list(MODELS))
         raise ConfigError(f"unknown model '{name}'{hint}; known models: {', '.join(MODELS)}")
     return MODELS[name]()
 

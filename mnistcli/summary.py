@@ -10,13 +10,18 @@ written from each layer's own kernel, stride, padding and dilation and the size 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from mnistcli.checkpoint import CheckpointMeta
+    from mnistcli.config import InspectSettings
+    from mnistcli.explain import Activations
 
 MNIST_IMAGE = (1, 28, 28)  # (channels, height, width) of one MNIST image
 
@@ -132,7 +137,7 @@ def summarize(
                 index=len(rows) + 1,
                 name=names.get(module) or type(module).__name__,
                 type=type(module).__name__,
-                settings=describe(module),
+                settings=layer_settings(module),
                 input_shape=in_shape,
                 output_shape=out_shape,
                 params=sum(p.numel() for p in own) if fresh else 0,
@@ -196,7 +201,7 @@ def _pair(value: Any, n: int) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, tuple | list) else (value,) * n
 
 
-def describe(module: nn.Module) -> str:
+def layer_settings(module: nn.Module) -> str:
     """A layer's key hyper-parameters in a few words; other layers use their own extra_repr()."""
     from torch import nn
 
@@ -306,32 +311,127 @@ def _spatial_dims(module: nn.Module) -> int:
     return next((n for n, types in kinds.items() if isinstance(module, types)), 0)
 
 
-def checkpoint_info(payload: dict[str, Any], path: Path, *, weights_loaded: bool) -> CheckpointInfo:
-    """The metadata of a loaded, validated checkpoint payload (see checkpoint.load_checkpoint)."""
-    best = payload.get("best") if isinstance(payload.get("best"), dict) else {}
-    test = payload.get("test") if isinstance(payload.get("test"), dict) else {}
-    best_epoch = best.get("epoch")
+def checkpoint_info(meta: CheckpointMeta, path: Path, *, weights_loaded: bool) -> CheckpointInfo:
+    """What a loaded, validated checkpoint says about its run (see checkpoint.load_checkpoint)."""
+    best, test = meta.best, meta.test
+    val_acc, val_loss = best.reported()
     return CheckpointInfo(
         path=str(path),
-        kind=str(payload["kind"]),
-        model=str(payload["model"]),
-        created=payload.get("created"),
-        finished=bool(payload.get("finished", False)),
-        stop_reason=payload.get("stop_reason"),
-        epoch=int(payload["epoch"]),
-        epochs_run=len(payload["history"]),
-        best_epoch=int(best_epoch) if isinstance(best_epoch, int) and best_epoch > 0 else None,
-        best_val_acc=_number(best.get("val_acc")) if best_epoch else None,
-        best_val_loss=_number(best.get("val_loss")) if best_epoch else None,
-        test_acc=_number(test.get("acc")),
-        test_loss=_number(test.get("loss")),
-        test_n=test.get("n") if isinstance(test.get("n"), int) else None,
-        config=dict(payload["config"]),
-        data={str(k): str(v) for k, v in dict(payload.get("data") or {}).items()},
-        versions={str(k): str(v) for k, v in dict(payload.get("versions") or {}).items()},
+        kind=meta.kind,
+        model=meta.model,
+        created=meta.created,
+        finished=meta.finished,
+        stop_reason=meta.stop_reason,
+        epoch=meta.epoch,
+        epochs_run=meta.epochs_run,
+        best_epoch=best.epoch if best.validated else None,
+        best_val_acc=_number(val_acc),
+        best_val_loss=_number(val_loss),
+        test_acc=_number(test.acc) if test else None,
+        test_loss=_number(test.loss) if test else None,
+        test_n=test.n if test else None,
+        config=dict(meta.config),
+        data=dict(meta.data),
+        versions=dict(meta.versions),
         weights_loaded=weights_loaded,
     )
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+def _number(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What `mnistcli inspect` shows: the model summary and the checkpoint found, if any, and
+    with an image (`--image`), what every layer of the checkpoint's model outputs for it."""
+
+    summary: ModelSummary
+    checkpoint: CheckpointInfo | None
+    warning: str | None = None  # the latest run's checkpoint could not be used (why)
+    image: str | None = None  # the image's path, as given
+    activations: Activations | None = None  # every layer's output for `image`
+    blank: bool = False  # no digit found in `image`: the layers saw a blank input
+
+    def to_dict(self, saved: Sequence[Path] = ()) -> dict[str, Any]:
+        """The JSON document; with an image, "image" (`saved`: the figures written) and
+        "activations", one entry per layer in forward order."""
+        info = self.checkpoint.to_dict() if self.checkpoint else None
+        doc = {**self.summary.to_dict(), "checkpoint": info}
+        if self.activations is not None:
+            doc["image"] = {
+                "path": self.image,
+                "digit": self.activations.digit,
+                "saved": [str(p) for p in saved],
+                "probabilities": [round(p, 6) for p in self.activations.probabilities],
+            }
+            doc["activations"] = [layer.to_dict() for layer in self.activations.layers]
+        return doc
+
+
+def inspect_model(settings: InspectSettings) -> Inspection:
+    """Describe the model; check the checkpoint asked for, or else the latest run's one.
+
+    A checkpoint asked for must load and be of the model asked for; the latest run's is only
+    described when it does, with a warning when it does not load.
+    """
+    import torch
+
+    from mnistcli.checkpoint import load_model
+    from mnistcli.errors import CheckpointError, ConfigError
+    from mnistcli.model import MODELS, build_model
+    from mnistcli.runs import checkpoint_to_describe
+
+    if settings.model not in MODELS:
+        build_model(settings.model)  # raises: unknown model, did you mean ...
+    path = checkpoint_to_describe(settings.checkpoint, settings.runs_dir)
+    asked = settings.checkpoint is not None
+    net, info, warning = None, None, None
+    if path is not None:
+        try:
+            net, meta = load_model(path, "cpu")
+        except CheckpointError as exc:
+            if asked:
+                raise
+            warning = str(exc)
+        else:
+            if settings.model_given and meta.model != settings.model:
+                if asked:
+                    raise ConfigError(
+                        f"--model {settings.model} does not match {path}, a '{meta.model}' "
+                        f"checkpoint; leave out --model or pick another checkpoint"
+                    )
+                net = None  # the latest run is of another model: describe the one asked for
+            else:
+                info = checkpoint_info(meta, path, weights_loaded=True)
+    if net is None:
+        net = build_model(settings.model)
+    # describe the model in its standard layout: a checkpoint loads channels-last (for speed),
+    # which would make Flatten copy and change the activation figures
+    net = net.to(memory_format=torch.contiguous_format)
+    found = Inspection(summarize(net, batch_size=settings.batch_size), info, warning)
+    if settings.image is None:
+        return found
+    if info is None:
+        why = f" (the latest run's did not load: {warning})" if warning else ""
+        raise CheckpointError(
+            f"--image shows what a trained model does with an image, and no checkpoint was "
+            f"loaded{why}; pass --checkpoint PATH or train one first (mnistcli train)"
+        )
+    return image_activations(found, net, settings.image, raw=settings.raw)
+
+
+def image_activations(found: Inspection, net: nn.Module, image: Path, *, raw: bool) -> Inspection:
+    """`found` with what every layer of `net` outputs for the digit in `image` (prepared as
+    `predict` prepares it, or taken as is with `raw`). A file that cannot be used is bad input
+    here (exit code 2), not one failed prediction among others."""
+    from mnistcli.errors import ImageError, InputError
+    from mnistcli.explain import capture_activations
+    from mnistcli.imaging import load_image
+
+    try:
+        prepared = load_image(image, raw=raw)
+    except ImageError as exc:
+        raise InputError(str(exc)) from None
+    acts = capture_activations(net, prepared.pixels)
+    return replace(found, image=str(image), activations=acts, blank=prepared.blank)

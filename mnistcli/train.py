@@ -1,9 +1,14 @@
 """The trainer: one loop for every recipe, early stopping on validation, checkpoints, resume.
 
+    run = open_run(...)                 a new run folder, or the state a last.pt holds
+    while epochs remain and patience lasts:
+        run_epoch(run)                  train, validate, save last.pt (and best.pt), report
+    finish_run(run)                     restore the best weights, evaluate the test set once
+
 It prints nothing. Progress goes to an `on_event` callback as small frozen dataclasses; the
 command line decides how to draw them. Model selection uses the validation split held out from
 the 60k training images; the test set is evaluated once, on the restored best model, and only
-reported.
+reported. Where the run stands lives in one `RunState`, which is what last.pt stores.
 
 Reproducibility: the shuffle order and the augmentation of batch b in epoch e are drawn from
 generators seeded by (seed, e, b), and the global RNG (dropout) is saved in every checkpoint, so
@@ -12,43 +17,31 @@ a resumed run, even one resumed mid-epoch, replays exactly what an uninterrupted
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistcli import checkpoint as ckpt
-from mnistcli.config import HyperParams, TrainSettings
+from mnistcli import metrics, runs
+from mnistcli.checkpoint import Best, Checkpoint, EpochInProgress, EpochStats, TestScore
+from mnistcli.config import HyperParams, TrainSettings, flag_name
 from mnistcli.data import Mnist, Tensors, make_tensors, shift_batch, split_indices
 from mnistcli.errors import CheckpointError, ConfigError, TrainingError
-from mnistcli.files import write_atomic
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+__all__ = ["EpochStats", "RunState", "TrainResult", "train"]  # EpochStats: from checkpoint
 
 PROGRESS_INTERVAL = 0.1  # seconds between BatchDone events (each costs one device sync)
 
 
 # ---------------------------------------------------------------------------------------------
 # Events and results
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    epoch: int  # 1-based
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    seconds: float
-    samples_per_s: float
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,7 @@ class RunStarted:
     resumed: bool
     history: tuple[EpochStats, ...]
     best_epoch: int  # 0 before the first validated epoch
-    wait: int  # epochs since the last improvement (resumed runs carry theirs)
+    epochs_without_gain: int  # since the last improvement (resumed runs carry theirs)
 
 
 @dataclass(frozen=True)
@@ -92,7 +85,7 @@ class EpochDone:
     history: tuple[EpochStats, ...]
     best_epoch: int
     is_best: bool
-    wait: int  # epochs since the last improvement
+    epochs_without_gain: int  # since the last improvement
     patience: int
 
 
@@ -131,13 +124,504 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["run_dir"] = str(self.run_dir)
-        if not self.best_epoch:  # interrupted before the first validation: JSON has no inf
-            out["best_val_acc"] = out["best_val_loss"] = None
+        best = Best(self.best_epoch, self.best_val_acc, self.best_val_loss)
+        out["best_val_acc"], out["best_val_loss"] = best.reported()
         return out
 
 
 # ---------------------------------------------------------------------------------------------
-# Small pieces
+# Where a run stands
+
+
+@dataclass
+class RunState:
+    """Where a run stands: what last.pt stores and a resume restores."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # batches done in the epoch in progress (epoch + 1)
+    history: list[EpochStats] = field(default_factory=list)
+    best: Best = field(default_factory=Best)
+    epochs_without_gain: int = 0
+    in_progress: EpochInProgress = field(default_factory=EpochInProgress)  # of epoch + 1
+
+    def record(self, stats: EpochStats) -> bool:
+        """Add a finished epoch; True when it is the best so far (early stopping counts the
+        epochs in a row that were not)."""
+        self.history.append(stats)
+        self.epoch, self.step, self.in_progress = stats.epoch, 0, EpochInProgress()
+        if stats.val_acc > self.best.val_acc:
+            self.best = Best(stats.epoch, stats.val_acc, stats.val_loss)
+            self.epochs_without_gain = 0
+            return True
+        self.epochs_without_gain += 1
+        return False
+
+    def to_checkpoint(
+        self,
+        kind: str,
+        hyper: HyperParams,
+        checksums: dict[str, str],
+        model_state: dict[str, torch.Tensor],
+        *,
+        resume: ckpt.ResumeState | None = None,
+    ) -> Checkpoint:
+        """best.pt (the best epoch's weights) or last.pt (with `resume`: everything to go on)."""
+        meta = ckpt.CheckpointMeta(
+            kind=kind,
+            model=hyper.model,
+            epoch=self.best.epoch if kind == "best" else self.epoch,
+            config=hyper.to_dict(),
+            step=self.step if kind == "last" else 0,
+            history=tuple(self.history),
+            epochs_run=len(self.history),
+            best=self.best,
+            epochs_without_gain=self.epochs_without_gain,
+            data=dict(checksums),
+            versions=ckpt.versions(),
+            created=ckpt.now_iso(),
+            in_progress=self.in_progress if kind == "last" and self.step else None,
+        )
+        return Checkpoint(meta=meta, model_state=model_state, resume=resume)
+
+    @classmethod
+    def from_checkpoint(cls, meta: ckpt.CheckpointMeta) -> RunState:
+        if meta.history is None:
+            raise TypeError("its history is not in the form this mnistcli writes")
+        return cls(
+            epoch=meta.epoch,
+            step=meta.step,
+            history=list(meta.history),
+            best=meta.best,
+            epochs_without_gain=meta.epochs_without_gain,
+            in_progress=meta.in_progress or EpochInProgress(),
+        )
+
+
+@dataclass
+class Run:
+    """An open run: its settings, model, optimizer and data, and the RunState they advance."""
+
+    settings: TrainSettings
+    hyper: HyperParams
+    mnist: Mnist
+    run_dir: Path
+    device: torch.device
+    model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the model, or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # an LR scheduler, or None for a constant rate
+    amp: torch.dtype | None  # autocast dtype, None: float32 throughout
+    train_set: Tensors
+    val_set: Tensors
+    emit: Callable[[Event], None]
+    should_stop: Callable[[], bool]
+    started: float  # time.perf_counter() at the start
+    resumed: bool = False
+    state: RunState = field(default_factory=RunState)
+    best_state: dict[str, torch.Tensor] | None = None  # the best epoch's weights (CPU)
+
+    @property
+    def batches(self) -> int:
+        return math.ceil(len(self.train_set) / self.hyper.batch_size)
+
+    def checkpoint(self, kind: str) -> Checkpoint:
+        """best.pt from the kept best weights, or last.pt from the model as it is now."""
+        if kind == "best":
+            assert self.best_state is not None
+            return self.state.to_checkpoint(
+                "best", self.hyper, self.mnist.checksums, self.best_state
+            )
+        resume = ckpt.ResumeState(
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
+            rng=_rng_state(),
+        )
+        return self.state.to_checkpoint(
+            "last",
+            self.hyper,
+            self.mnist.checksums,
+            ckpt.state_dict_copy(self.model),
+            resume=resume,
+        )
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        ckpt.save_checkpoint(checkpoint, self.run_dir / f"{checkpoint.meta.kind}.pt")
+
+    def result(
+        self,
+        reason: str,
+        test: TestScore | None = None,
+        interrupted_at: tuple[int, int] | None = None,
+    ) -> TrainResult:
+        state = self.state
+        return TrainResult(
+            run_dir=self.run_dir,
+            device=str(self.device),
+            stop_reason=reason,
+            epochs_run=len(state.history),
+            best_epoch=state.best.epoch,
+            best_val_acc=state.best.val_acc,
+            best_val_loss=state.best.val_loss,
+            test_acc=test.acc if test else None,
+            test_loss=test.loss if test else None,
+            seconds=time.perf_counter() - self.started,
+            history=tuple(state.history),
+            interrupted_at=interrupted_at,
+        )
+
+    def write_metrics(self, reason: str, test: TestScore | None = None) -> None:
+        acc, loss = self.state.best.reported()
+        summary = {
+            "stop_reason": reason,
+            "best_epoch": self.state.best.epoch,
+            "best_val_acc": acc,
+            "best_val_loss": loss,
+            "test_acc": test.acc if test else None,
+            "test_loss": test.loss if test else None,
+            "device": str(self.device),
+            "hyper": self.hyper.to_dict(),
+        }
+        runs.write_metrics(self.run_dir, self.state.history, summary)
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+
+
+def train(
+    settings: TrainSettings,
+    mnist: Mnist,
+    *,
+    on_event: Callable[[Event], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train (or resume) one run; returns when done, stopped early, or asked to stop."""
+    try:
+        run = open_run(settings, mnist, on_event or _ignore, should_stop or _never)
+        state, hyper = run.state, run.hyper
+        reason = "completed"
+        if run.resumed and patience_exhausted(state.epochs_without_gain, hyper.patience):
+            reason = "early_stop"  # stopped while finishing: go straight to the test set
+        while reason == "completed" and state.epoch < hyper.epochs:
+            if not run_epoch(run):
+                return stop_run(run, (state.epoch + 1, state.step))
+            if patience_exhausted(state.epochs_without_gain, hyper.patience):
+                reason = "early_stop"
+                run.emit(EarlyStopped(state.epoch, state.best.epoch, hyper.patience))
+            elif run.should_stop() and state.epoch < hyper.epochs:
+                return stop_run(run, (state.epoch, run.batches))  # last.pt is already saved
+        return finish_run(run, reason)
+    except OSError as exc:  # a full disk or a folder that became unwritable while saving
+        where = f" {exc.filename}" if exc.filename else ""
+        raise TrainingError(
+            f"could not save{where}: {exc.strerror or exc}; files saved before are intact "
+            f"(free some space or fix permissions, then continue with --resume)"
+        ) from None
+
+
+def open_run(
+    settings: TrainSettings,
+    mnist: Mnist,
+    emit: Callable[[Event], None],
+    should_stop: Callable[[], bool],
+) -> Run:
+    """A new run (folder, config.json) or the run a last.pt holds, ready for its next batch."""
+    import torch
+
+    from mnistcli.device import autocast_dtype, resolve_device
+    from mnistcli.model import build_model, count_parameters
+
+    started = time.perf_counter()
+    last_path, saved = _checkpoint_to_resume(settings)
+    hyper = saved.meta.hyper if saved else settings.hyper
+    if saved:
+        check_resume_flags(settings, hyper)
+    # everything that can refuse the settings comes before a new run folder is made
+    device = resolve_device(settings.device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(hyper.seed)
+    model = build_model(hyper.model).to(device)
+    train_set, val_set = _datasets(mnist, hyper, device)
+    run_dir = last_path.parent if last_path else runs.create_run(settings.runs_dir, settings.name)
+    runs.remove_stale_temp_files(run_dir)
+    # channels_last makes the CPU convolutions faster here (see bench/); harmless elsewhere.
+    model = model.to(memory_format=torch.channels_last)
+    # torch.compile wraps the module for the training steps only; weights stay shared with
+    # `model`, whose state_dict (without the wrapper's prefixes) is what checkpoints store.
+    forward = torch.compile(model) if settings.compile else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=hyper.lr)
+    run = Run(
+        settings=settings,
+        hyper=hyper,
+        mnist=mnist,
+        run_dir=run_dir,
+        device=device,
+        model=model,
+        forward=forward,
+        optimizer=optimizer,
+        scheduler=None,
+        amp=autocast_dtype(hyper.precision, device),
+        train_set=train_set,
+        val_set=val_set,
+        emit=emit,
+        should_stop=should_stop,
+        started=started,
+        resumed=saved is not None,
+    )
+    if hyper.schedule == "onecycle":
+        run.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=hyper.lr, total_steps=hyper.epochs * run.batches
+        )
+    if saved and last_path:
+        _restore(run, saved, last_path)
+    else:
+        runs.write_config(run_dir, _config_doc(settings, hyper, mnist))
+    runs.point_latest(settings.runs_dir, run_dir)
+    state = run.state
+    emit(
+        RunStarted(
+            run_dir=run_dir,
+            device=str(device),
+            precision="bf16" if run.amp is not None else "fp32",
+            hyper=hyper,
+            parameters=count_parameters(model),
+            n_train=len(train_set),
+            n_val=len(val_set),
+            n_test=len(mnist.test_labels),
+            batches_per_epoch=run.batches,
+            start_epoch=state.epoch + 1,
+            resumed=run.resumed,
+            history=tuple(state.history),
+            best_epoch=state.best.epoch,
+            epochs_without_gain=state.epochs_without_gain,
+        )
+    )
+    return run
+
+
+def run_epoch(run: Run) -> bool:
+    """Train the next epoch (from the batch a resumed run stopped at), validate it, save
+    last.pt (and best.pt when it is the best so far). False when asked to stop part-way."""
+    state, hyper = run.state, run.hyper
+    epoch = state.epoch + 1
+    run.emit(EpochStarted(epoch, hyper.epochs, run.batches, first_batch=state.step))
+    totals = _train_batches(run, epoch)
+    if totals is None:
+        return False
+    ended = time.perf_counter()
+    train_loss, train_acc = totals.loss_sum / totals.seen, totals.correct / totals.seen
+    if not math.isfinite(train_loss):
+        _stop_on_nan(epoch, run.batches, run.run_dir)
+    val_loss, val_acc = _loss_and_accuracy(run.model, run.val_set)
+    if not math.isfinite(val_loss):
+        _stop_on_nan(epoch, run.batches, run.run_dir)
+    seconds = totals.seconds + time.perf_counter() - ended  # training and validation
+    stats = EpochStats(
+        epoch=epoch,
+        train_loss=train_loss,
+        train_acc=train_acc,
+        val_loss=val_loss,
+        val_acc=val_acc,
+        lr=run.optimizer.param_groups[0]["lr"],
+        seconds=seconds,
+        samples_per_s=totals.seen / max(seconds, 1e-9),
+    )
+    is_best = state.record(stats)
+    if is_best:
+        run.best_state = ckpt.state_dict_copy(run.model)
+        run.save(run.checkpoint("best"))
+    run.save(run.checkpoint("last"))
+    run.write_metrics("running")
+    run.emit(
+        EpochDone(
+            stats=stats,
+            history=tuple(state.history),
+            best_epoch=state.best.epoch,
+            is_best=is_best,
+            epochs_without_gain=state.epochs_without_gain,
+            patience=hyper.patience,
+        )
+    )
+    return True
+
+
+def stop_run(run: Run, at: tuple[int, int]) -> TrainResult:
+    """Asked to stop: last.pt is saved; metrics.json says so. `at`: (epoch, batch)."""
+    run.write_metrics("interrupted")
+    return run.result("interrupted", interrupted_at=at)
+
+
+def finish_run(run: Run, reason: str) -> TrainResult:
+    """Restore the best epoch's weights, evaluate the test set once, mark both files done."""
+    if run.best_state is None:
+        raise TrainingError("training finished without a single validated epoch")
+    last = run.checkpoint("last")  # the last epoch's weights, before restoring the best
+    ckpt.load_weights(run.model, run.best_state, run.run_dir / "best.pt")
+    test_set = make_tensors(run.mnist.test_images, run.mnist.test_labels, run.device)
+    test_loss, test_acc = _loss_and_accuracy(run.model, test_set)
+    run.emit(TestDone(test_loss=test_loss, test_acc=test_acc, n=len(test_set)))
+    test = TestScore(loss=test_loss, acc=test_acc, n=len(test_set))
+    for checkpoint in (run.checkpoint("best"), last):
+        done = replace(checkpoint.meta, finished=True, stop_reason=reason, test=test)
+        run.save(replace(checkpoint, meta=done))
+    run.write_metrics(reason, test)
+    return run.result(reason, test)
+
+
+def patience_exhausted(epochs_without_gain: int, patience: int) -> bool:
+    """Early stopping: `patience` epochs in a row without a better validation accuracy."""
+    return patience > 0 and epochs_without_gain >= patience
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps' parts
+
+
+def _train_batches(run: Run, epoch: int) -> EpochInProgress | None:
+    """The epoch's remaining batches; the epoch's totals, or None when asked to stop (after
+    saving last.pt with the totals so far)."""
+    import torch
+
+    hyper, state = run.hyper, run.state
+    n = len(run.train_set)
+    perm = torch.randperm(n, generator=_generator(hyper.seed, epoch)).to(run.device)
+    start = state.in_progress
+    loss_sum = torch.tensor(start.loss_sum, device=run.device)
+    correct = torch.tensor(start.correct, device=run.device)
+    seen = start.seen
+    t_epoch = time.perf_counter() - start.seconds
+    t_loop = t_shown = time.perf_counter()
+    for b in range(state.step, run.batches):
+        idx = perm[b * hyper.batch_size : (b + 1) * hyper.batch_size]
+        loss, hits, count = _step(run, epoch, b, idx)
+        loss_sum += loss * count
+        correct += hits
+        seen += count
+        now = time.perf_counter()
+        if now - t_shown >= PROGRESS_INTERVAL or b == run.batches - 1:
+            running = loss_sum.item() / seen
+            if not math.isfinite(running):
+                _stop_on_nan(epoch, b + 1, run.run_dir)
+            t_shown = now
+            speed = (seen - start.seen) / max(now - t_loop, 1e-9)
+            run.emit(BatchDone(epoch, b + 1, run.batches, loss=running, samples_per_s=speed))
+        if run.should_stop() and b + 1 < run.batches:
+            state.step = b + 1
+            state.in_progress = EpochInProgress(
+                loss_sum.item(), int(correct.item()), seen, time.perf_counter() - t_epoch
+            )
+            run.save(run.checkpoint("last"))
+            return None
+    return EpochInProgress(
+        loss_sum.item(), int(correct.item()), seen, time.perf_counter() - t_epoch
+    )
+
+
+def _step(
+    run: Run, epoch: int, b: int, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One optimizer step on batch `b`: (its mean loss, correct predictions, images)."""
+    import torch
+    import torch.nn.functional as F
+
+    hyper = run.hyper
+    x, y = run.train_set.x[idx], run.train_set.y[idx]
+    if hyper.augment > 0:
+        x = shift_batch(x, hyper.augment, _generator(hyper.seed, epoch, b))
+    x = x.contiguous(memory_format=torch.channels_last)
+    amp = run.amp
+    with torch.autocast(run.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        logits = run.forward(x)
+        loss = F.cross_entropy(logits, y)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    if run.scheduler is not None:
+        run.scheduler.step()
+    return loss.detach(), (logits.detach().argmax(1) == y).sum(), int(y.shape[0])
+
+
+def _loss_and_accuracy(model: nn.Module, data: Tensors) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy, by the same evaluation `mnistcli eval` runs."""
+    result, _ = metrics.evaluate_tensors(model, data, batch_size=256, top=0)
+    return result.loss, result.accuracy
+
+
+def _checkpoint_to_resume(settings: TrainSettings) -> tuple[Path | None, Checkpoint | None]:
+    """The last.pt that --resume names, loaded (None, None for a new run)."""
+    if settings.resume is None:
+        return None, None
+    path = runs.resume_path(settings.resume, settings.runs_dir)
+    saved = ckpt.load_checkpoint(path)
+    if saved.meta.finished:
+        raise CheckpointError(
+            f"run {path.parent} already finished ({saved.meta.stop_reason or 'completed'}); "
+            f"nothing to resume. Start a new run with 'mnistcli train'"
+        )
+    return path, saved
+
+
+def _restore(run: Run, saved: Checkpoint, path: Path) -> None:
+    """Weights, optimizer, schedule, RNG and RunState from last.pt; best weights from best.pt."""
+    ckpt.load_weights(run.model, saved.model_state, path)
+    try:
+        if saved.resume is None:
+            raise KeyError("optimizer_state")
+        run.optimizer.load_state_dict(saved.resume.optimizer)
+        if run.scheduler is not None:
+            if saved.resume.scheduler is None:
+                raise KeyError("scheduler_state")
+            run.scheduler.load_state_dict(saved.resume.scheduler)
+        _set_rng_state(saved.resume.rng)
+        run.state = RunState.from_checkpoint(saved.meta)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path} lacks the state needed to resume ({exc}); start a new run"
+        ) from None
+    best_path = run.run_dir / "best.pt"
+    if run.state.best.validated and best_path.exists():
+        run.best_state = ckpt.load_checkpoint(best_path).model_state
+
+
+def _datasets(mnist: Mnist, hyper: HyperParams, device: torch.device) -> tuple[Tensors, Tensors]:
+    """The run's training and validation tensors (resident on `device`, batches by indexing)."""
+    split = split_indices(len(mnist.train_labels), hyper.val_size, hyper.seed, hyper.limit)
+    train_set = make_tensors(
+        mnist.train_images[split.train], mnist.train_labels[split.train], device
+    )
+    if len(train_set) == 0:
+        raise ConfigError("no training images left: lower --val-size or raise --limit")
+    val_set = make_tensors(mnist.train_images[split.val], mnist.train_labels[split.val], device)
+    return train_set, val_set
+
+
+def _config_doc(settings: TrainSettings, hyper: HyperParams, mnist: Mnist) -> dict[str, Any]:
+    """config.json: the resolved settings of a new run."""
+    return {
+        "hyper": hyper.to_dict(),
+        "device": settings.device,
+        "data": {
+            "root": str(settings.data.root),
+            "mirrors": list(settings.data.mirrors),
+            "checksums": mnist.checksums,
+        },
+    }
+
+
+def check_resume_flags(settings: TrainSettings, saved: HyperParams) -> None:
+    """A resumed run keeps its own hyper-parameters; a flag that contradicts them is an error."""
+    for key in settings.explicit:
+        name = key.split(".")[-1]
+        if not key.startswith(("train.", "data.")) or not hasattr(saved, name):
+            continue
+        asked, had = getattr(settings.hyper, name), getattr(saved, name)
+        if asked != had:
+            raise ConfigError(
+                f"{flag_name(key)} {asked} differs from the resumed "
+                f"run's {name} = {had}; a resumed run keeps its settings (start a "
+                f"new run to change them)"
+            )
 
 
 def _generator(*key: int) -> torch.Generator:
@@ -148,19 +632,6 @@ def _generator(*key: int) -> torch.Generator:
     for k in key:
         value = (value * 1_000_003 + k) % (2**63 - 1)
     return torch.Generator().manual_seed(value)
-
-
-def evaluate(model: nn.Module, data: Tensors, batch_size: int = 256) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on `data` (eval mode, no autograd)."""
-    import torch.nn.functional as F
-
-    from mnistcli.model import logits_in_batches
-
-    if len(data) == 0:
-        return 0.0, 0.0
-    logits = logits_in_batches(model, data.x, batch_size)
-    loss = F.cross_entropy(logits.float(), data.y).item()
-    return loss, (logits.argmax(1) == data.y).sum().item() / len(data)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -180,458 +651,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def stats_from_dict(raw: dict[str, Any]) -> EpochStats:
-    """One epoch of a checkpoint's history; KeyError or TypeError when it is not in that form."""
-    return EpochStats(**{k: raw[k] for k in EpochStats.__dataclass_fields__})
+def _ignore(_event: Event) -> None:
+    return None
 
 
-def _write_metrics(run_dir: Path, history: list[EpochStats], summary: dict[str, Any]) -> None:
-    """metrics.csv (one row per epoch) and metrics.json (history plus the run's summary)."""
-    rows = [asdict(s) for s in history]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(EpochStats.__dataclass_fields__))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(run_dir / "metrics.csv", buf.getvalue().encode())
-    doc = {"summary": summary, "history": rows}
-    write_atomic(
-        run_dir / "metrics.json", (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Run folders and resume
-
-
-def new_run_dir(runs_dir: Path, name: str | None) -> Path:
-    """runs/<name>, or runs/<date-time> (with -2, -3... if taken); refuses to reuse a run."""
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TrainingError(
-            f"cannot create the runs folder {runs_dir}: "
-            f"{exc.strerror or exc}; choose another with --out"
-        ) from None
-    if name is not None:
-        if not name or name in (".", "..", ckpt.LATEST) or "/" in name or "\\" in name:
-            raise ConfigError(
-                f"--name {name!r} is not a usable folder name; use letters, digits, '-' or '_'"
-            )
-        if len(name.encode()) > 200:
-            raise ConfigError(f"--name is {len(name)} characters long; use at most 200")
-        run_dir = runs_dir / name
-        # a folder without checkpoints (a run killed before its first save) can be reused
-        if (run_dir / "last.pt").exists() or (run_dir / "best.pt").exists():
-            raise ConfigError(
-                f"run folder {run_dir} already exists; continue it with "
-                f"--resume {run_dir} or pick another --name"
-            )
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir, n = runs_dir / stamp, 2
-        while run_dir.exists():
-            run_dir, n = runs_dir / f"{stamp}-{n}", n + 1
-    try:
-        run_dir.mkdir(exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise TrainingError(
-            f"cannot write to the run folder {run_dir}: "
-            f"{exc.strerror or exc}; choose another with --out"
-        ) from None
-    return run_dir
-
-
-def resume_path(arg: str, runs_dir: Path) -> Path:
-    """`--resume` takes a run folder, its last.pt, or 'latest'."""
-    path = ckpt.resolve_checkpoint(arg, runs_dir, kind="last")
-    if path.name == "best.pt":
-        path = path.with_name("last.pt")
-    if not path.exists():
-        raise CheckpointError(f"nothing to resume at {arg}: {path} does not exist")
-    return path
-
-
-def check_resume_flags(settings: TrainSettings, saved: HyperParams) -> None:
-    """A resumed run keeps its own hyper-parameters; a flag that contradicts them is an error."""
-    for key in settings.explicit:
-        name = key.split(".")[-1]
-        if not key.startswith(("train.", "data.")) or not hasattr(saved, name):
-            continue
-        asked, had = getattr(settings.hyper, name), getattr(saved, name)
-        if asked != had:
-            raise ConfigError(
-                f"--{name.replace('_', '-')} {asked} differs from the resumed "
-                f"run's {name} = {had}; a resumed run keeps its settings (start a "
-                f"new run to change them)"
-            )
-
-
-# ---------------------------------------------------------------------------------------------
-# The trainer
-
-
-def train(
-    settings: TrainSettings,
-    mnist: Mnist,
-    *,
-    on_event: Callable[[Event], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> TrainResult:
-    """Train (or resume) one run; returns when done, stopped early, or asked to stop."""
-    try:
-        return _train(settings, mnist, on_event, should_stop)
-    except OSError as exc:  # a full disk or a folder that became unwritable while saving
-        where = f" {exc.filename}" if exc.filename else ""
-        raise TrainingError(
-            f"could not save{where}: {exc.strerror or exc}; files saved before are intact "
-            f"(free some space or fix permissions, then continue with --resume)"
-        ) from None
-
-
-def _train(
-    settings: TrainSettings,
-    mnist: Mnist,
-    on_event: Callable[[Event], None] | None,
-    should_stop: Callable[[], bool] | None,
-) -> TrainResult:
-    import torch
-    import torch.nn.functional as F
-
-    from mnistcli.device import autocast_dtype, resolve_device
-    from mnistcli.model import build_model, count_parameters
-
-    emit = on_event or (lambda _event: None)
-    stop = should_stop or (lambda: False)
-    t_start = time.perf_counter()
-
-    # --- what to run: a new run, or the state a last.pt holds -----------------------------
-    resumed: dict[str, Any] | None = None
-    if settings.resume is not None:
-        last_path = resume_path(settings.resume, settings.runs_dir)
-        resumed = ckpt.load_checkpoint(last_path)
-        if resumed.get("finished"):
-            raise CheckpointError(
-                f"run {last_path.parent} already finished "
-                f"({resumed.get('stop_reason', 'completed')}); nothing to "
-                f"resume. Start a new run with 'mnistcli train'"
-            )
-        hyper = HyperParams.from_dict(resumed["config"])
-        check_resume_flags(settings, hyper)
-        run_dir = last_path.parent
-    else:
-        hyper = settings.hyper
-
-    # everything that can refuse the settings comes before a new run folder is made
-    device = resolve_device(settings.device)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    torch.manual_seed(hyper.seed)
-    model = build_model(hyper.model).to(device)
-    if resumed is None:
-        run_dir = new_run_dir(settings.runs_dir, settings.name)
-    # channels_last makes the CPU convolutions faster here (see bench/); harmless elsewhere.
-    model = model.to(memory_format=torch.channels_last)
-
-    # --- data: resident tensors, batches by indexing ------------------------------------------
-    split = split_indices(len(mnist.train_labels), hyper.val_size, hyper.seed, hyper.limit)
-    train_set = make_tensors(
-        mnist.train_images[split.train], mnist.train_labels[split.train], device
-    )
-    val_set = make_tensors(mnist.train_images[split.val], mnist.train_labels[split.val], device)
-    n = len(train_set)
-    if n == 0:
-        raise ConfigError("no training images left: lower --val-size or raise --limit")
-    batches = math.ceil(n / hyper.batch_size)
-
-    amp = autocast_dtype(hyper.precision, device)  # None: float32 throughout
-    # torch.compile wraps the module for the training steps only; weights stay shared with
-    # `model`, whose state_dict (without the wrapper's prefixes) is what checkpoints store.
-    forward = torch.compile(model) if settings.compile else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=hyper.lr)
-    scheduler = None
-    if hyper.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=hyper.lr, total_steps=hyper.epochs * batches
-        )
-
-    history: list[EpochStats] = []
-    best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}
-    wait, start_epoch, start_batch = 0, 1, 0
-    partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-    best_state: dict[str, torch.Tensor] | None = None
-
-    if resumed is not None:
-        ckpt.load_weights(model, resumed["model_state"], last_path)
-        try:
-            optimizer.load_state_dict(resumed["optimizer_state"])
-            if scheduler is not None:
-                scheduler.load_state_dict(resumed["scheduler_state"])
-            _set_rng_state(resumed["rng"])
-            best = dict(resumed["best"])
-            wait = int(resumed["wait"])
-            history = [stats_from_dict(h) for h in resumed["history"]]
-            start_epoch = int(resumed["epoch"]) + 1
-            start_batch = int(resumed.get("step", 0))
-            partial = dict(resumed.get("partial") or partial)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(
-                f"{last_path} lacks the state needed to resume ({exc}); start a new run"
-            ) from None
-        best_path = run_dir / "best.pt"
-        if best["epoch"] > 0 and best_path.exists():
-            best_state = ckpt.load_checkpoint(best_path)["model_state"]
-    else:
-        write_atomic(
-            run_dir / "config.json",
-            (
-                json.dumps(
-                    {
-                        "hyper": hyper.to_dict(),
-                        "device": settings.device,
-                        "data": {
-                            "root": str(settings.data.root),
-                            "mirrors": list(settings.data.mirrors),
-                            "checksums": mnist.checksums,
-                        },
-                    },
-                    indent=2,
-                )
-                + "\n"
-            ).encode(),
-        )
-    ckpt.point_latest(settings.runs_dir, run_dir)
-
-    def payload(kind: str, epoch: int, step: int, **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "format": ckpt.FORMAT,
-            "format_version": ckpt.FORMAT_VERSION,
-            "kind": kind,
-            "model": hyper.model,
-            "epoch": epoch,
-            "step": step,
-            "history": [asdict(h) for h in history],
-            "best": dict(best),
-            "wait": wait,
-            "config": hyper.to_dict(),
-            "data": dict(mnist.checksums),
-            "versions": ckpt.versions(),
-            "created": ckpt.now_iso(),
-            "finished": False,
-        }
-        body.update(extra)
-        return body
-
-    def last_payload(epoch: int, step: int, **extra: Any) -> dict[str, Any]:
-        """Everything a resume needs: weights, optimizer, schedule, RNG, position in the run."""
-        return payload(
-            "last",
-            epoch,
-            step,
-            model_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            optimizer_state=optimizer.state_dict(),
-            scheduler_state=scheduler.state_dict() if scheduler is not None else None,
-            rng=_rng_state(),
-            **extra,
-        )
-
-    def save_last(epoch: int, step: int, **extra: Any) -> None:
-        ckpt.save_checkpoint(last_payload(epoch, step, **extra), run_dir / "last.pt")
-
-    def summary(reason: str, test: tuple[float, float] | None = None) -> dict[str, Any]:
-        return {
-            "stop_reason": reason,
-            "best_epoch": best["epoch"],
-            # no validated epoch yet (interrupted in epoch 1): null, not -1 and Infinity
-            "best_val_acc": best["val_acc"] if best["epoch"] else None,
-            "best_val_loss": best["val_loss"] if best["epoch"] else None,
-            "test_acc": test[1] if test else None,
-            "test_loss": test[0] if test else None,
-            "device": str(device),
-            "hyper": hyper.to_dict(),
-        }
-
-    def interrupted(epoch: int, batch: int) -> TrainResult:
-        _write_metrics(run_dir, history, summary("interrupted"))
-        return TrainResult(
-            run_dir=run_dir,
-            device=str(device),
-            stop_reason="interrupted",
-            epochs_run=len(history),
-            best_epoch=best["epoch"],
-            best_val_acc=best["val_acc"],
-            best_val_loss=best["val_loss"],
-            test_acc=None,
-            test_loss=None,
-            seconds=time.perf_counter() - t_start,
-            history=tuple(history),
-            interrupted_at=(epoch, batch),
-        )
-
-    emit(
-        RunStarted(
-            run_dir=run_dir,
-            device=str(device),
-            precision="bf16" if amp is not None else "fp32",
-            hyper=hyper,
-            parameters=count_parameters(model),
-            n_train=n,
-            n_val=len(val_set),
-            n_test=len(mnist.test_labels),
-            batches_per_epoch=batches,
-            start_epoch=start_epoch,
-            resumed=resumed is not None,
-            history=tuple(history),
-            best_epoch=best["epoch"],
-            wait=wait,
-        )
-    )
-
-    # --- the loop ----------------------------------------------------------------------------
-    reason = "completed"
-    epoch = start_epoch
-    if resumed is not None and patience_exhausted(wait, hyper.patience):
-        reason = "early_stop"
-    while reason == "completed" and epoch <= hyper.epochs:
-        model.train()
-        perm = torch.randperm(n, generator=_generator(hyper.seed, epoch)).to(device)
-        emit(
-            EpochStarted(epoch=epoch, epochs=hyper.epochs, batches=batches, first_batch=start_batch)
-        )
-        loss_sum = torch.tensor(partial["loss_sum"], device=device)
-        correct = torch.tensor(int(partial["correct"]), device=device)
-        seen = int(partial["seen"])
-        t_epoch = time.perf_counter() - float(partial["seconds"])
-        t_loop = t_shown = time.perf_counter()
-        seen_at_start = seen
-        for b in range(start_batch, batches):
-            idx = perm[b * hyper.batch_size : (b + 1) * hyper.batch_size]
-            x, y = train_set.x[idx], train_set.y[idx]
-            if hyper.augment > 0:
-                x = shift_batch(x, hyper.augment, _generator(hyper.seed, epoch, b))
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = forward(x)
-                loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            loss_sum += loss.detach() * y.shape[0]
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += int(y.shape[0])
-            now = time.perf_counter()
-            if now - t_shown >= PROGRESS_INTERVAL or b == batches - 1:
-                running = loss_sum.item() / seen
-                if not math.isfinite(running):
-                    _stop_on_nan(epoch, b + 1, run_dir)
-                t_shown = now
-                emit(
-                    BatchDone(
-                        epoch=epoch,
-                        batch=b + 1,
-                        batches=batches,
-                        loss=running,
-                        samples_per_s=(seen - seen_at_start) / max(now - t_loop, 1e-9),
-                    )
-                )
-            if stop() and b + 1 < batches:
-                save_last(
-                    epoch - 1,
-                    b + 1,
-                    partial={
-                        "loss_sum": loss_sum.item(),
-                        "correct": int(correct.item()),
-                        "seen": seen,
-                        "seconds": time.perf_counter() - t_epoch,
-                    },
-                )
-                return interrupted(epoch, b + 1)
-        train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
-        if not math.isfinite(train_loss):
-            _stop_on_nan(epoch, batches, run_dir)
-        val_loss, val_acc = evaluate(model, val_set)
-        if not math.isfinite(val_loss):
-            _stop_on_nan(epoch, batches, run_dir)
-        seconds = time.perf_counter() - t_epoch
-        stats = EpochStats(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_acc=train_acc,
-            val_loss=val_loss,
-            val_acc=val_acc,
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=seconds,
-            samples_per_s=seen / max(seconds, 1e-9),
-        )
-        history.append(stats)
-        is_best = val_acc > best["val_acc"]
-        if is_best:
-            best = {"epoch": epoch, "val_acc": val_acc, "val_loss": val_loss}
-            wait = 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            ckpt.save_checkpoint(
-                payload("best", epoch, 0, model_state=best_state), run_dir / "best.pt"
-            )
-        else:
-            wait += 1
-        save_last(epoch, 0)
-        _write_metrics(run_dir, history, summary("running"))
-        emit(
-            EpochDone(
-                stats=stats,
-                history=tuple(history),
-                best_epoch=best["epoch"],
-                is_best=is_best,
-                wait=wait,
-                patience=hyper.patience,
-            )
-        )
-        start_batch, partial = 0, {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-        if patience_exhausted(wait, hyper.patience):
-            reason = "early_stop"
-            emit(EarlyStopped(epoch=epoch, best_epoch=best["epoch"], patience=hyper.patience))
-        elif stop() and epoch < hyper.epochs:
-            return interrupted(epoch, batches)  # last.pt of this epoch is already saved
-        epoch += 1
-
-    # --- restore the best weights, report the test set once -----------------------------------
-    if best_state is None:
-        raise TrainingError("training finished without a single validated epoch")
-    final_last = last_payload(len(history), 0)  # the last epoch's weights, before restoring
-    ckpt.load_weights(model, best_state, run_dir / "best.pt")
-    test_set = make_tensors(mnist.test_images, mnist.test_labels, device)
-    test_loss, test_acc = evaluate(model, test_set)
-    emit(TestDone(test_loss=test_loss, test_acc=test_acc, n=len(test_set)))
-    test = {"loss": test_loss, "acc": test_acc, "n": len(test_set)}
-    done = {"finished": True, "stop_reason": reason, "test": test}
-    ckpt.save_checkpoint(
-        payload("best", best["epoch"], 0, model_state=best_state, **done), run_dir / "best.pt"
-    )
-    final_last.update(done)
-    ckpt.save_checkpoint(final_last, run_dir / "last.pt")
-    _write_metrics(run_dir, history, summary(reason, (test_loss, test_acc)))
-    return TrainResult(
-        run_dir=run_dir,
-        device=str(device),
-        stop_reason=reason,
-        epochs_run=len(history),
-        best_epoch=best["epoch"],
-        best_val_acc=best["val_acc"],
-        best_val_loss=best["val_loss"],
-        test_acc=test_acc,
-        test_loss=test_loss,
-        seconds=time.perf_counter() - t_start,
-        history=tuple(history),
-    )
-
-
-def patience_exhausted(wait: int, patience: int) -> bool:
-    """Early stopping: `patience` epochs in a row without a better validation accuracy."""
-    return patience > 0 and wait >= patience
+def _never() -> bool:
+    return False
 
 
 def _stop_on_nan(epoch: int, batch: int, run_dir: Path) -> None:

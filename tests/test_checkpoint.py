@@ -1,10 +1,13 @@
+import dataclasses
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
 
 from mnistcli import checkpoint as ckpt
+from mnistcli import runs as run_folders
 from mnistcli.errors import CheckpointError
 from mnistcli.model import SimpleCNN
 from tests.helpers import HalfWrite
@@ -20,34 +23,41 @@ def payload(**extra):
         "epoch": 1,
         "history": [],
         "config": {},
+        "optimizer_state": {},
+        "scheduler_state": None,
         "rng": {"torch": torch.get_rng_state()},
     }
     body.update(extra)
     return body
 
 
+def save(body, path):
+    """Save a payload dict through the typed Checkpoint (the only way the code writes one)."""
+    ckpt.save_checkpoint(ckpt.Checkpoint.from_payload(body, path), path)
+
+
 def test_round_trip_with_rng_state_under_weights_only(tmp_path):
     path = tmp_path / "best.pt"
-    ckpt.save_checkpoint(payload(), path)
+    save(payload(), path)
     loaded = ckpt.load_checkpoint(path)
-    assert torch.equal(loaded["rng"]["torch"], torch.get_rng_state())
+    assert torch.equal(loaded.resume.rng["torch"], torch.get_rng_state())
     model, meta = ckpt.load_model(path)
-    assert meta["epoch"] == 1 and not model.training
+    assert meta.epoch == 1 and not model.training
 
 
 def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     """The disk fills up half-way through writing the new checkpoint (inside write_atomic)."""
     path = tmp_path / "last.pt"
-    ckpt.save_checkpoint(payload(epoch=1), path)
+    save(payload(epoch=1), path)
     before = path.read_bytes()
     half = HalfWrite("last.pt").install(monkeypatch)
     with pytest.raises(OSError, match="No space left on device"):
-        ckpt.save_checkpoint(payload(epoch=2), path)
+        save(payload(epoch=2), path)
     [(_, written)] = half.partial
     assert written > 800_000  # half of a 1.7 MB checkpoint reached the disk before the error
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
-    assert ckpt.load_checkpoint(path)["epoch"] == 1
+    assert ckpt.load_checkpoint(path).meta.epoch == 1
 
 
 @pytest.mark.parametrize(
@@ -67,7 +77,7 @@ def test_corrupt_files_give_one_line_errors(tmp_path, content, fragment):
 
 def test_truncated_checkpoint_is_refused(tmp_path):
     path = tmp_path / "best.pt"
-    ckpt.save_checkpoint(payload(), path)
+    save(payload(), path)
     path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
     with pytest.raises(CheckpointError, match="truncated, corrupt"):
         ckpt.load_checkpoint(path)
@@ -120,15 +130,15 @@ def test_other_dicts_architectures_and_bad_weights_are_refused(tmp_path):
 def test_resolve_and_latest(tmp_path):
     runs = tmp_path / "runs"
     with pytest.raises(CheckpointError, match=r"no trained model found.*mnistcli train"):
-        ckpt.resolve_checkpoint(None, runs)
+        run_folders.resolve_checkpoint(None, runs)
     for name in ("old", "new"):
         (runs / name).mkdir(parents=True)
-        ckpt.save_checkpoint(payload(), runs / name / "last.pt")
-    ckpt.point_latest(runs, runs / "old")
-    assert ckpt.resolve_checkpoint(None, runs) == (runs / "old" / "best.pt").resolve()
-    assert ckpt.resolve_checkpoint(runs / "new", runs) == runs / "new" / "best.pt"
+        save(payload(), runs / name / "last.pt")
+    run_folders.point_latest(runs, runs / "old")
+    assert run_folders.resolve_checkpoint(None, runs) == (runs / "old" / "best.pt").resolve()
+    assert run_folders.resolve_checkpoint(runs / "new", runs) == runs / "new" / "best.pt"
     (runs / "latest").unlink()
-    assert ckpt.latest_run(runs) in (runs / "old", runs / "new")
+    assert run_folders.latest_run(runs) in (runs / "old", runs / "new")
 
 
 def test_settings_of_the_wrong_type_in_a_checkpoint_are_refused(tmp_path):
@@ -139,3 +149,81 @@ def test_settings_of_the_wrong_type_in_a_checkpoint_are_refused(tmp_path):
     torch.save(payload(epoch=True), path)
     with pytest.raises(CheckpointError, match="field 'epoch'"):
         ckpt.load_checkpoint(path)
+
+
+V1_BEST = Path(__file__).parent / "data" / "v1-best.pt"  # written by mnistcli 0.1.0 (format 1)
+
+
+def test_a_format_1_checkpoint_loads_and_round_trips_unchanged():
+    raw = torch.load(V1_BEST, weights_only=True)
+    loaded = ckpt.load_checkpoint(V1_BEST)
+    meta = loaded.meta
+    assert (meta.kind, meta.epoch, meta.finished) == ("best", 1, True)
+    assert meta.stop_reason == "completed"
+    assert [h.epoch for h in meta.history] == [1, 2] and meta.history[1].train_acc == 0.978
+    assert meta.best == ckpt.Best(1, 1.0, raw["best"]["val_loss"])
+    assert meta.test == ckpt.TestScore(loss=raw["test"]["loss"], acc=1.0, n=200)
+    assert meta.hyper.batch_size == 50 and meta.data == {"synthetic": "0"}
+    # what this version writes for it is the same layout, field for field
+    again = loaded.to_payload()
+    assert again.keys() == raw.keys()
+    for key in raw.keys() - {"model_state"}:
+        assert again[key] == raw[key], key
+    model, _ = ckpt.load_model(V1_BEST)
+    assert sum(p.numel() for p in model.parameters()) == 421_642
+
+
+def test_a_format_1_last_pt_stopped_mid_epoch_resumes(tmp_path, tiny_mnist):
+    """A last.pt laid out as mnistcli 0.1.0 wrote it mid-epoch (keys as listed there)."""
+    from mnistcli import train as trainer
+    from tests.conftest import make_settings
+
+    best = torch.load(V1_BEST, weights_only=True)
+    model = SimpleCNN()
+    model.load_state_dict(best["model_state"])
+    last = {
+        **{k: best[k] for k in ("format", "model", "config", "data", "versions", "created")},
+        "format_version": 1,
+        "kind": "last",
+        "epoch": 1,
+        "step": 3,
+        "history": best["history"][:1],
+        "best": best["best"],
+        "wait": 0,
+        "finished": False,
+        "model_state": model.state_dict(),
+        "optimizer_state": torch.optim.Adam(model.parameters()).state_dict(),
+        "scheduler_state": None,
+        "rng": {"torch": torch.get_rng_state()},
+        "partial": {"loss_sum": 30.5, "correct": 141, "seen": 150, "seconds": 0.04},
+    }
+    run_dir = tmp_path / "runs" / "old"
+    run_dir.mkdir(parents=True)
+    torch.save(last, run_dir / "last.pt")
+    torch.save(best | {"finished": False}, run_dir / "best.pt")
+    meta = ckpt.load_checkpoint(run_dir / "last.pt").meta
+    assert meta.in_progress == ckpt.EpochInProgress(30.5, 141, 150, 0.04) and meta.step == 3
+    settings = dataclasses.replace(make_settings(tmp_path), resume=str(run_dir), name=None)
+    started = []
+    result = trainer.train(settings, tiny_mnist, on_event=started.append)
+    first = next(e for e in started if isinstance(e, trainer.EpochStarted))
+    assert (first.epoch, first.first_batch) == (2, 3)
+    assert result.stop_reason == "completed" and [h.epoch for h in result.history] == [1, 2]
+    assert result.history[0].train_loss == best["history"][0]["train_loss"]
+    assert ckpt.load_checkpoint(run_dir / "last.pt").meta.finished
+
+
+def test_a_boolean_setting_is_checked_as_a_boolean(tmp_path, monkeypatch):
+    """check_config reads HyperParams' real types: a new bool field needs no table."""
+    from mnistcli import config
+
+    @dataclasses.dataclass(frozen=True)
+    class WithFlag(config.HyperParams):
+        mirror: bool = False
+
+    monkeypatch.setattr(ckpt, "HyperParams", WithFlag)
+    ckpt.check_config({"mirror": True, "epochs": 3, "lr": 1}, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="setting 'mirror' is 1, not a bool"):
+        ckpt.check_config({"mirror": 1}, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="setting 'epochs' is True, not a int"):
+        ckpt.check_config({"epochs": True}, tmp_path / "c.pt")

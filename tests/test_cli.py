@@ -33,7 +33,7 @@ def test_version_and_help_list_every_command():
     box = result.output[result.output.index("─ Commands ─") :].splitlines()
     box = box[1 : next(i for i, line in enumerate(box) if line.startswith("╰"))]
     rows = {line.split()[1]: line for line in box if line[2:3].strip()}  # not wrapped lines
-    assert set(rows) == set(COMMANDS) == {"train", "eval", "predict", "inspect"}
+    assert set(rows) == set(COMMANDS) >= {"train", "eval", "predict", "inspect"}
     for name, command in COMMANDS.items():
         first_words = " ".join(command.help.split()[:4])
         assert rows[name].startswith(f"│ {name} ") and first_words in rows[name], rows[name]

@@ -114,3 +114,25 @@ def test_text_in_toml_is_not_parsed_as_a_number_and_binary_files_are_refused(tmp
 def test_device_with_a_trailing_newline_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="use auto, cpu"):
         resolve({}, env={"MNISTCLI_DEVICE": "cpu\n"}, cwd=tmp_path)
+
+
+def test_sources_and_errors_name_the_flag_the_user_typed(tmp_path):
+    values = resolve(
+        {"runs_dir": Path("r"), "data.root": Path("d"), "train.batch_size": 8}, env={}, cwd=tmp_path
+    )
+    assert values["runs_dir"].source == "--out" and values["data.root"].source == "--data-root"
+    assert values["train.batch_size"].source == "--batch-size"
+    with pytest.raises(ConfigError, match=r"predict.top_k = 11 \(from --top-k\)"):
+        resolve({"predict.top_k": 11}, env={}, cwd=tmp_path)
+
+
+def test_help_defaults_come_from_the_schema():
+    from typer.testing import CliRunner
+
+    from mnistcli.cli import app
+    from mnistcli.config import SCHEMA, default_text
+
+    text = " ".join(CliRunner().invoke(app, ["train", "--help"]).output.split())
+    assert SCHEMA["train"]["epochs"].default == RECIPES["reference"]["epochs"]
+    for key in ("train.epochs", "train.patience", "train.lr", "data.val_size", "runs_dir"):
+        assert f"[default: {default_text(key)}]" in text, key

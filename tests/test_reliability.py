@@ -94,7 +94,7 @@ def test_signal_saves_a_resumable_checkpoint(workdir, sig, code, word):
     assert proc.returncode == code, err
     assert f"{word}: stopped in epoch" in err and "--resume" in err and "Traceback" not in err
     last = load_checkpoint(workdir / "runs" / "sig" / "last.pt")
-    assert last["finished"] is False and last["epoch"] >= 1
+    assert last.meta.finished is False and last.meta.epoch >= 1
     if sig == signal.SIGTERM:
         return  # resuming is the same for both signals; once is enough for the suite's time
     code, _, err = run("train", "--resume", "runs/sig", cwd=workdir)
@@ -121,12 +121,12 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_checkpoint(workdir, real
         for name in ("last.pt", "best.pt"):
             if (run_dir / name).exists():
                 load_checkpoint(run_dir / name)  # complete, never partial
-        if (run_dir / "last.pt").exists() and load_checkpoint(run_dir / "last.pt")["finished"]:
+        if (run_dir / "last.pt").exists() and load_checkpoint(run_dir / "last.pt").meta.finished:
             break
     if not (run_dir / "last.pt").exists():  # every kill came before the first save
         code, _, err = run("train", *KILL_RUN, "--name", "k", cwd=workdir)
         assert code == 0, err
-    elif not load_checkpoint(run_dir / "last.pt")["finished"]:
+    elif not load_checkpoint(run_dir / "last.pt").meta.finished:
         code, _, err = run("train", "--resume", "runs/k", cwd=workdir)
         assert code == 0, err
     assert kills >= 1
@@ -167,7 +167,7 @@ def test_a_full_disk_while_saving_keeps_previous_checkpoints(workdir):
     )
     assert code == 0, err
     run_dir = workdir / "runs" / "d"
-    last = load_checkpoint(run_dir / "last.pt")
+    last = torch.load(run_dir / "last.pt", weights_only=True)
     last["finished"] = False  # make it resumable for a second epoch
     last["config"]["epochs"] = 2
     torch.save(last, run_dir / "last.pt")
@@ -203,7 +203,7 @@ def test_full_disk_in_process_maps_to_training_error(tmp_path, tiny_mnist, monke
     [(temp, written)] = half.partial
     assert temp.parent == run_dir and written > 800_000  # half of the checkpoint was on disk
     assert hashes(run_dir)["last.pt"] == before["last.pt"]
-    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    assert load_checkpoint(run_dir / "last.pt").meta.epoch == 1
     assert not list(run_dir.glob(".*.tmp"))
 
 

@@ -212,8 +212,8 @@ def test_checkpoint_info_reads_the_payload(trained_run):
     from mnistcli.checkpoint import load_checkpoint
 
     path = trained_run / "best.pt"
-    payload = load_checkpoint(path)
-    info = checkpoint_info(payload, path, weights_loaded=True)
+    payload = torch.load(path, weights_only=True)  # the stored dict, read independently
+    info = checkpoint_info(load_checkpoint(path).meta, path, weights_loaded=True)
     assert info.kind == "best" and info.model == "simplecnn" and info.finished
     assert info.epochs_run == len(payload["history"]) == 1
     assert info.best_epoch == payload["best"]["epoch"] == 1

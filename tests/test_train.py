@@ -1,9 +1,12 @@
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from mnistcli import metrics
+from mnistcli import runs as run_folders
 from mnistcli import train as trainer
 from mnistcli.checkpoint import load_checkpoint
 from mnistcli.errors import CheckpointError, ConfigError, TrainingError
@@ -11,17 +14,18 @@ from tests.conftest import make_settings
 
 
 def scripted_evaluate(monkeypatch, val_accs: list[float], n_val: int):
-    """Replace evaluate(): scripted validation accuracies; record the weights the test set sees."""
+    """Replace the evaluation: scripted validation accuracies; record the weights the test set
+    sees."""
     calls = {"val": iter(val_accs), "test_state": None}
 
-    def fake(model, data, batch_size=1000):
+    def fake(model, data, **kwargs):
         if len(data) == n_val:
             acc = next(calls["val"])
-            return 1.0 - acc, acc
+            return SimpleNamespace(loss=1.0 - acc, accuracy=acc), None
         calls["test_state"] = {k: v.clone() for k, v in model.state_dict().items()}
-        return 0.5, 0.5
+        return SimpleNamespace(loss=0.5, accuracy=0.5), None
 
-    monkeypatch.setattr(trainer, "evaluate", fake)
+    monkeypatch.setattr(metrics, "evaluate_tensors", fake)
     return calls
 
 
@@ -36,11 +40,11 @@ def test_early_stopping_stops_after_patience_and_restores_best(tmp_path, tiny_mn
     assert len(stops) == 1 and stops[0].epoch == 5
     best = load_checkpoint(result.run_dir / "best.pt")
     last = load_checkpoint(result.run_dir / "last.pt")
-    assert best["epoch"] == 2 and last["epoch"] == 5 and last["finished"] is True
+    assert best.meta.epoch == 2 and last.meta.epoch == 5 and last.meta.finished is True
     # the test set was evaluated on the restored best weights, not on the last epoch's
-    for name, tensor in best["model_state"].items():
+    for name, tensor in best.model_state.items():
         assert torch.equal(calls["test_state"][name].cpu(), tensor)
-    assert any(not torch.equal(last["model_state"][k], v) for k, v in best["model_state"].items())
+    assert any(not torch.equal(last.model_state[k], v) for k, v in best.model_state.items())
 
 
 def test_patience_zero_runs_every_epoch(tmp_path, tiny_mnist, monkeypatch):
@@ -66,10 +70,10 @@ def test_training_learns_and_writes_the_run_folder(tmp_path, tiny_mnist):
     assert (settings.runs_dir / "latest").resolve() == result.run_dir.resolve()
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] == "RunStarted" and kinds[-1] == "TestDone" and "BatchDone" in kinds
-    meta = load_checkpoint(result.run_dir / "best.pt")
-    assert meta["config"]["epochs"] == 2 and meta["data"] == {"synthetic": "0"}
-    assert set(meta["versions"]) == {"mnistcli", "torch", "python"} and meta["created"]
-    assert meta["test"]["acc"] == result.test_acc
+    meta = load_checkpoint(result.run_dir / "best.pt").meta
+    assert meta.config["epochs"] == 2 and meta.data == {"synthetic": "0"}
+    assert set(meta.versions) == {"mnistcli", "torch", "python"} and meta.created
+    assert meta.test.acc == result.test_acc
 
 
 def test_same_seed_gives_the_same_metrics(tmp_path, tiny_mnist):
@@ -118,7 +122,7 @@ def test_interrupted_run_resumes_to_the_same_history(tmp_path, tiny_mnist, stop_
             should_stop=lambda: batches["n"] >= stop_after_batches,
         )
     assert cut.stop_reason == "interrupted" and cut.test_acc is None
-    assert load_checkpoint(cut.run_dir / "last.pt")["finished"] is False
+    assert load_checkpoint(cut.run_dir / "last.pt").meta.finished is False
     started = []
     resumed = trainer.train(
         dataclasses.replace(settings, resume=str(cut.run_dir), name=None),
@@ -140,7 +144,7 @@ def test_resume_refuses_finished_runs_and_changed_settings(tmp_path, tiny_mnist)
     again = dataclasses.replace(settings, resume=str(done.run_dir), name=None)
     with pytest.raises(CheckpointError, match="already finished"):
         trainer.train(again, tiny_mnist)
-    last = load_checkpoint(done.run_dir / "last.pt")
+    last = torch.load(done.run_dir / "last.pt", weights_only=True)
     last["finished"] = False
     torch.save(last, done.run_dir / "last.pt")
     changed = dataclasses.replace(
@@ -174,8 +178,8 @@ def test_nan_loss_stops_and_keeps_previous_checkpoints(tmp_path, tiny_mnist, mon
     with pytest.raises(TrainingError, match="NaN or infinite in epoch 2"):
         trainer.train(settings, tiny_mnist, on_event=on_event)
     last = load_checkpoint(settings.runs_dir / "test" / "last.pt")
-    assert last["epoch"] == 1
-    assert all(torch.isfinite(v).all() for v in last["model_state"].values())
+    assert last.meta.epoch == 1
+    assert all(torch.isfinite(v).all() for v in last.model_state.values())
 
 
 def test_bf16_autocast_trains_and_saves_float32_weights(tmp_path, tiny_mnist):
@@ -184,7 +188,7 @@ def test_bf16_autocast_trains_and_saves_float32_weights(tmp_path, tiny_mnist):
     result = trainer.train(settings, tiny_mnist, on_event=events.append)
     assert events[0].precision == "bf16"
     assert result.best_val_acc > 0.5
-    state = load_checkpoint(result.run_dir / "best.pt")["model_state"]
+    state = load_checkpoint(result.run_dir / "best.pt").model_state
     assert all(v.dtype == torch.float32 for v in state.values())
 
 
@@ -211,4 +215,4 @@ def test_a_refused_device_leaves_no_run_folder(tmp_path, tiny_mnist):
         trainer.train(settings, tiny_mnist)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     with pytest.raises(ConfigError, match="at most 200"):
-        trainer.new_run_dir(tmp_path / "runs", "a" * 300)
+        run_folders.create_run(tmp_path / "runs", "a" * 300)

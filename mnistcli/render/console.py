@@ -36,3 +36,14 @@ def make_consoles(*, no_color: bool = False, plain: bool = False) -> Consoles:
     err = Console(stderr=True, highlight=False, **kwargs)
     live = err.is_interactive and not (no_color or env_no_color or plain)
     return Consoles(out=out, err=err, live=live)
+
+
+def percent(fraction: float | None, digits: int = 2, *, below_100: bool = False) -> str:
+    """A fraction as a percentage, 0.98765 -> '98.77%'; None -> '-'. With `below_100`, a value
+    short of 1 never reads as 100% (0.9996 at one digit -> '99.9%')."""
+    if fraction is None:
+        return "-"
+    value = 100 * fraction
+    if below_100 and fraction < 1:
+        value = min(value, 100 - 10**-digits)
+    return f"{value:.{digits}f}%"

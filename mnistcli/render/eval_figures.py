@@ -3,18 +3,16 @@ of misclassified digits."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from PIL import Image, ImageDraw
 
 from mnistcli.errors import OutputError
-from mnistcli.files import write_atomic
-from mnistcli.metrics import Evaluation, Mistake
+from mnistcli.metrics import EvalReport, Mistake
 from mnistcli.render.figures import INK, font, save_png
+from mnistcli.runs import eval_paths, write_json
 
 WHITE = (255, 255, 255)
 DIAGONAL_RGB = (8, 81, 156)  # dark blue: correct predictions
@@ -126,31 +124,29 @@ def save_misclassified_png(mistakes: Sequence[Mistake], path: Path, title: str) 
     save_png(image, path)
 
 
-def save_eval_files(
-    result: Evaluation, doc: dict[str, Any], folder: Path, *, split: str, checkpoint: Path
-) -> list[Path]:
+def save_eval_files(report: EvalReport, folder: Path) -> list[Path]:
     """Write confusion_matrix.png, misclassified.png (when there are mistakes) and eval.json
-    (`doc` with the list of files saved) into `folder`; a split other than "test" adds a suffix
-    (eval_val.json). Returns the paths written; raises OutputError if the folder is unwritable."""
-    suffix = "" if split == "test" else f"_{split}"
-    title = f"{checkpoint.parent.name}/{checkpoint.name}, {split} split"
-    report = folder / f"eval{suffix}.json"
-    matrix = folder / f"confusion_matrix{suffix}.png"
-    grid = folder / f"misclassified{suffix}.png"
-    saved = [report, matrix, *([grid] if result.mistakes else [])]
+    (the report's JSON document, with the list of files saved) into `folder`; a split other
+    than "test" adds a suffix (eval_val.json). Returns the paths written; raises OutputError if
+    the folder is unwritable."""
+    result, checkpoint = report.evaluation, report.checkpoint
+    files = eval_paths(folder, report.split)
+    title = f"{checkpoint.parent.name}/{checkpoint.name}, {report.split} split"
+    saved = [files.report, files.matrix, *([files.mistakes] if result.mistakes else [])]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         save_confusion_png(
             result.confusion,
-            matrix,
+            files.matrix,
             f"{title}: accuracy {100 * result.accuracy:.2f}% (n={result.n:,})",
         )
         if result.mistakes:
             save_misclassified_png(
-                result.mistakes, grid, f"{title}: most confident mistakes (true -> predicted)"
+                result.mistakes,
+                files.mistakes,
+                f"{title}: most confident mistakes (true -> predicted)",
             )
-        body = {**doc, "saved": [str(p) for p in saved]}
-        write_atomic(report, (json.dumps(body, indent=2) + "\n").encode())
+        write_json(files.report, report.to_dict(saved))
     except OSError as exc:
         raise OutputError(
             f"cannot write the results to {folder}: {exc.strerror or exc}; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -18,8 +19,9 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.metrics import ClassScore, Evaluation, Mistake
-from mnistcli.render.console import is_color
+from mnistcli.metrics import ClassScore, EvalReport, Evaluation, Mistake
+from mnistcli.render.charts import curves
+from mnistcli.render.console import is_color, percent
 from mnistcli.render.digits import digit_rows
 
 # Cell colours as (background, text) pairs, light to dark. Both colours are set, so a cell reads
@@ -127,10 +129,6 @@ def confusion_table(confusion: Sequence[Sequence[int]], *, color: bool) -> Table
     return table
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
 def class_table(scores: Sequence[ClassScore], macro: ClassScore) -> Table:
     table = Table(title="per class", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("digit", "precision", "recall", "F1", "support", "predicted"):
@@ -139,9 +137,9 @@ def class_table(scores: Sequence[ClassScore], macro: ClassScore) -> Table:
     for s in scores:
         table.add_row(
             str(s.label),
-            _pct(s.precision),
-            _pct(s.recall),
-            _pct(s.f1),
+            percent(s.precision),
+            percent(s.recall),
+            percent(s.f1),
             f"{s.support:,}",
             f"{s.predicted:,}",
             style="bold red" if s.label == worst and s.f1 < 1 else None,
@@ -149,9 +147,9 @@ def class_table(scores: Sequence[ClassScore], macro: ClassScore) -> Table:
     table.add_section()
     table.add_row(
         "macro avg",
-        _pct(macro.precision),
-        _pct(macro.recall),
-        _pct(macro.f1),
+        percent(macro.precision),
+        percent(macro.recall),
+        percent(macro.f1),
         f"{macro.support:,}",
         f"{macro.predicted:,}",
         style="bold",
@@ -230,3 +228,33 @@ def print_report(
         console.print(pairs_text(ev))
     if gallery_size > 0:
         console.print(gallery(ev.mistakes, ev.errors, console.width, color=color))
+
+
+def trained_line(report: EvalReport) -> str:
+    """How the checkpoint's model was trained, in one line."""
+    h = report.hyper
+    return (
+        f"{h.model}, epoch {report.epoch} (of {report.epochs_in_checkpoint} in this "
+        f"checkpoint), recipe {h.recipe}, seed {h.seed}, {report.n_train:,} training images"
+    )
+
+
+def print_eval(
+    out: Console, err: Console, report: EvalReport, saved: Sequence[Path], *, top: int, gallery: int
+) -> None:
+    """The report on `out` (`top` pairs, `gallery` mistakes: 0 leaves the section out), then
+    the run's training curves on `err`, as `mnistcli train` drew them (two epochs or more)."""
+    print_report(
+        out,
+        report.evaluation,
+        checkpoint=str(report.checkpoint),
+        split=report.split,
+        device=report.device,
+        trained=trained_line(report),
+        saved=[str(p) for p in saved],
+        top=top,
+        gallery_size=gallery,
+    )
+    if len(report.history) >= 2:
+        chart = curves(report.history, min(err.width, 120), 14, color=is_color(err))
+        err.print(Text.from_ansi(chart))

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from mnistcli.render.console import percent
 from mnistcli.summary import CheckpointInfo, ModelSummary
 
 
@@ -111,10 +112,6 @@ def formulas_table(s: ModelSummary) -> RenderableType | None:
     return Group(rule, table)
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
 def checkpoint_table(c: CheckpointInfo) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -140,12 +137,12 @@ def checkpoint_table(c: CheckpointInfo) -> Table:
     if c.best_epoch is not None:
         loss = "-" if c.best_val_loss is None else f"{c.best_val_loss:.4f}"
         rows.append(
-            ("best epoch", f"{c.best_epoch}: val acc {_percent(c.best_val_acc)}, val loss {loss}")
+            ("best epoch", f"{c.best_epoch}: val acc {percent(c.best_val_acc)}, val loss {loss}")
         )
     if c.test_acc is not None:
         n = f" on {c.test_n:,} images" if c.test_n else ""
         loss = "" if c.test_loss is None else f", loss {c.test_loss:.4f}"
-        rows.append(("test", f"acc {_percent(c.test_acc)}{loss}{n}"))
+        rows.append(("test", f"acc {percent(c.test_acc)}{loss}{n}"))
     else:
         rows.append(("test", "not run yet (the run has not finished)"))
     rows.append(("config", escape(_pairs(c.config))))

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistcli.imaging import Prediction
+from mnistcli.render.console import percent
 from mnistcli.render.digits import digit_rows
 
 if TYPE_CHECKING:
@@ -41,8 +42,8 @@ def top_k_chart(pred: Prediction, width: int = 30) -> Table:
 
 
 def pct(p: float) -> str:
-    """A probability as a percentage with one decimal (99.95% and above read as 99.9%)."""
-    return f"{min(100 * p, 99.9 if p < 1 else 100.0):.1f}%"
+    """A probability with one decimal; short of 1 it never reads as 100% (99.96% -> 99.9%)."""
+    return percent(p, 1, below_100=True)
 
 
 def headline(pred: Prediction) -> Text:
@@ -129,7 +130,7 @@ def gallery(preds: Sequence[Prediction], *, color: bool) -> Columns:
     for pred in preds:
         if pred.pixels is None or pred.digit is None:
             continue  # failed, or a blank canvas: nothing to see
-        guess = "no digit" if pred.digit is None else f"{pred.digit} {pct(pred.probability or 0)}"
+        guess = f"{pred.digit} {pct(pred.probability or 0)}"
         art = digit_art(pred.pixels, color=color)
         width = _art_width(art)
         cells.append(

@@ -50,7 +50,13 @@ def describe_run(e: RunStarted) -> str:
 
 def epoch_line(e: EpochDone) -> str:
     s = e.stats
-    mark = "  * best" if e.is_best else f"  (no gain {e.wait}/{e.patience})" if e.patience else ""
+    mark = (
+        "  * best"
+        if e.is_best
+        else f"  (no gain {e.epochs_without_gain}/{e.patience})"
+        if e.patience
+        else ""
+    )
     return (
         f"epoch {s.epoch:>2}  train loss {s.train_loss:.4f} acc {100 * s.train_acc:6.2f}%  "
         f"val loss {s.val_loss:.4f} acc {100 * s.val_acc:6.2f}%  lr {s.lr:.2e}  "
@@ -59,9 +65,9 @@ def epoch_line(e: EpochDone) -> str:
 
 
 def epochs_table(
-    history: tuple[EpochStats, ...], best_epoch: int, wait: int, patience: int
+    history: tuple[EpochStats, ...], best_epoch: int, epochs_without_gain: int, patience: int
 ) -> Table:
-    title = "epochs" + (f"  (patience {wait}/{patience})" if patience else "")
+    title = "epochs" + (f"  (patience {epochs_without_gain}/{patience})" if patience else "")
     table = Table(title=title, title_justify="left", expand=False, pad_edge=False)
     for col in (
         "epoch",
@@ -92,15 +98,13 @@ def epochs_table(
     return table
 
 
-class PlainView:
-    """One line per epoch on stderr: readable in CI logs and files (like Keras verbose=2)."""
+class CurvesFile:
+    """Writes curves.png after each epoch: the one place every view (quiet, plain, live) does."""
 
-    def __init__(self, err: Console, run_curves: bool = True) -> None:
-        self.err = err
+    def __init__(self) -> None:
         self.run_dir: Path | None = None
-        self.run_curves = run_curves
 
-    def __enter__(self) -> PlainView:
+    def __enter__(self) -> CurvesFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -109,6 +113,24 @@ class PlainView:
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.run_dir = event.run_dir
+        elif isinstance(event, EpochDone) and self.run_dir is not None:
+            save_curves(event.history, self.run_dir / "curves.png")
+
+
+class QuietView(CurvesFile):
+    """--quiet: nothing while training; curves.png is still written."""
+
+
+class PlainView(CurvesFile):
+    """One line per epoch on stderr: readable in CI logs and files (like Keras verbose=2)."""
+
+    def __init__(self, err: Console) -> None:
+        super().__init__()
+        self.err = err
+
+    def __call__(self, event: Event) -> None:
+        super().__call__(event)
+        if isinstance(event, RunStarted):
             self.err.print(escape(describe_run(event)), soft_wrap=True)
             for s in event.history:
                 self.err.print(
@@ -116,8 +138,6 @@ class PlainView:
                 )
         elif isinstance(event, EpochDone):
             self.err.print(epoch_line(event), soft_wrap=True)
-            if self.run_curves and self.run_dir is not None:
-                save_curves(event.history, self.run_dir / "curves.png")
         elif isinstance(event, EarlyStopped | TestDone):
             self.err.print(_event_text(event))
 
@@ -172,9 +192,9 @@ class LiveView(PlainView):
         self.live.__exit__(None, None, None)
 
     def _redraw_history(
-        self, history: tuple[EpochStats, ...], best: int, wait: int, patience: int
+        self, history: tuple[EpochStats, ...], best: int, without_gain: int, patience: int
     ) -> None:
-        self.table = epochs_table(history, best, wait, patience)
+        self.table = epochs_table(history, best, without_gain, patience)
         if len(history) >= 2:  # a curve needs two points
             width = min(self.err.width, 120)
             self.chart = Text.from_ansi(
@@ -188,12 +208,15 @@ class LiveView(PlainView):
         self.live.update(self._group())
 
     def __call__(self, event: Event) -> None:
+        CurvesFile.__call__(self, event)
         if isinstance(event, RunStarted):
-            self.run_dir = event.run_dir
             self.header = Text(describe_run(event))
             if event.history:  # a resumed run: its epochs so far, as the trainer judged them
                 self._redraw_history(
-                    event.history, event.best_epoch, event.wait, event.hyper.patience
+                    event.history,
+                    event.best_epoch,
+                    event.epochs_without_gain,
+                    event.hyper.patience,
                 )
             self.live.update(self._group())
         elif isinstance(event, EpochStarted):
@@ -212,8 +235,9 @@ class LiveView(PlainView):
                 self.task, completed=event.batch, loss=event.loss, speed=event.samples_per_s
             )
         elif isinstance(event, EpochDone):
-            save_curves(event.history, self.run_dir / "curves.png") if self.run_dir else None
-            self._redraw_history(event.history, event.best_epoch, event.wait, event.patience)
+            self._redraw_history(
+                event.history, event.best_epoch, event.epochs_without_gain, event.patience
+            )
         elif isinstance(event, EarlyStopped | TestDone):
             self.progress.update(self.task, visible=False)
             self.live.console.print(Text(_event_text(event)))
@@ -229,25 +253,6 @@ def _event_text(event: EarlyStopped | TestDone) -> str:
         f"test set ({event.n:,} images) on the restored best model: "
         f"acc {100 * event.test_acc:.2f}%, loss {event.test_loss:.4f}"
     )
-
-
-class QuietView:
-    """--quiet: nothing while training; curves.png is still written."""
-
-    def __init__(self) -> None:
-        self.run_dir: Path | None = None
-
-    def __enter__(self) -> QuietView:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self.run_dir = event.run_dir
-        elif isinstance(event, EpochDone) and self.run_dir is not None:
-            save_curves(event.history, self.run_dir / "curves.png")
 
 
 def summary_table(result: TrainResult) -> Table:

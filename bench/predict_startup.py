@@ -1,0 +1,135 @@
+"""Start-up cost of predicting one image with an exported model, next to a bare `import torch`.
+
+    python bench/predict_startup.py --model runs/latest/model.onnx [--repeats 5]
+
+Each figure is a fresh child process, measured from here: wall time (median of --repeats, the
+commands interleaved so that a busy moment hurts all of them alike) and peak memory (the
+child's ru_maxrss from os.wait4, the largest over the repeats). The commands:
+
+- `import torch`: `python -c "import torch"`, the floor of any predict that uses torch;
+- `onnx backend`: mnistcli.export.OnnxModel on one 28x28 PNG read with Pillow (pixels / 255,
+  MNIST-style input, as `predict --raw`), asserting that torch was never imported;
+- `mnistcli predict` (for reference): the command line on model.onnx, `--raw`, as this
+  branch has it.
+
+Targets (issue 14): the backend at most 0.25x the wall time of `import torch`, under 200 MiB.
+Run it on a quiet machine: other work running at the same time makes every figure wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+BACKEND = """
+import sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from mnistcli.export import OnnxModel
+x = np.asarray(Image.open(sys.argv[1]).convert("L"), np.float32)[None, None] / 255
+logits = OnnxModel(Path(sys.argv[2]), threads=1)(x)
+assert "torch" not in sys.modules, "the ONNX path imported torch"
+print(int(logits.argmax()))
+"""
+
+
+def measure(argv: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak resident memory (bytes) of one child process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    proc.stdout.close()  # type: ignore[union-attr]
+    proc.stderr.close()  # type: ignore[union-attr]
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(argv)} failed:\n{(out + err).decode(errors='replace')}")
+    # ru_maxrss: KiB on Linux, bytes on macOS
+    return seconds, usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def digit_png(folder: Path) -> Path:
+    """A 28x28 bright-on-black stroke, MNIST-style."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(im).line([(14, 5), (14, 23)], fill=255, width=3)
+    path = folder / "digit.png"
+    im.save(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=Path("runs/latest/model.onnx"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    if not args.model.is_file():
+        sys.exit(f"{args.model} not found: run 'mnistcli export' first or pass --model")
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        image = digit_png(Path(tmp))
+        commands = {
+            "import torch": [py, "-c", "import torch"],
+            "onnx backend": [py, "-c", BACKEND, str(image), str(args.model)],
+            "mnistcli predict": [
+                *[py, "-m", "mnistcli", "predict", "--raw", "--checkpoint"],
+                *[str(args.model), str(image)],
+            ],
+        }
+        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
+        for argv in commands.values():  # warm the file cache once, unmeasured
+            measure(argv)
+        for _ in range(args.repeats):
+            for name, argv in commands.items():
+                runs[name].append(measure(argv))
+    figures = {
+        name: {
+            "seconds_median": statistics.median(s for s, _ in got),
+            "seconds_all": [round(s, 4) for s, _ in got],
+            "peak_mib": max(m for _, m in got) / 2**20,
+        }
+        for name, got in runs.items()
+    }
+    base = figures["import torch"]["seconds_median"]
+    for fig in figures.values():
+        fig["ratio_to_import_torch"] = fig["seconds_median"] / base
+    backend = figures["onnx backend"]
+    doc = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": py},
+        "model": str(args.model),
+        "repeats": args.repeats,
+        "load_average": os.getloadavg(),
+        "figures": figures,
+        "targets_met": {
+            "time <= 0.25x import torch": backend["ratio_to_import_torch"] <= 0.25,
+            "peak < 200 MiB": backend["peak_mib"] < 200,
+        },
+    }
+    print(f"{'command':<18} {'median s':>9} {'x torch':>8} {'peak MiB':>9}")
+    for name, fig in figures.items():
+        print(
+            f"{name:<18} {fig['seconds_median']:>9.3f} {fig['ratio_to_import_torch']:>8.2f} "
+            f"{fig['peak_mib']:>9.1f}"
+        )
+    print(f"load average during the run: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(json.dumps(doc["targets_met"]))
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,577 @@
+"""Exported models: ONNX, safetensors and torch.export writers, each checking itself after
+writing, and the readers for what they wrote.
+
+Every export takes the same input as the ONNX contract: (N, 1, 28, 28) float32, pixel values
+/ 255, bright ink on black (MNIST's form); the training normalisation is inside the model. The
+ONNX reader (`OnnxModel`) runs on onnxruntime and numpy only: it never imports torch, so
+`predict` on an exported model starts in a fraction of torch's import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mnistcli import __version__
+from mnistcli.config import EXPORT_FORMATS, did_you_mean
+from mnistcli.errors import CheckpointError, ConfigError, ExportError, OutputError
+from mnistcli.files import staged
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from mnistcli.checkpoint import Checkpoint, CheckpointMeta
+    from mnistcli.config import ExportSettings
+
+FORMATS = EXPORT_FORMATS
+SUFFIXES = {"onnx": ".onnx", "safetensors": ".safetensors", "pt2": ".pt2"}
+INPUT, OUTPUT = "image", "logits"  # the ONNX contract's names
+SIDE, CLASSES = 28, 10
+LABELS = tuple(str(d) for d in range(CLASSES))  # logit i is the digit i
+TOLERANCE = 1e-4  # largest |logit difference| the self-check accepts
+EXPORT_FORMAT = "mnistcli-export"  # marker in the metadata every export carries
+EXPORT_FORMAT_VERSION = 1  # the metadata: a checkpoint's fields (format 1) plus the contract's
+PT2_EXTRA = "mnistcli.json"  # the metadata's name inside a .pt2 archive
+PREPROCESSING = (
+    "mnistcli {version}: make the image look like an MNIST digit first: grayscale "
+    "(transparency laid on white), inverted if the background is light so the ink is bright on "
+    "black, cropped to the ink, scaled so its longer side is 20 px, centred by its centre of mass "
+    "in 28x28, then pixel values (0-255) divided by 255; the normalisation (mean {mean}, std "
+    "{std}) is inside the model. mnistcli.imaging.preprocess does all of it; "
+    "'mnistcli predict --show' draws the result."
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading an ONNX export without torch
+
+
+class OnnxModel:
+    """An ONNX model that keeps the contract, run by onnxruntime on the CPU.
+
+    `model(images)` maps (N, 1, 28, 28) float32 pixels / 255 to (N, 10) float32 logits, both
+    numpy arrays. Anything that breaks the contract is refused with a one-line CheckpointError.
+    """
+
+    def __init__(self, path: Path, *, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        _check_file(path)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: warnings would clutter stderr
+        options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own types for every bad file
+            detail = " ".join(str(exc).split())[:120]
+            raise CheckpointError(
+                f"cannot load {path}: it is truncated, corrupt or not an ONNX model ({detail})"
+            ) from None
+        self.path = path
+        _check_contract(self.session, path)
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != (1, SIDE, SIDE):
+            raise ValueError(f"expected (N, 1, {SIDE}, {SIDE}) images, got {x.shape}")
+        try:
+            (logits,) = self.session.run([OUTPUT], {INPUT: x})
+        except Exception as exc:
+            detail = " ".join(str(exc).split())[:160]
+            raise CheckpointError(f"{self.path} failed to run: {detail}") from None
+        if logits.shape != (x.shape[0], CLASSES) or logits.dtype != np.float32:
+            raise CheckpointError(
+                f"{self.path} breaks mnistcli's ONNX contract: it returned {logits.dtype} "
+                f"logits of shape {logits.shape} for {x.shape[0]} images, not ({x.shape[0]}, 10)"
+            )
+        return logits
+
+    def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """(N, 10) logits for (N, 1, 28, 28) inputs, in batches."""
+        import numpy as np
+
+        if len(images) == 0:
+            return np.zeros((0, CLASSES), np.float32)
+        parts = [self(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        return np.concatenate(parts)
+
+    def meta(self) -> CheckpointMeta:
+        """What the exported checkpoint said about its run (model, epoch, config, history...),
+        from the metadata `mnistcli export` stored; read without torch."""
+        text = self.metadata.get("mnistcli")
+        if text is None:
+            raise CheckpointError(
+                f"{self.path} keeps the ONNX contract but was not written by 'mnistcli export' "
+                f"(no 'mnistcli' metadata); export the checkpoint with mnistcli"
+            )
+        return read_export(text, self.path, {}).meta
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"model file {path} does not exist; write one with 'mnistcli export'")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass a model file such as {path}/model.onnx")
+
+
+def _check_contract(session: Any, path: Path) -> None:
+    """Exactly one input `image` float32 (batch, 1, 28, 28), one output `logits` (batch, 10)."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+
+    def shape(arg: Any) -> str:
+        return f"'{arg.name}' {arg.type} {list(arg.shape)}"
+
+    def dynamic(dim: Any) -> bool:
+        return not isinstance(dim, int)
+
+    ok = (
+        len(inputs) == 1
+        and len(outputs) == 1
+        and inputs[0].name == INPUT
+        and inputs[0].type == "tensor(float)"
+        and len(inputs[0].shape) == 4
+        and dynamic(inputs[0].shape[0])
+        and list(inputs[0].shape[1:]) == [1, SIDE, SIDE]
+        and outputs[0].name == OUTPUT
+        and outputs[0].type == "tensor(float)"
+        and len(outputs[0].shape) == 2
+        and outputs[0].shape[1] == CLASSES
+    )
+    if not ok:
+        got = ", ".join(shape(a) for a in inputs) + " -> " + ", ".join(shape(a) for a in outputs)
+        raise CheckpointError(
+            f"{path} breaks mnistcli's ONNX contract (one input 'image' float32 [N, 1, 28, 28] "
+            f"with a dynamic N, one output 'logits' [N, 10]); it has {got}"
+        )
+
+
+def read_export(text: str, path: Path, state: dict[str, Any]) -> Checkpoint:
+    """The metadata an export carries (JSON) and its weights as a Checkpoint, validated as
+    checkpoint.load_checkpoint validates one (no torch needed: `state` may be empty)."""
+    from mnistcli.checkpoint import FORMAT, FORMAT_VERSION, Checkpoint
+
+    try:
+        stored = json.loads(text)
+    except (ValueError, RecursionError):
+        stored = None
+    if not isinstance(stored, dict) or stored.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(
+            f"{path} has no readable mnistcli export metadata; export the checkpoint again "
+            f"with 'mnistcli export'"
+        )
+    version = stored.get("format_version")
+    if isinstance(version, int) and version > EXPORT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was exported by a newer mnistcli (format {version}); upgrade mnistcli to "
+            f"read it"
+        )
+    raw = {**stored, "format": FORMAT, "format_version": FORMAT_VERSION, "model_state": state}
+    return Checkpoint.from_payload(raw, path)
+
+
+def load_export(path: Path) -> Checkpoint:
+    """A .safetensors or .onnx export as a Checkpoint with its weights (checkpoint.load_model
+    reads exports through this)."""
+    return load_safetensors(path) if path.suffix == ".safetensors" else load_onnx(path)
+
+
+def load_onnx(path: Path) -> Checkpoint:
+    """An ONNX export as a checkpoint, its weights read from the graph's initializers
+    (for `inspect`, which describes the PyTorch model; `OnnxModel` runs the file itself)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from mnistcli.checkpoint import Checkpoint
+
+    meta = OnnxModel(path).meta()  # the contract and the metadata, checked
+    proto = onnx.load(str(path), load_external_data=False)
+    prefix = "net."  # with_normalisation's attribute: initializers keep the state dict's names
+    state = {
+        init.name.removeprefix(prefix): torch.from_numpy(numpy_helper.to_array(init).copy())
+        for init in proto.graph.initializer
+        if init.name.startswith(prefix)
+    }
+    return Checkpoint(meta, state)
+
+
+# ---------------------------------------------------------------------------------------------
+# safetensors: weights plus a JSON sidecar
+
+
+def sidecar_path(weights: Path) -> Path:
+    """model.safetensors -> model.safetensors.json (a name no run file can have)."""
+    return weights.with_name(weights.name + ".json")
+
+
+def load_safetensors(path: Path, sidecar: Path | None = None) -> Checkpoint:
+    """A .safetensors export and its sidecar as a checkpoint.
+
+    safetensors holds only tensors, so loading it cannot run code (like weights_only=True).
+    """
+    from safetensors.torch import load_file
+
+    _check_file(path)
+    sidecar = sidecar or sidecar_path(path)
+    try:
+        text = sidecar.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = "it is missing" if isinstance(exc, FileNotFoundError) else "it cannot be read"
+        raise CheckpointError(
+            f"{path} needs its sidecar {sidecar.name} (model, settings, labels), but {why}; "
+            f"export the checkpoint again with 'mnistcli export --format safetensors'"
+        ) from None
+    read_export(text, sidecar, {})  # a bad sidecar is said before the weights are read
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises SafetensorError, OSError, ...
+        detail = " ".join(str(exc).split())[:120]
+        raise CheckpointError(
+            f"cannot load {path}: it is truncated, corrupt or not a safetensors file ({detail})"
+        ) from None
+    return read_export(text, sidecar, state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and checking an export
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """The written file run on test digits against the PyTorch model."""
+
+    n: int
+    torch_accuracy: float
+    export_accuracy: float
+    max_abs_diff: float  # largest |logit difference| over every image and class
+    mismatches: int  # images whose predicted digit differs
+    tolerance: float = TOLERANCE
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance and self.mismatches == 0
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `mnistcli export` wrote and how its self-check went."""
+
+    format: str
+    path: Path
+    files: tuple[Path, ...]  # every file written (the .safetensors sidecar too)
+    bytes: int
+    checkpoint: Path
+    check: ExportCheck
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "path": str(self.path),
+            "files": [str(p) for p in self.files],
+            "bytes": self.bytes,
+            "checkpoint": str(self.checkpoint),
+            "check": {**asdict(self.check), "passed": self.check.passed},
+            "seconds": self.seconds,
+        }
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"unknown export format '{fmt}'{did_you_mean(fmt, list(FORMATS))}; "
+            f"choose one of {', '.join(FORMATS)}"
+        )
+    return fmt
+
+
+def default_out(checkpoint: Path, fmt: str) -> Path:
+    """model.onnx (.safetensors, .pt2) next to the checkpoint."""
+    return checkpoint.parent / f"model{SUFFIXES[check_format(fmt)]}"
+
+
+def outputs(out: Path, fmt: str) -> tuple[Path, ...]:
+    return (out, sidecar_path(out)) if fmt == "safetensors" else (out,)
+
+
+def check_writable(out: Path, checkpoint: Path) -> None:
+    """Refuse an --out that cannot be written (or is the checkpoint) before anything slow."""
+    if out.exists() and checkpoint.exists() and out.resolve() == checkpoint.resolve():
+        raise OutputError(f"--out {out} is the checkpoint itself; choose another file name")
+    if out.is_dir():
+        raise OutputError(f"--out {out} is a folder; give a file name such as {out}/model.onnx")
+    folder = out.parent
+    if not folder.is_dir():
+        raise OutputError(f"--out {out}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out}: the folder {folder} is not writable")
+
+
+def export_model(
+    checkpoint: Path,
+    fmt: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    out: Path | None = None,
+) -> ExportResult:
+    """Export `checkpoint`, run the written file on (N, 28, 28) uint8 `images` against the
+    PyTorch model, and put it in place only if every logit agrees within TOLERANCE and every
+    predicted digit is the same; otherwise raise ExportError and leave nothing behind."""
+    import numpy as np
+
+    from mnistcli.checkpoint import load_model
+
+    start = time.perf_counter()
+    out = out if out is not None else default_out(checkpoint, check_format(fmt))
+    check_writable(out, checkpoint)
+    model, meta = load_model(checkpoint, "cpu")
+    net = with_normalisation(model)
+    x = images.numpy()[:, None].astype(np.float32) / 255.0  # (N, 1, 28, 28) pixels / 255
+    y = labels.numpy()
+    reference = torch_logits(net, x)
+    stored = export_metadata(meta, checkpoint, accuracy(reference, y), len(y))
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(staged(p)) for p in outputs(out, fmt)]
+        try:
+            WRITERS[fmt](net, tmps, stored)
+        except OSError as exc:
+            raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
+        check = compare(reference, READERS[fmt](tmps)(x), y)
+        if not check.passed:
+            raise ExportError(
+                f"the {fmt} export does not reproduce {checkpoint}: max |logit difference| "
+                f"{check.max_abs_diff:.2e} (limit {TOLERANCE:.0e}), {check.mismatches} of "
+                f"{check.n} predicted digits differ; nothing was written"
+            )
+        size = sum(p.stat().st_size for p in tmps)
+    files = outputs(out, fmt)
+    return ExportResult(fmt, out, files, size, checkpoint, check, time.perf_counter() - start)
+
+
+def with_normalisation(model: nn.Module) -> nn.Module:
+    """`model` behind the training normalisation: its input is pixels / 255 (the contract)."""
+    import torch
+    from torch import nn
+
+    from mnistcli.data import MEAN, STD
+
+    class Normalised(nn.Module):
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return self.net((image - MEAN) / STD)
+
+    # the standard layout: a checkpoint loads channels-last (faster on the CPU), and safetensors
+    # stores only contiguous tensors
+    model = model.to(memory_format=torch.contiguous_format)
+    return Normalised(model).eval()
+
+
+def torch_logits(net: nn.Module, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    import torch
+
+    from mnistcli.model import logits_in_batches
+
+    return logits_in_batches(net, torch.from_numpy(x), batch_size).numpy()
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean()) if len(labels) else 0.0
+
+
+def compare(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray) -> ExportCheck:
+    import numpy as np
+
+    diff = float(np.abs(reference - exported).max()) if reference.size else 0.0
+    return ExportCheck(
+        n=len(labels),
+        torch_accuracy=accuracy(reference, labels),
+        export_accuracy=accuracy(exported, labels),
+        max_abs_diff=diff if math.isfinite(diff) else math.inf,
+        mismatches=int((reference.argmax(1) != exported.argmax(1)).sum()),
+    )
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_metadata(
+    meta: CheckpointMeta, checkpoint: Path, test_accuracy: float, test_n: int
+) -> dict[str, Any]:
+    """The checkpoint's fields as it stores them (no weights, no optimizer) plus the contract:
+    one dict every format stores, read back by `read_export`."""
+    from mnistcli.checkpoint import Checkpoint
+    from mnistcli.data import MEAN, STD
+
+    fields = Checkpoint(meta, {}).to_payload()
+    for key in ("format", "format_version", "model_state"):
+        del fields[key]
+    return {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        **fields,
+        "mnistcli_version": __version__,
+        "source_checkpoint": checkpoint.name,
+        "source_checkpoint_sha256": sha256(checkpoint),
+        "test_accuracy": test_accuracy,
+        "test_images": test_n,
+        "input": {"name": INPUT, "shape": ["N", 1, SIDE, SIDE], "dtype": "float32"},
+        "output": {"name": OUTPUT, "shape": ["N", CLASSES]},
+        "normalisation": {"mean": MEAN, "std": STD, "inside_model": True},
+        "labels": list(LABELS),
+        "preprocessing": PREPROCESSING.format(version=__version__, mean=MEAN, std=STD),
+    }
+
+
+def _example(batch: int = 2) -> torch.Tensor:
+    import torch
+
+    # a batch of 2, not 1: torch.export would specialise a batch of 1 as a constant
+    return torch.zeros(batch, 1, SIDE, SIDE)
+
+
+def _batch_dim() -> dict[str, dict[int, Any]]:
+    import torch
+
+    return {INPUT: {0: torch.export.Dim("batch")}}
+
+
+def write_onnx(net: nn.Module, paths: Sequence[Path], meta: dict[str, Any]) -> None:
+    """torch.onnx's dynamo exporter, with the metadata as model properties."""
+    import onnx
+    import torch
+
+    program = torch.onnx.export(
+        net,
+        (_example(),),
+        input_names=[INPUT],
+        output_names=[OUTPUT],
+        dynamic_shapes=_batch_dim(),
+        dynamo=True,
+        verbose=False,
+    )
+    proto = program.model_proto
+    props = {
+        "labels": json.dumps(meta["labels"]),
+        "preprocessing": meta["preprocessing"],
+        "mnistcli_version": meta["mnistcli_version"],
+        "source_checkpoint_sha256": meta["source_checkpoint_sha256"],
+        "test_accuracy": repr(meta["test_accuracy"]),
+        "test_images": str(meta["test_images"]),
+        "mnistcli": json.dumps(meta),
+    }
+    onnx.helper.set_model_props(proto, props)
+    proto.producer_name, proto.producer_version = "mnistcli", __version__
+    paths[0].write_bytes(proto.SerializeToString())
+
+
+def write_safetensors(net: nn.Module, paths: Sequence[Path], meta: dict[str, Any]) -> None:
+    """The weights (the model's own state dict names) and the metadata as a JSON sidecar."""
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in net.net.state_dict().items()}
+    save_file(state, str(paths[0]), metadata={"format": EXPORT_FORMAT, "model": meta["model"]})
+    paths[1].write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def write_pt2(net: nn.Module, paths: Sequence[Path], meta: dict[str, Any]) -> None:
+    """torch.export's program (normalisation included), the metadata as an extra file."""
+    import torch
+
+    program = torch.export.export(net, (_example(),), dynamic_shapes=_batch_dim())
+    torch.export.save(program, paths[0], extra_files={PT2_EXTRA: json.dumps(meta)})
+
+
+def read_onnx(paths: Sequence[Path]) -> Callable[[np.ndarray], np.ndarray]:
+    model = OnnxModel(paths[0])
+    model.meta()  # the metadata must read back too
+    return model.logits
+
+
+def read_safetensors(paths: Sequence[Path]) -> Callable[[np.ndarray], np.ndarray]:
+    from mnistcli.checkpoint import load_weights
+    from mnistcli.model import build_model
+
+    checkpoint = load_safetensors(paths[0], paths[1])
+    model = build_model(checkpoint.meta.model)
+    load_weights(model, checkpoint.model_state, paths[0])
+    net = with_normalisation(model)
+    return lambda x: torch_logits(net, x)
+
+
+def read_pt2(paths: Sequence[Path]) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    extra = {PT2_EXTRA: ""}
+    program = torch.export.load(paths[0], extra_files=extra)
+    read_export(extra[PT2_EXTRA], paths[0], {})
+    module = program.module()  # an exported module has no eval(): it was traced in eval mode
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.cat(
+                [module(torch.from_numpy(x[i : i + 1000])) for i in range(0, len(x), 1000)]
+            ).numpy()
+
+    return run
+
+
+WRITERS = {"onnx": write_onnx, "safetensors": write_safetensors, "pt2": write_pt2}
+READERS = {"onnx": read_onnx, "safetensors": read_safetensors, "pt2": read_pt2}
+
+
+def onnx_logits_fn(
+    model: OnnxModel, batch_size: int = 1000
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(N, 28, 28) uint8 images -> (N, 10) logits by onnxruntime, as torch tensors: the
+    `logits_fn` metrics.evaluate_model takes for `mnistcli eval` on a .onnx file."""
+    import numpy as np
+    import torch
+
+    def logits(images: torch.Tensor) -> torch.Tensor:
+        x = images.cpu().numpy()[:, None].astype(np.float32) / 255.0
+        return torch.from_numpy(model.logits(x, batch_size))
+
+    return logits
+
+
+def export_checkpoint(
+    settings: ExportSettings, *, log: Callable[[str], None] = lambda _m: None
+) -> ExportResult:
+    """`mnistcli export`: find the checkpoint, refuse a bad --out or checkpoint before MNIST is
+    loaded, then export it and check the written file on the first test digits."""
+    from mnistcli.checkpoint import load_checkpoint_or_export
+    from mnistcli.data import load_mnist
+    from mnistcli.runs import resolve_checkpoint
+
+    fmt = check_format(settings.format)
+    path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
+    out = settings.out if settings.out is not None else default_out(path, fmt)
+    check_writable(out, path)
+    load_checkpoint_or_export(path)
+    mnist = load_mnist(settings.data.root, list(settings.data.mirrors), on_message=log)
+    n = settings.check_images or len(mnist.test_labels)
+    return export_model(path, fmt, mnist.test_images[:n], mnist.test_labels[:n], out)

@@ -1,0 +1,118 @@
+"""What `mnistcli predict --explain` shows: beside each input the model saw (the digit in grey),
+the pixels that decided for the predicted digit (the saliency, in colour over a dim copy of the
+digit). Without colour the saliency is drawn in shade glyphs, one line per pixel row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from rich.color import Color
+from rich.columns import Columns
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from mnistcli.imaging import Prediction
+from mnistcli.render.colorscale import SHADES, heat
+from mnistcli.render.predict_view import (
+    CHART_WIDTH,
+    digit_art,
+    headline,
+    predictions_table,
+    summary_line,
+    top_k_chart,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from mnistcli.explain import Explained
+
+DIM = 0.35  # the digit under the saliency, at this share of its brightness
+METHOD = "integrated gradients from a black image"
+
+
+def _blend(grey: int, s: float) -> tuple[int, int, int]:
+    """A pixel of the saliency picture: heat colour where salient, the dim digit elsewhere."""
+    r, g, b = heat(s)
+    base = grey * DIM
+    return (round(max(r, base)), round(max(g, base)), round(max(b, base)))
+
+
+def display_max(saliency: torch.Tensor) -> float:
+    """The value drawn brightest: the 98th percentile of the salient pixels, so that one or two
+    outstanding pixels do not leave the rest of the map dark (as Captum's own drawings do)."""
+    positive = saliency[saliency > 0]
+    if positive.numel() == 0:
+        return 1.0
+    return float(positive.float().quantile(0.98)) or float(positive.max())
+
+
+def saliency_art(pixels: torch.Tensor, saliency: torch.Tensor, *, color: bool) -> Text:
+    """The (28, 28) saliency, scaled to `display_max`: half-blocks over the dim digit in
+    colour (14 lines), two shade characters per pixel without (28 lines)."""
+    grey = [[int(v) for v in row] for row in pixels.tolist()]
+    top = display_max(saliency)
+    sal = [[v / top for v in row] for row in saliency.tolist()]
+    lines: list[Text] = []
+    if not color:
+        for row in sal:
+            lines.append(Text("".join(SHADES[min(4, int(min(v, 1.0) * 5))] * 2 for v in row)))
+        return Text("\n", no_wrap=True, overflow="crop").join(lines)
+    for i in range(0, len(sal), 2):
+        line = Text()
+        for j in range(len(sal[i])):
+            upper = Color.from_rgb(*_blend(grey[i][j], sal[i][j]))
+            lower = Color.from_rgb(*_blend(grey[i + 1][j], sal[i + 1][j]))
+            line.append("▀", f"{upper.name} on {lower.name}")
+        lines.append(line)
+    return Text("\n", no_wrap=True, overflow="crop").join(lines)
+
+
+def _pair(pred: Prediction, saliency: torch.Tensor, *, color: bool, width: int) -> RenderableType:
+    """The input and its saliency, side by side (or one above the other when narrow)."""
+    digit = digit_art(pred.pixels, color=color)
+    sal = saliency_art(pred.pixels, saliency, color=color)
+    side = max(line.cell_len for line in digit.split()) + 2
+    left = Panel(digit, padding=0, width=side, subtitle="28x28 input")
+    right = Panel(sal, padding=0, width=side, subtitle=f"why {pred.digit}")
+    if 2 * side + 1 <= width:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_row(left, right)
+        return grid
+    return Group(left, right)
+
+
+def explain_panel(pred: Prediction, saliency: torch.Tensor | None, *, color: bool, width: int):
+    """One image: the verdict and top-k chart, then the input beside its saliency."""
+    if saliency is None or pred.pixels is None or pred.digit is None:
+        return Panel(headline(pred), title=Text(pred.path), title_align="left", expand=False)
+    chart = Group(headline(pred), Text(""), top_k_chart(pred))
+    pair = _pair(pred, saliency, color=color, width=width - 4)
+    legend = Text(f"brighter = more responsible for {pred.digit} ({METHOD})", style="dim")
+    body: RenderableType = Group(chart, Text(""), pair, legend)
+    if width >= CHART_WIDTH + 4:
+        return Panel(body, title=Text(pred.path), title_align="left", expand=False)
+    return body
+
+
+def explain_view(
+    explained: Sequence[Explained], *, color: bool, width: int = 120
+) -> RenderableType:
+    """A panel for a single image; for many, the table, each input beside its saliency, and
+    the summary line."""
+    if len(explained) == 1:
+        one = explained[0]
+        return explain_panel(one.prediction, one.saliency, color=color, width=width)
+    preds = [e.prediction for e in explained]
+    cells = []
+    for pred, sal in ((e.prediction, e.saliency) for e in explained):
+        if sal is None or pred.pixels is None:
+            continue
+        caption = Text(f"{pred.path}: {pred.digit}", overflow="ellipsis", no_wrap=True)
+        cells.append(Group(caption, _pair(pred, sal, color=color, width=width)))
+    parts: list[RenderableType] = [predictions_table(preds), Text("")]
+    parts += [Columns(cells, padding=(1, 2)), Text(f"brighter = more responsible ({METHOD})")]
+    return Group(*parts, Text(""), summary_line(preds))

@@ -1,0 +1,76 @@
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+
+from mnistcli import runs
+from mnistcli import train as trainer
+from mnistcli.files import write_atomic
+from tests.conftest import make_settings
+
+
+def dead_pid() -> int:
+    """The pid of a process that has just exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temporary_files_are_removed_and_live_ones_kept(tmp_path):
+    old = time.time() - runs.STALE_AFTER_SECONDS - 60
+    dead = tmp_path / f".last.pt.{dead_pid()}.k2j4h5g6.tmp"  # its writer was killed
+    mine = tmp_path / f".best.pt.{os.getpid()}.a1b2c3d4.tmp"  # a live writer's, fresh
+    aged = tmp_path / f".metrics.json.{os.getpid()}.zz9y8x7w.tmp"  # a live pid, but an hour old
+    legacy_fresh = tmp_path / ".last.pt.abcdefgh.tmp"  # no pid (older mnistcli): by age only
+    legacy_old = tmp_path / ".best.pt.qwertyui.tmp"
+    latest = tmp_path / f".latest.{dead_pid()}.tmp"  # point_latest's symlink
+    keep = [tmp_path / "last.pt", tmp_path / "notes.tmp.txt", tmp_path / ".hidden"]
+    for path in [dead, mine, aged, legacy_fresh, legacy_old, *keep]:
+        path.write_bytes(b"x")
+    latest.symlink_to("somewhere")
+    for path in (aged, legacy_old):
+        os.utime(path, (old, old))
+    removed = runs.remove_stale_temp_files(tmp_path)
+    assert sorted(removed) == sorted([dead, aged, legacy_old, latest])
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {p.name for p in [mine, legacy_fresh, *keep]}
+
+
+def test_write_atomic_names_its_temporary_file_with_its_pid(tmp_path, monkeypatch):
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append(os.path.basename(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    write_atomic(tmp_path / "best.pt", b"data")
+    assert seen and seen[0].startswith(f".best.pt.{os.getpid()}.") and seen[0].endswith(".tmp")
+    assert runs._TEMP_PID.match(seen[0])["pid"] == str(os.getpid())
+
+
+def test_resuming_a_run_clears_what_a_killed_save_left(tmp_path, tiny_mnist):
+    settings = make_settings(tmp_path, epochs=2, val_size=100, batch_size=100)
+    cut = trainer.train(settings, tiny_mnist, should_stop=lambda: True)
+    assert cut.stop_reason == "interrupted"
+    leftover = cut.run_dir / f".last.pt.{dead_pid()}.0a1b2c3d.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    resumed = trainer.train(
+        dataclasses.replace(settings, resume=str(cut.run_dir), name=None), tiny_mnist
+    )
+    assert resumed.stop_reason == "completed"
+    assert not leftover.exists()
+    assert not list(cut.run_dir.glob(".*.tmp"))
+
+
+def test_inspect_describes_best_then_last_then_nothing(tmp_path):
+    assert runs.checkpoint_to_describe(None, tmp_path / "runs") is None
+    run = tmp_path / "runs" / "a"
+    run.mkdir(parents=True)
+    (run / "last.pt").write_bytes(b"")
+    assert runs.checkpoint_to_describe(None, tmp_path / "runs") == run / "last.pt"
+    (run / "best.pt").write_bytes(b"")
+    assert runs.checkpoint_to_describe(None, tmp_path / "runs") == run / "best.pt"
+    assert runs.checkpoint_to_describe(str(run), tmp_path) == run / "best.pt"
