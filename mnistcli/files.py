@@ -27,8 +27,10 @@ def write_atomic(path: Path, data: bytes) -> None:
         # mkstemp makes the file private (0600); give it the mode a plain open() would have
         os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write() names no file; say which one it was
         raise
     _fsync_dir(path.parent)
 

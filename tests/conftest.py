@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,17 +33,6 @@ for _var in [v for v in os.environ if v.startswith("MNISTCLI_")]:
 # example database in the working tree.
 hypothesis_settings.register_profile("mnistcli", derandomize=True, database=None)
 hypothesis_settings.load_profile("mnistcli")
-
-
-def run_cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    """mnistcli as a real subprocess with stdout and stderr piped (not a terminal)."""
-    return subprocess.run(
-        [sys.executable, "-m", "mnistcli", *args],
-        cwd=cwd,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture

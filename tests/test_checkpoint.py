@@ -10,6 +10,7 @@ from mnistcli import checkpoint as ckpt
 from mnistcli import runs as run_folders
 from mnistcli.errors import CheckpointError
 from mnistcli.model import SimpleCNN
+from tests.helpers import HalfWrite
 
 
 def payload(**extra):
@@ -45,17 +46,15 @@ def test_round_trip_with_rng_state_under_weights_only(tmp_path):
 
 
 def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    """The disk fills up half-way through writing the new checkpoint (inside write_atomic)."""
     path = tmp_path / "last.pt"
     save(payload(epoch=1), path)
     before = path.read_bytes()
-
-    def broken_save(obj, fh, *args, **kwargs):
-        fh.write(b"PK\x03\x04 half a zip")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    half = HalfWrite("last.pt").install(monkeypatch)
+    with pytest.raises(OSError, match="No space left on device"):
         save(payload(epoch=2), path)
+    [(_, written)] = half.partial
+    assert written > 800_000  # half of a 1.7 MB checkpoint reached the disk before the error
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
     assert ckpt.load_checkpoint(path).meta.epoch == 1

@@ -1,18 +1,28 @@
 """The command line: settings it builds (core patched), help/version/errors, a real run."""
 
+import errno
 import json
+import os
+import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from mnistcli import __version__
 from mnistcli.cli import app
-from tests.conftest import SHARED_MNIST, run_cli
+from tests.conftest import SHARED_MNIST
+from tests.helpers import cli_command, run_cli
 
 runner = CliRunner()
+
+# Every command the app has, read from the app itself: a new command is covered automatically.
+COMMANDS = typer.main.get_command(app).commands
 
 
 def test_version_and_help_list_every_command():
@@ -20,7 +30,13 @@ def test_version_and_help_list_every_command():
     assert result.exit_code == 0 and result.output.strip() == f"mnistcli {__version__}"
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    assert "train" in result.output
+    box = result.output[result.output.index("─ Commands ─") :].splitlines()
+    box = box[1 : next(i for i, line in enumerate(box) if line.startswith("╰"))]
+    rows = {line.split()[1]: line for line in box if line[2:3].strip()}  # not wrapped lines
+    assert set(rows) == set(COMMANDS) >= {"train", "eval", "predict", "inspect"}
+    for name, command in COMMANDS.items():
+        first_words = " ".join(command.help.split()[:4])
+        assert rows[name].startswith(f"│ {name} ") and first_words in rows[name], rows[name]
 
 
 def test_train_help_documents_the_options():
@@ -48,11 +64,15 @@ def test_train_help_documents_the_options():
 
 @pytest.fixture
 def captured(monkeypatch, tmp_path):
-    """Patch the trainer and data loading; keep the settings the CLI built."""
+    """Patch the trainer (and with it data loading); keep the settings the CLI built."""
     import mnistcli.cli as cli
 
     seen = {}
-    monkeypatch.setattr(cli, "load_data", lambda values, log: None)
+
+    def no_data(values, log):  # run_training loads the data; these tests never get that far
+        pytest.fail("building the settings must not load MNIST")
+
+    monkeypatch.setattr(cli, "load_data", no_data)
 
     def fake_run(settings, values, *, quiet, plain, as_json):
         seen.update(settings=settings, quiet=quiet, plain=plain, as_json=as_json)
@@ -128,7 +148,7 @@ def test_usage_errors_exit_2(tmp_path):
     assert runner.invoke(app, ["train", "--recipe", "slow"]).exit_code == 2
 
 
-def test_missing_data_and_cuda_are_one_line_errors(tmp_path):
+def test_missing_data_is_a_one_line_error(tmp_path):
     proc = run_cli(
         "train",
         "--data-root",
@@ -141,20 +161,54 @@ def test_missing_data_and_cuda_are_one_line_errors(tmp_path):
     assert proc.stderr.startswith("error: could not get MNIST file")
     assert "--data DIR" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_cuda_device_this_machine_lacks_is_a_one_line_error(tmp_path):
+    """Without CUDA, --device cuda is refused; with n GPUs, --device cuda:n (one past the last)
+    is. Either way: exit 2, one line, before any data is loaded or run folder made."""
+    import torch
+
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        device = f"cuda:{n}"
+        expected = (
+            f"error: --device {device}: this machine has {n} CUDA device(s), numbered 0 to {n - 1}"
+        )
+    else:
+        device = "cuda"
+        expected = (
+            "error: --device cuda asked for CUDA, but no CUDA GPU is available here; "
+            "use --device cpu or --device auto"
+        )
     proc = run_cli(
-        "train",
-        "--device",
-        "cuda",
-        "--limit",
-        "100",
-        "--data",
-        str(SHARED_MNIST),
-        "--data-root",
-        str(tmp_path / "root2"),
+        *["train", "--device", device, "--limit", "100", "--data", str(SHARED_MNIST)],
+        *["--data-root", str(tmp_path / "root")],
         cwd=tmp_path,
     )
-    if proc.returncode == 2:  # no GPU here (CI): a clean refusal
-        assert "no CUDA GPU is available" in proc.stderr and "Traceback" not in proc.stderr
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", expected + "\n")
+    assert not (tmp_path / "root").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.cuda
+def test_train_on_the_gpu_through_the_cli(monkeypatch, tmp_path, tiny_mnist):
+    """The real trainer on a real GPU: --device cuda trains, and the result says where.
+    (The GPU half of the suite: run on a machine with CUDA, e.g. `pytest -m cuda`.)"""
+    import torch
+
+    import mnistcli.cli as cli
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
+    monkeypatch.setattr(cli, "load_data", lambda values, log: tiny_mnist)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        [*["train", "--epochs", "2", "--val-size", "100"], *["--device", "cuda", "--json"]],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["device"] == "cuda:0"  # --device cuda is the current device, named by its index
+    assert doc["epochs_run"] == 2 and 0.5 < doc["test_acc"] <= 1.0
 
 
 def write_config(tmp_path: Path, mirrors: list[str]) -> Path:
@@ -165,7 +219,11 @@ def write_config(tmp_path: Path, mirrors: list[str]) -> Path:
 
 @pytest.mark.slow
 def test_real_mnist_end_to_end_piped(tmp_path, mnist_root):
-    """One epoch on 4,000 real images: well above chance, plain piped output, all files."""
+    """One epoch on 4,000 real images: well above chance, plain piped output, all files.
+
+    Piped with colour allowed (no NO_COLOR, a colour TERM): a pipe alone means plain lines."""
+    env = {**os.environ, "TERM": "xterm-256color"}
+    env.pop("NO_COLOR")
     proc = run_cli(
         "train",
         "--limit",
@@ -183,9 +241,10 @@ def test_real_mnist_end_to_end_piped(tmp_path, mnist_root):
         "--config",
         str(write_config(tmp_path, [str(SHARED_MNIST)])),
         cwd=tmp_path,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "\x1b[" not in proc.stdout + proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr  # no escape code of any kind
     lines = proc.stderr.splitlines()
     assert lines[0].startswith("training simplecnn (421,642 parameters) on cpu")
     epoch_lines = [ln for ln in lines if ln.startswith("epoch  1")]
@@ -231,7 +290,7 @@ def test_help_of_every_command_never_imports_torch():
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from mnistcli.cli import app\n"
-        "for args in ([], ['train'], ['eval'], ['predict'], ['inspect']):\n"
+        f"for args in ([], *([name] for name in {sorted(COMMANDS)!r})):\n"
         "    result = CliRunner().invoke(app, [*args, '--help'])\n"
         "    assert result.exit_code == 0, (args, result.output)\n"
         "print(sorted(m for m in ('torch', 'torchvision', 'PIL') if m in sys.modules))\n"
@@ -317,3 +376,52 @@ def test_live_view_draws_progress_table_and_curves(tmp_path, tiny_mnist):
     ):
         assert fragment in text, fragment
     assert (tmp_path / "runs" / "test" / "curves.png").is_file()
+
+
+def test_a_real_terminal_gets_the_live_view(tmp_path, mnist_root):
+    """On a pseudo-terminal, with colour allowed, training draws the live view: a table and
+    curves redrawn in place (cursor movement), not one plain line per epoch."""
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    env.pop("NO_COLOR")
+    controller, terminal = os.openpty()
+    args = ["train", "--limit", "300", "--val-size", "100", "--epochs", "2", "--device", "cpu"]
+    args += ["--data-root", str(mnist_root), "--data", str(SHARED_MNIST)]
+    proc = subprocess.Popen(
+        cli_command(*args),
+        cwd=tmp_path,
+        env=env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    chunks, deadline = [], time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([controller], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError as exc:  # EIO: the child closed the terminal
+                assert exc.errno == errno.EIO
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(controller)
+        code = proc.wait(timeout=30)
+    text = b"".join(chunks).decode()
+    assert code == 0, text
+    assert "\x1b[?25l" in text  # the live view hides the cursor while it redraws...
+    assert re.search(r"\x1b\[\d*A", text)  # ...and moves it up to draw over itself
+    assert re.search(r"\x1b\[[0-9;]*m", text)  # in colour
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    # the table of epochs is drawn at least twice: when the test line is printed above the live
+    # area and when the view closes (the progress bar is drawn only by the refresh timer, so a
+    # fast machine may finish an epoch between two frames: it is not asserted)
+    assert plain.count("epochs  (patience 0/3)") >= 2, plain
+    for fragment in ("┃ val acc ┃", "★ best", "loss   • train   ▞ val", "test set (10,000"):
+        assert fragment in plain, fragment
+    assert "epoch  1  train loss" not in plain  # not the plain per-epoch lines

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from typer.testing import CliRunner
 from mnistcli.cli import app
 from mnistcli.metrics import Mistake
 from tests.conftest import SHARED_MNIST
+from tests.helpers import run_cli
 
 runner = CliRunner()
 
@@ -122,14 +121,10 @@ def test_settings_reach_the_core(here, run_copy, mnist_root, monkeypatch):
 
 def test_full_test_set_as_a_subprocess(tmp_path, run_copy, mnist_root):
     save = tmp_path / "figures"
-    proc = subprocess.run(
-        [
-            *[sys.executable, "-m", "mnistcli", "eval", "--checkpoint", str(run_copy / "best.pt")],
-            *["--save", str(save), "--gallery", "16", *data_args(mnist_root)],
-        ],
+    proc = run_cli(
+        *["eval", "--checkpoint", str(run_copy / "best.pt")],
+        *["--save", str(save), "--gallery", "16", *data_args(mnist_root)],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -224,11 +219,28 @@ def test_digit_rows_reads_bytes_and_tensors_alike_and_crops_the_margin():
 
 
 def test_a_history_in_another_form_only_drops_the_curves(here, trained_run, mnist_root):
-    odd = crafted(here / "odd.pt", trained_run, history=["epoch one", {"epoch": 2}])
-    args = ["eval", "--checkpoint", str(odd), "--split", "val", "--gallery", "0", "--no-save"]
-    result = runner.invoke(app, [*args, *data_args(mnist_root)])
-    assert result.exit_code == 0, result.output
-    assert "accuracy" in result.stdout and "Traceback" not in result.output
+    first = torch.load(trained_run / "best.pt", weights_only=True)["history"][0]
+    outputs = {}
+    for name, history in (
+        ("good", [first, {**first, "epoch": 2, "val_loss": first["val_loss"] / 2}]),
+        ("oddy", ["epoch one", {"epoch": 2}]),
+    ):
+        (here / name).mkdir()  # the same file name in both: the padded report lines match
+        path = crafted(here / name / "best.pt", trained_run, history=history)
+        args = ["eval", "--checkpoint", str(path), "--split", "val", "--gallery", "0"]
+        result = runner.invoke(app, [*args, "--no-save", *data_args(mnist_root)])
+        assert result.exit_code == 0, result.output
+        out = result.stdout.replace(str(path.parent), "FOLDER")
+        out = re.sub(r"^time .*$", "time (measured)", out, count=1, flags=re.M)
+        outputs[name] = (out, result.stderr)
+    (good_out, good_err), (odd_out, odd_err) = outputs["good"], outputs["oddy"]
+    # stderr: the same note on the validation split; the curves follow it only for the good one
+    assert odd_err.startswith("note: the validation split") and good_err.startswith(odd_err)
+    curves = good_err[len(odd_err) :]
+    assert "loss   • train   ▞ val" in curves and "accuracy %   • train" in curves
+    assert "▞" not in odd_err and "┤" not in odd_err
+    assert odd_out == good_out  # the report itself is the same, line for line
+    assert f"accuracy   {100 * first['val_acc']:.2f}%" in odd_out
 
 
 # --- bad input: one line on stderr, exit code 2 ------------------------------------------------
@@ -277,13 +289,7 @@ def test_bad_checkpoints_exit_2_with_one_line(here, trained_run):
 
 
 def test_no_checkpoint_names_the_command_that_makes_one(here):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mnistcli", "eval"],
-        cwd=here,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli("eval", cwd=here, timeout=60)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 runner = CliRunner()
 ANSI = re.compile(r"\x1b\[")

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 runner = CliRunner()
 

@@ -4,8 +4,6 @@ and a real subprocess (exit codes, stderr, piped output, no torchvision)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from typer.testing import CliRunner
 
 from mnistcli.cli import app
 from mnistcli.data import normalize
+from tests.helpers import run_cli
 
 runner = CliRunner()
 
@@ -188,23 +187,11 @@ def test_help_lists_the_options():
 
 def test_real_subprocess_piped_without_torchvision(trained_run, images, tmp_path):
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-X",
-            "importtime",
-            "-m",
-            "mnistcli",
-            "predict",
-            str(images),
-            "--checkpoint",
-            str(trained_run),
-            "--show",
-        ],
+    proc = run_cli(
+        *["predict", str(images), "--checkpoint", str(trained_run), "--show"],
         cwd=tmp_path,
-        text=True,
-        capture_output=True,
         timeout=120,
+        python_args=("-X", "importtime"),
     )
     imports = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
     stderr = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]

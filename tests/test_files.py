@@ -1,9 +1,11 @@
+import errno
 import os
 import stat
 
 import pytest
 
 from mnistcli.files import write_atomic
+from tests.helpers import HalfWrite
 
 
 def test_write_atomic_replaces_whole_files_with_ordinary_permissions(tmp_path):
@@ -31,3 +33,21 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypat
         write_atomic(path, b"new")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+def test_a_write_that_fails_half_way_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    """The disk fills up in the middle of the data: the half-written temporary file is removed,
+    the old file is byte for byte what it was, and the error names the file."""
+    path = tmp_path / "last.pt"
+    old = os.urandom(100_000)
+    write_atomic(path, old)
+    half = HalfWrite().install(monkeypatch)
+    new = os.urandom(1_000_000)
+    with pytest.raises(OSError) as failure:
+        write_atomic(path, new)
+    [(temp, size)] = half.partial
+    assert temp.parent == tmp_path and temp.name.startswith(".last.pt.")
+    assert size == 500_000  # the failure came half-way through the write
+    assert failure.value.errno == errno.ENOSPC and failure.value.filename == str(path)
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -148,10 +148,21 @@ class ByBrightness(nn.Module):
         return -((mean[:, None] - self.centres[None, :]) ** 2) * 50
 
 
-def test_evaluate_model_end_to_end_across_batches():
+def test_evaluate_model_end_to_end_across_batches(monkeypatch):
+    import types
+
+    import mnistcli.metrics as metrics
+
     images = (PREDS * 20).to(torch.uint8).view(-1, 1, 1).expand(-1, 28, 28).contiguous()
     model = ByBrightness()
     model.train()  # evaluate_model must switch to eval mode and back
+    readings = []  # a fake clock: 101, 102, 104, 108, ... (each difference is unique)
+
+    def clock() -> float:
+        readings.append(100.0 + 2.0 ** len(readings))
+        return readings[-1]
+
+    monkeypatch.setattr(metrics, "time", types.SimpleNamespace(perf_counter=clock))
     ev = evaluate_model(model, images, TARGETS, batch_size=3, top=2, gallery=5)
     assert model.training
     assert ev.n == 10 and ev.correct == 7 and ev.errors == 3
@@ -165,7 +176,7 @@ def test_evaluate_model_end_to_end_across_batches():
     logits = model(((images.float() / 255 - MEAN) / STD).unsqueeze(1))
     expected_loss = nn.functional.cross_entropy(logits, TARGETS).item()
     assert ev.loss == pytest.approx(expected_loss, rel=1e-5)
-    assert ev.seconds > 0
+    assert len(readings) >= 2 and ev.seconds == readings[-1] - readings[0]  # the whole call
     doc = ev.to_dict()
     assert doc["accuracy_ci"]["method"] == "wilson"
     assert doc["confusion_matrix"][2][:4] == [1, 1, 2, 0]
@@ -192,3 +203,29 @@ def test_evaluate_model_agrees_with_the_trainer(trained_run, real_mnist):
     assert [m.confidence for m in ev.mistakes] == sorted(
         (m.confidence for m in ev.mistakes), reverse=True
     )
+
+
+def test_confusion_matrix_on_real_data_matches_an_independent_count(trained_run, real_mnist):
+    """Every cell of the matrix evaluate_model reports, on 4,000 real test images, against
+    numpy's bincount of label * 10 + prediction, predictions made here by the model itself."""
+    import numpy as np
+
+    from mnistcli.checkpoint import load_model
+
+    model, _ = load_model(trained_run / "best.pt")
+    images, labels = real_mnist.test_images[:4000], real_mnist.test_labels[:4000]
+    ev = evaluate_model(model, images, labels, batch_size=512, top=3, gallery=0)
+    with torch.no_grad():
+        x = ((images.float() / 255 - MEAN) / STD).unsqueeze(1)
+        preds = torch.cat([model(chunk).argmax(1) for chunk in x.split(1000)]).numpy()
+    y = labels.numpy()
+    expected = np.bincount(y * 10 + preds, minlength=100).reshape(10, 10)
+    assert np.array_equal(np.array(ev.confusion), expected)
+    assert ev.correct == int((preds == y).sum()) == int(np.trace(expected))
+    assert np.count_nonzero(expected - np.diag(np.diag(expected))) >= 20  # many kinds of error
+    for score in ev.per_class:  # the scores are read from the same cells
+        assert score.support == int((y == score.label).sum())
+        hits = int(((y == score.label) & (preds == score.label)).sum())
+        assert score.predicted == int((preds == score.label).sum())
+        assert score.recall == pytest.approx(hits / score.support)
+        assert score.precision == pytest.approx(hits / score.predicted)

@@ -6,15 +6,13 @@ which existed before are unchanged (by hash) unless the case is meant to update 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import random
+import re
 import resource
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from mnistcli import train as trainer
 from mnistcli.checkpoint import load_checkpoint
 from mnistcli.errors import TrainingError
 from tests.conftest import SHARED_MNIST, make_settings
+from tests.helpers import HalfWrite, run_cli, start_cli
 
 # A small real-MNIST run that takes a few seconds: 3 epochs of 1,500 images.
 SMALL = [
@@ -47,21 +46,9 @@ SMALL = [
 KILL_RUN = ["--limit", "3000", *SMALL[2:]]
 
 
-def mnistcli(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnistcli", *args],
-        cwd=cwd,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **kwargs,
-    )
-
-
 def run(*args: str, cwd: Path, timeout: float = 120, **kwargs) -> tuple[int, str, str]:
-    proc = mnistcli(*args, cwd=cwd, **kwargs)
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
+    proc = run_cli(*args, cwd=cwd, timeout=timeout, **kwargs)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def assert_one_line_error(code: int, err: str, expected_code: int, fragment: str) -> None:
@@ -98,7 +85,7 @@ def history(run_dir: Path) -> list[tuple]:
     ("sig", "code", "word"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")]
 )
 def test_signal_saves_a_resumable_checkpoint(workdir, sig, code, word):
-    proc = mnistcli("train", *SMALL, "--name", "sig", cwd=workdir)
+    proc = start_cli("train", *SMALL, "--name", "sig", cwd=workdir)
     for line in proc.stderr:  # plain mode: one line per epoch; signal during epoch 2
         if line.startswith("epoch  1"):
             break
@@ -124,7 +111,7 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_checkpoint(workdir, real
     for _ in range(3):
         resuming = (run_dir / "last.pt").exists()
         args = ["--resume", "runs/k"] if resuming else [*KILL_RUN, "--name", "k"]
-        proc = mnistcli("train", *args, cwd=workdir)
+        proc = start_cli("train", *args, cwd=workdir)
         proc.stderr.readline()  # the run's first line: data loaded, training starts now
         time.sleep(rng.uniform(0.1, 1.8))  # 9,000 images take 2 s or more: a kill lands in training
         if proc.poll() is None:
@@ -190,25 +177,34 @@ def test_a_full_disk_while_saving_keeps_previous_checkpoints(workdir):
     )
     assert_one_line_error(code, err, 2, "could not save")
     assert "intact" in err
+    # the write fails past 512 KiB, inside write_atomic; the message names the file
+    assert re.search(r"^error: could not save runs/d/(best|last)\.pt: File too large", err, re.M)
     assert hashes(run_dir) == before
     assert not list(run_dir.glob(".*.tmp"))
 
 
 def test_full_disk_in_process_maps_to_training_error(tmp_path, tiny_mnist, monkeypatch):
+    """Epoch 2's last.pt fails half-way through its write: a one-line TrainingError naming the
+    file; epoch 1's last.pt is byte for byte as it was and no temporary file is left."""
     settings = make_settings(tmp_path, epochs=2, val_size=100, batch_size=100)
-    real_save = torch.save
-    calls = {"n": 0}
+    run_dir = tmp_path / "runs" / "test"
+    half = HalfWrite("last.pt", skip=1).install(monkeypatch)  # epoch 1's last.pt goes through
+    before = {}
 
-    def failing_save(obj, f, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 2:  # epoch 1 saved best.pt and last.pt; epoch 2 hits a full disk
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, f, *args, **kwargs)
+    def on_event(event):
+        if isinstance(event, trainer.EpochStarted) and event.epoch == 2:
+            before.update(hashes(run_dir))
 
-    monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(TrainingError, match=r"No space left on device.*intact"):
-        trainer.train(settings, tiny_mnist)
-    assert load_checkpoint(tmp_path / "runs" / "test" / "last.pt").meta.epoch == 1
+    with pytest.raises(TrainingError) as failure:
+        trainer.train(settings, tiny_mnist, on_event=on_event)
+    message = str(failure.value)
+    assert message.startswith(f"could not save {run_dir / 'last.pt'}: No space left on device")
+    assert "intact" in message and "\n" not in message
+    [(temp, written)] = half.partial
+    assert temp.parent == run_dir and written > 800_000  # half of the checkpoint was on disk
+    assert hashes(run_dir)["last.pt"] == before["last.pt"]
+    assert load_checkpoint(run_dir / "last.pt").meta.epoch == 1
+    assert not list(run_dir.glob(".*.tmp"))
 
 
 def test_unwritable_output_folder(workdir):

@@ -85,6 +85,26 @@ def test_agrees_with_torchinfo_and_flop_counter():
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval()(torch.zeros(3, 1, 28, 28))
     assert counter.get_total_flops() == 3 * 2 * s.macs
+    assert_macs_agree_with_torchinfo(model, s)
+
+
+def assert_macs_agree_with_torchinfo(model: nn.Module, s) -> None:
+    """torchinfo's mult-adds, counted by its own rules, layer by layer: a Conv2d or Linear
+    layer's MACs plus one add per output element for its bias (which we leave out of MACs)."""
+    from torchinfo import summary as torchinfo_summary
+
+    stats = torchinfo_summary(model, input_size=(1, 1, 28, 28), verbose=0, device="cpu")
+    leaves = [row for row in stats.summary_list if row.is_leaf_layer]
+    assert [row.var_name for row in leaves] == [r.name.rsplit(".", 1)[-1] for r in s.layers]
+    counted = 0
+    for row, ours in zip(leaves, s.layers, strict=True):
+        if isinstance(row.module, nn.Conv2d | nn.Linear):
+            bias_adds = math.prod(row.output_size) if row.module.bias is not None else 0
+            assert row.macs == ours.macs + bias_adds, ours.name
+            counted += ours.macs
+        else:
+            assert ours.macs == 0, ours.name  # pooling, activations, norms: no multiply-adds
+    assert counted == s.layer_macs > 0
 
 
 class Odd(nn.Module):
@@ -125,6 +145,7 @@ def test_another_model_gets_its_own_figures():
     assert s.trainable_params == s.params - 64  # the frozen stem
     assert s.buffer_bytes == (4 + 4) * 4 + 8  # running mean and var (float32), the step count
     assert s.macs == s.layer_macs + 8 * 8  # the matmul in forward() belongs to no layer
+    assert_macs_agree_with_torchinfo(Odd(), s)
     assert s.to_dict()["macs_outside_layers"] == 64
     act = [r for r in s.layers if r.name == "act"]
     assert [r.activation_bytes for r in act] == [0, 0]  # in place

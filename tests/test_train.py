@@ -113,16 +113,14 @@ def test_interrupted_run_resumes_to_the_same_history(tmp_path, tiny_mnist, stop_
         if isinstance(event, trainer.BatchDone):
             batches["n"] += 1
 
-    trainer.PROGRESS_INTERVAL, saved = 0.0, trainer.PROGRESS_INTERVAL  # an event every batch
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "PROGRESS_INTERVAL", 0.0)  # an event every batch
         cut = trainer.train(
             settings,
             tiny_mnist,
             on_event=count,
             should_stop=lambda: batches["n"] >= stop_after_batches,
         )
-    finally:
-        trainer.PROGRESS_INTERVAL = saved
     assert cut.stop_reason == "interrupted" and cut.test_acc is None
     assert load_checkpoint(cut.run_dir / "last.pt").meta.finished is False
     started = []
@@ -194,13 +192,10 @@ def test_bf16_autocast_trains_and_saves_float32_weights(tmp_path, tiny_mnist):
     assert all(v.dtype == torch.float32 for v in state.values())
 
 
-def test_interrupted_before_any_validation_writes_strict_json(tmp_path, tiny_mnist):
+def test_interrupted_before_any_validation_writes_strict_json(tmp_path, tiny_mnist, monkeypatch):
     settings = make_settings(tmp_path, epochs=2, val_size=100, batch_size=50)
-    trainer.PROGRESS_INTERVAL, saved = 0.0, trainer.PROGRESS_INTERVAL
-    try:
-        result = trainer.train(settings, tiny_mnist, should_stop=lambda: True)
-    finally:
-        trainer.PROGRESS_INTERVAL = saved
+    monkeypatch.setattr(trainer, "PROGRESS_INTERVAL", 0.0)
+    result = trainer.train(settings, tiny_mnist, should_stop=lambda: True)
     assert result.stop_reason == "interrupted" and result.best_epoch == 0
     doc = result.to_dict()
     assert doc["best_val_acc"] is None and doc["best_val_loss"] is None

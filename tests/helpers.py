@@ -1,0 +1,121 @@
+"""Helpers that tests import: the one way to run mnistcli in a subprocess, and a write that fails
+half-way. (conftest.py holds fixtures only; tests import from here, never from conftest.)"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def cli_command(*args: str, python_args: tuple[str, ...] = ()) -> list[str]:
+    """The argv of `python [python_args] -m mnistcli args`, with this test run's interpreter."""
+    return [sys.executable, *python_args, "-m", "mnistcli", *args]
+
+
+def start_cli(
+    *args: str, cwd: Path, python_args: tuple[str, ...] = (), **kwargs: Any
+) -> subprocess.Popen:
+    """mnistcli as a running subprocess with stdout and stderr piped (not a terminal)."""
+    return subprocess.Popen(
+        cli_command(*args, python_args=python_args),
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+def run_cli(
+    *args: str,
+    cwd: Path,
+    timeout: float = 240,
+    python_args: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> subprocess.CompletedProcess:
+    """mnistcli as a finished subprocess with stdout and stderr piped (not a terminal)."""
+    proc = start_cli(*args, cwd=cwd, python_args=python_args, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+class HalfWrite:
+    """Makes write_atomic (mnistcli/files.py) fail half-way through writing a file: half of the
+    bytes reach the temporary file on disk, then the write raises OSError(ENOSPC), as a disk
+    that fills up during a save does.
+
+    Only files named `target` count (any file when None); the first `skip` of them are written
+    normally. `partial` records (temporary file, bytes on disk) at each failure, so a test can
+    show that the failure came after the temporary file was written to. Only mnistcli/files.py
+    sees the change: its `os` and `tempfile` are replaced, not the modules themselves.
+    """
+
+    def __init__(self, target: str | None = None, skip: int = 0) -> None:
+        self.target = target
+        self.skip = skip
+        self.seen = 0
+        self.partial: list[tuple[Path, int]] = []
+        self._temp: Path | None = None
+
+    def install(self, monkeypatch) -> HalfWrite:
+        import tempfile
+        import types
+
+        import mnistcli.files
+
+        for name, module, replacement in (
+            ("os", os, {"fdopen": self._fdopen}),
+            ("tempfile", tempfile, {"mkstemp": self._mkstemp}),
+        ):
+            patched = types.ModuleType(name)
+            patched.__dict__.update(module.__dict__, **replacement)
+            monkeypatch.setattr(mnistcli.files, name, patched)
+        return self
+
+    def _mkstemp(self, *args: Any, **kwargs: Any) -> tuple[int, str]:
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(*args, **kwargs)
+        self._temp = Path(tmp)
+        return fd, tmp
+
+    def _fdopen(self, fd: int, *args: Any, **kwargs: Any):
+        fh = os.fdopen(fd, *args, **kwargs)
+        temp = self._temp
+        if temp is None or (self.target and not temp.name.startswith(f".{self.target}.")):
+            return fh
+        self.seen += 1
+        return fh if self.seen <= self.skip else _FailingFile(fh, temp, self.partial)
+
+
+class _FailingFile:
+    """A binary file whose write() writes half of its bytes, then fails with ENOSPC."""
+
+    def __init__(self, fh, path: Path, partial: list[tuple[Path, int]]) -> None:
+        self._fh = fh
+        self._path = path
+        self._partial = partial
+
+    def __enter__(self) -> _FailingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+    def write(self, data: bytes) -> int:
+        self._fh.write(data[: len(data) // 2])
+        self._fh.flush()
+        self._partial.append((self._path, self._path.stat().st_size))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
