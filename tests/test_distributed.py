@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from mnistcli.distributed import (
     world_from_env,
 )
 from mnistcli.errors import ConfigError
-from tests.conftest import REPO, run_cli
+from tests.helpers import run_cli, start_cli
 
 
 def test_no_torchrun_is_a_world_of_one():
@@ -93,26 +92,13 @@ def test_shard_range_splits_evaluation():
 # ---------------------------------------------------------------------------------------------
 # Real runs under torchrun: 2 processes on the CPU (gloo), on a small real-MNIST subset.
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
 SMALL = ["--limit", "2000", "--val-size", "500", "--epochs", "2", "--patience", "0"]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return env
-
-
 def _torchrun(n: int, args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*TORCHRUN, str(n), "-m", "mnistcli", "train", *args],
-        cwd=cwd,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    """`torchrun --standalone --nproc-per-node n -m mnistcli train ARGS`, in its own session."""
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n))
+    return start_cli("train", *args, cwd=cwd, python_args=torchrun, start_new_session=True)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
