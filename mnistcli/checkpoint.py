@@ -4,9 +4,9 @@ A checkpoint is stored as a plain dict of tensors, numbers, strings, lists and d
 with `torch.load(weights_only=True)` and no allow-list: loading one can never run code from it.
 `Checkpoint.to_payload` writes that dict and `Checkpoint.from_payload` reads it; nothing else
 touches its keys. Layout (format_version 1): format, format_version, kind, model, epoch, step,
-history, best, wait, config, data, versions, created, finished, world_size (absent before
-torchrun support: 1), model_state; finished runs add stop_reason and test; last.pt adds
-optimizer_state, scheduler_state, rng (and partial mid-epoch).
+history, best, wait, config, data, versions, created, finished, model_state; finished runs add
+stop_reason and test; last.pt adds optimizer_state, scheduler_state, rng (and partial
+mid-epoch); a run trained by several processes under torchrun adds world_size (absent: 1).
 """
 
 from __future__ import annotations
@@ -160,9 +160,10 @@ class Checkpoint:
             "versions": dict(m.versions),
             "created": m.created,
             "finished": m.finished,
-            "world_size": m.world_size,
             "model_state": self.model_state,
         }
+        if m.world_size != 1:  # trained under torchrun; absent means one process
+            body["world_size"] = m.world_size
         if self.resume is not None:
             body["optimizer_state"] = self.resume.optimizer
             body["scheduler_state"] = self.resume.scheduler
