@@ -128,7 +128,7 @@ def cuda_run(tmp_path_factory, real_mnist, mnist_root) -> Path:
 
 def test_the_train_command_on_cuda(tmp_path, mnist_root):
     pytest.importorskip("plotext")  # the train command draws curves with it
-    args = ["train", "--device", "cuda", "--epochs", "1", "--limit", "3000", "--val-size", "500"]
+    args = ["train", "--device", "cuda", "--epochs", "1", "--limit", "6000", "--val-size", "500"]
     args += ["--json", "--out", str(tmp_path / "runs"), *data_args(mnist_root)]
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -197,8 +197,8 @@ def test_eval_and_predict_on_cuda_agree_with_the_cpu(here, cuda_run, mnist_root,
     gpu = predict_json(folder, cuda_run, "cuda")
     cpu = predict_json(folder, cuda_run, "cpu")
     assert [p["digit"] for p in gpu] == [p["digit"] for p in cpu]
-    for g, c in zip(gpu, cpu, strict=True):
-        assert g["probability"] == pytest.approx(c["probability"], abs=1e-3)
+    for g, c in zip(gpu, cpu, strict=True):  # cuDNN convolves in TF32: close, not equal
+        assert g["probability"] == pytest.approx(c["probability"], abs=0.01)
 
 
 def test_a_gpu_index_beyond_the_machine_is_a_one_line_error(here, cuda_run):
