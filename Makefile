@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test lint bench bench-quick clean
+.PHONY: train test lint bench bench-quick gpu-prepare gpu-check-cpu clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,23 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/bench.py --quick
+
+# What bench/gpu_check.sh needs on a GPU machine without network, inside the tree (both folders
+# are git-ignored): wheels of the packages that machine lacks, and MNIST's four .gz files.
+GPU_WHEELS := plotext==6.1.0 platformdirs==4.14.8 torchinfo==1.8.0
+MNIST_SRC ?= ../shared/mnist
+
+gpu-prepare:
+	rm -rf .whl && mkdir -p .whl .mnist
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform any -d .whl $(GPU_WHEELS)
+	install -m 644 $(MNIST_SRC)/*-ubyte.gz .mnist/
+	@ls -l .whl .mnist
+
+# The same script end to end on this machine's CPU, with tiny subsets (no figures worth keeping).
+gpu-check-cpu: $(STAMP)
+	PYTHON=$(BIN)/python bash bench/gpu_check.sh --device cpu --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

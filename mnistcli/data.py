@@ -220,21 +220,33 @@ def make_tensors(
     return Tensors(x=normalize(images).to(device), y=labels.to(device))
 
 
-def shift_batch(x: torch.Tensor, max_shift: float, generator: torch.Generator) -> torch.Tensor:
-    """Random translation of a whole batch by up to `max_shift` pixels (bilinear, zero padding).
+def random_shifts(n: int, max_shift: float, generator: torch.Generator) -> torch.Tensor:
+    """(n, 2) translations in pixels, uniform in [-max_shift, max_shift], drawn on the CPU."""
+    import torch
 
-    Done on the batch with one `affine_grid`, so augmentation costs no per-sample Python work.
+    return (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift
+
+
+def shift_batch(x: torch.Tensor, max_shift: float, generator: torch.Generator) -> torch.Tensor:
+    """Random translation of a whole batch by up to `max_shift` pixels (bilinear, zero padding)."""
+    return shift_by(x, random_shifts(x.shape[0], max_shift, generator).to(x.device))
+
+
+def shift_by(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Translate image i of (N, 1, H, W) `x` by `shifts[i]` pixels ((N, 2), on x's device).
+
+    Done on the batch with one `affine_grid`, so augmentation costs no per-sample Python work,
+    and the affine matrices are built on x's device: no host-to-device copy per batch.
     """
     import torch
     import torch.nn.functional as F
 
     n = x.shape[0]
-    shifts = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift  # pixels
-    theta = torch.zeros(n, 2, 3)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=shifts.dtype)
     theta[:, 0, 0] = 1
     theta[:, 1, 1] = 1
     theta[:, :, 2] = shifts * (2.0 / x.shape[-1])  # pixels -> normalised [-1, 1] coordinates
-    theta = theta.to(x.device, x.dtype)
+    theta = theta.to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     background = -MEAN / STD  # a blank pixel after normalisation
     out = F.grid_sample(

@@ -9,7 +9,11 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 REPO = Path(__file__).resolve().parent.parent
+# The MNIST copy beside the repository; on a machine without it (the GPU machine of
+# bench/gpu_check.sh), the copy `make gpu-prepare` puts in the tree's ignored .mnist/ folder.
 SHARED_MNIST = REPO.parent / "shared" / "mnist"
+if not SHARED_MNIST.is_dir() and (REPO / ".mnist").is_dir():
+    SHARED_MNIST = REPO / ".mnist"
 
 # A pinned, colourless, non-interactive terminal for every test (and every subprocess it starts),
 # so rendered output is the same on every machine and in CI.
