@@ -688,7 +688,7 @@ def predict(
     """
     from mnistcli.checkpoint import load_model, resolve_checkpoint
     from mnistcli.device import resolve_device
-    from mnistcli.imaging import collect_paths, predict_paths
+    from mnistcli.predict import TorchBackend, collect_paths, predict_paths
     from mnistcli.render.console import make_consoles
     from mnistcli.render.predict_view import predict_view
 
@@ -704,8 +704,9 @@ def predict(
             soft_wrap=True,
         )
     preds = []
+    backend = TorchBackend(model, dev)
     for pred in predict_paths(
-        collect_paths(paths), model, dev, top_k=values["predict.top_k"].value, raw=raw
+        collect_paths(paths), backend, top_k=values["predict.top_k"].value, raw=raw
     ):
         if pred.error:
             consoles.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
