@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from mnistcli.errors import ImageError
 
@@ -51,6 +51,10 @@ MASK_SIDE = 128  # speck removal runs on an ink mask reduced to at most this lon
 SPECK_FRACTION = 0.1  # ink components smaller than 10% of the largest one are specks
 MIN_DIGIT_FRACTION = 1 / 64  # ink smaller than 1/64 of the image's longer side is no digit
 MIN_DIGIT_PIXELS = 3  # ... or smaller than 3 pixels
+RIM_FRACTION = 0.06  # ink's anti-aliased rim: up to 6% of its size beyond the Otsu mask
+MIN_PAPER_FRACTION = 0.1  # paper levels are measured only where 10% of the image is paper
+QUANTUM = 1 / 255  # one step of an 8-bit image
+MAX_FLOOR = 0.4  # the stretch's floor stays below 40% of the contrast: faint ink is kept
 
 
 @dataclass(frozen=True)
@@ -198,57 +202,157 @@ def border_coordinates(height: int, width: int) -> tuple[np.ndarray, np.ndarray]
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
-def flatten_background(gray: np.ndarray) -> np.ndarray:
-    """Subtract the uneven lighting of a photo: a plane a + b*row + c*column fitted to the
-    border by least squares, refitted once without outliers (ink touching the edge). The
-    background is then about 0; uniform paper just has its level subtracted."""
-    h, w = gray.shape
-    if min(h, w) < 8:  # too few border pixels for a fit: the level alone
-        return gray - np.float32(np.median(border(gray)))
-    rows, cols = border_coordinates(h, w)
-    values = gray[rows, cols].astype(np.float64)
-    design = np.stack([np.ones_like(values), rows / h, cols / w], axis=1)
-    keep = np.ones_like(values, dtype=bool)
-    for _ in range(2):
-        coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
-        residual = np.abs(values - design @ coef)
-        keep = residual <= 3 * float(np.median(residual)) + 0.02
-    ys = np.arange(h, dtype=np.float64)[:, None] / h
-    xs = np.arange(w, dtype=np.float64)[None, :] / w
-    return (gray - (coef[0] + coef[1] * ys + coef[2] * xs)).astype(np.float32)
+def half_sample_mode(values: np.ndarray) -> float:
+    """The densest value of a sample: the half-sample mode (Bickel and Fruehwirth, 2006), which
+    repeatedly keeps the half of the sorted values that spans the shortest range.
+
+    It finds the paper's level when ink covers up to most of the sample, as long as the paper
+    is its densest part: what the border of a tightly cropped digit is (ink crosses it, with a
+    spread of anti-aliased levels around it, while the paper sits at one level)."""
+    x = np.sort(values.ravel())
+    while len(x) > 3:
+        half = (len(x) + 1) // 2
+        widths = x[half - 1 :] - x[: len(x) - half + 1]
+        start = int(np.argmin(widths))
+        x = x[start : start + half]
+    return float(np.median(x)) if len(x) else 0.0
+
+
+def paper_level(values: np.ndarray) -> float:
+    """The paper's level in an image with bright ink (after make_ink_bright): the densest value
+    of the darker half of `values`. Ink and printed lines (ruled or squared paper) only ever
+    stand above the paper, so they cannot pull it up even where they cover most of the border;
+    for paper that is only noise, the densest value of its lower half is its middle."""
+    ordered = np.sort(values.ravel())
+    return half_sample_mode(ordered[: max(3, (len(ordered) + 1) // 2)])
 
 
 def make_ink_bright(gray: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Invert when the background is the lighter side: the border's median is above the middle
-    of the image's range (dark ink on paper, or grey on lighter grey)."""
-    background = float(np.median(border(gray)))
+    """Invert when the background is the lighter side: the border's densest level (its
+    half-sample mode) is above the middle of the image's range (dark ink on paper, or grey on
+    lighter grey). Ink crossing the border does not move that level."""
+    background = half_sample_mode(border(gray))
     middle = (float(gray.min()) + float(gray.max())) / 2
     if background > middle:
         return 1.0 - gray, True
     return gray, False
 
 
-def stretch_contrast(gray: np.ndarray, noise: float = 0.0) -> tuple[np.ndarray, float]:
-    """Map the background (the border's median, plus twice its `noise` so that grain goes
-    black as MNIST's background is) to 0 and the brightest ink to 1.
+def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The paper under bright ink, lit unevenly: a plane a + b*row + c*column fitted by least
+    squares to the border pixels that are paper, and the residuals of those pixels.
+
+    Paper pixels are first those on the paper's side of Otsu's threshold (ink touching the
+    edge is left out by its level, however much of the border it covers); then, refit after
+    refit, those within 3 noise levels above the paper's level (printed lines and the rim of
+    the ink only ever stand above it). The noise level for that comes from differences between
+    neighbouring border pixels, which neither a lighting gradient nor a few crossings of ink
+    change much."""
+    h, w = gray.shape
+    if min(h, w) < 8:  # too few border pixels for a fit: the level alone
+        ring = border(gray)
+        return np.full_like(gray, paper_level(ring)), ring - paper_level(ring)
+    rows, cols = border_coordinates(h, w)
+    values = gray[rows, cols].astype(np.float64)
+    design = np.stack([np.ones_like(values), rows / h, cols / w], axis=1)
+    step = 1.4826 * float(np.median(np.abs(np.diff(values)))) / math.sqrt(2)
+    keep = values <= otsu_threshold(gray)
+    if keep.sum() < 3:
+        keep[:] = True
+    for _ in range(5):
+        coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        residual = values - design @ coef
+        keep = residual <= paper_level(residual[keep]) + 3 * step + QUANTUM
+        if keep.sum() < 3:
+            keep[:] = True
+    ys = np.arange(h, dtype=np.float64)[:, None] / h
+    xs = np.arange(w, dtype=np.float64)[None, :] / w
+    plane = (coef[0] + coef[1] * ys + coef[2] * xs).astype(np.float32)
+    return plane, residual[keep]
+
+
+def flatten_background(gray: np.ndarray) -> np.ndarray:
+    """Subtract the uneven lighting of a photo (fit_paper's plane) from an image with bright
+    ink: the background is then about 0; uniform paper just has its level subtracted."""
+    return gray - fit_paper(gray)[0]
+
+
+def noise_level(flat: np.ndarray, paper: np.ndarray | None = None) -> float:
+    """The background's noise in a flattened image (paper at 0, ink bright), as a standard
+    deviation, robust to ink wherever it is: the larger of the spread of the border's paper
+    pixels (`paper`, their residuals from fit_paper, else the whole border; 1.4826 times their
+    median absolute deviation) and the spread of all pixels below the paper's median, which no
+    ink reaches."""
+    if paper is None or not len(paper):
+        paper = border(flat)
+    level = float(np.median(paper))
+    below = level - flat[flat < level - QUANTUM]
+    sigma_below = 1.4826 * float(np.median(below)) if len(below) else 0.0
+    sigma_paper = 1.4826 * float(np.median(np.abs(paper - level)))
+    return max(sigma_below, sigma_paper)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the level that splits the values into two classes with the largest
+    between-class variance (here: ink, and paper with whatever is printed on it)."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return hi
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(counts).astype(np.float64)
+    mass = np.cumsum(counts * centres)
+    total, total_mass = weight[-1], mass[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_low = mass / weight
+        mean_high = (total_mass - mass) / (total - weight)
+        between = weight * (total - weight) * (mean_low - mean_high) ** 2
+    return float(edges[int(np.nanargmax(between[:-1])) + 1])
+
+
+def paper_ceiling(flat: np.ndarray) -> float:
+    """The level under which everything is paper: the 99th percentile of the pixels that are
+    neither ink (above half the brightest ink's level) nor next to it (its anti-aliased rim).
+    On plain paper that is a little above the noise; on ruled or squared paper it is the
+    printed lines' level (lines are fainter than the writing over them), which then go black
+    as MNIST's background is."""
+    ink = flat > float(flat.max()) / 2
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    if not len(rows):
+        return 0.0
+    reach = max(2, math.ceil(RIM_FRACTION * max(rows[-1] - rows[0], cols[-1] - cols[0])))
+    near = _grow(ink, reach)
+    paper = flat[~near]
+    if len(paper) < MIN_PAPER_FRACTION * flat.size:
+        return 0.0
+    return float(np.percentile(paper, 99))
+
+
+def _grow(mask: np.ndarray, reach: int) -> np.ndarray:
+    """A mask grown by `reach` pixels (a square neighbourhood), by a max filter in Pillow."""
+    im = Image.fromarray(mask.astype(np.uint8) * 255)
+    return np.asarray(im.filter(ImageFilter.MaxFilter(2 * reach + 1))) > 0
+
+
+def stretch_contrast(
+    gray: np.ndarray, noise: float = 0.0, ceiling: float = 0.0, background: float | None = None
+) -> tuple[np.ndarray, float]:
+    """Map the background (the paper's level: `background`, by default found on the border)
+    to 0, raised by twice its `noise` so that grain goes black as MNIST's background is, or up
+    to the paper's `ceiling` so that printed lines do; the brightest ink goes to 1.
 
     Returns the stretched image and the contrast (ink minus background, 0..1) before it; with
     too little contrast the image is left as it was, since there is no ink to stretch.
     """
-    background = float(np.median(border(gray)))
+    if background is None:
+        background = paper_level(border(gray))
     peak = float(gray.max())
     contrast = peak - background
     if contrast < MIN_CONTRAST:
         return gray, max(contrast, 0.0)
-    floor = background + min(2 * noise, contrast / 4)
+    grain = min(2 * noise, contrast / 4)
+    floor = background + max(grain, min(ceiling - background, contrast * MAX_FLOOR))
     return np.clip((gray - floor) / (peak - floor), 0, 1).astype(np.float32), contrast
-
-
-def noise_level(gray: np.ndarray) -> float:
-    """The background's noise, as a standard deviation: 1.4826 times the median absolute
-    deviation of the border (robust to ink touching the edge)."""
-    ring = border(gray)
-    return 1.4826 * float(np.median(np.abs(ring - np.median(ring))))
 
 
 def label_components(mask: np.ndarray) -> np.ndarray:
@@ -377,9 +481,11 @@ def preprocess(im: Image.Image, *, raw: bool = False) -> Prepared:
         return Prepared(pixels, blank, False, size, mode)
     gray = reduce_large(to_grayscale(im))
     gray, inverted = make_ink_bright(gray)
-    flat = flatten_background(gray)
-    noise = noise_level(flat)
-    ink, contrast = stretch_contrast(flat, noise)
+    plane, paper = fit_paper(gray)
+    flat = gray - plane
+    noise = noise_level(flat, paper)
+    level = float(np.median(paper))
+    ink, contrast = stretch_contrast(flat, noise, paper_ceiling(flat), level)
     box = None
     if contrast >= max(MIN_CONTRAST, NOISE_CONTRAST * noise):
         box = ink_bbox(ink, level=max(INK_LEVEL, NOISE_INK * noise / contrast))

@@ -258,13 +258,88 @@ def test_an_mnist_digit_passes_through_almost_unchanged(real_mnist):
         lambda: digit_on_paper(size=(400, 400), box=(100, 100, 101, 101)),  # a speck of dust
         lambda: photo(Image.new("L", (200, 150), 220), random.Random(1), shade=80, noise=20),
         lambda: photo(Image.new("L", (900, 700), 200), random.Random(2), shade=0, noise=40),
+        lambda: Image.new("L", (64, 64), 0),  # black
+        lambda: Image.new("RGB", (80, 60), (128, 128, 128)),  # flat grey
+        lambda: Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), np.uint8)),
+        lambda: Image.fromarray(  # strong Gaussian noise around mid-grey, clipped at both ends
+            np.clip(np.random.default_rng(1).normal(128, 60, (120, 90)), 0, 255).astype(np.uint8)
+        ),
     ],
-    ids=["white", "transparent", "1x1", "faint-noise", "speck", "noisy-photo", "grainy-photo"],
+    ids=[
+        "white",
+        "transparent",
+        "1x1",
+        "faint-noise",
+        "speck",
+        "noisy-photo",
+        "grainy-photo",
+        "black",
+        "flat-grey",
+        "uniform-noise",
+        "gaussian-noise",
+    ],
 )
 def test_blank_or_near_blank_images_have_no_digit(make):
     prep = imaging.preprocess(make())
     assert prep.blank and prep.image.shape == (28, 28)
     assert prep.pixels.sum() == 0
+
+
+def six_touching_three_edges(width: int = 8) -> Image.Image:
+    """A clean scan of a dark 6 on white, 64x64, its strokes touching the top, left and bottom
+    edges (issue 12: this was "no digit found" while the border was taken for background)."""
+    im = Image.new("L", (64, 64), 255)
+    draw = ImageDraw.Draw(im)
+    draw.arc((-4, -2, 90, 110), 180, 265, fill=0, width=width)  # the stem, down the left edge
+    draw.ellipse((-2, 26, 44, 66), outline=0, width=width)  # the loop, over left and bottom
+    return im
+
+
+@pytest.mark.parametrize("width", [6, 8, 10, 12])
+def test_a_digit_touching_three_edges_is_found(width):
+    im = six_touching_three_edges(width)
+    ink = np.asarray(im) < 128
+    assert ink[0].any() and ink[:, 0].any() and ink[-1].any() and not ink[:, -1].any()
+    prep = imaging.preprocess(im)
+    assert not prep.blank and prep.inverted
+    rows = np.flatnonzero(prep.pixels.any(1))
+    assert rows[-1] - rows[0] + 1 == 20  # the whole 6, scaled into the 20x20 box
+    assert prep.pixels[:, :2].sum() == 0 and prep.pixels[0].sum() == 0  # centred, not cut
+
+
+def test_mnist_digits_cropped_to_their_ink_are_found(real_mnist):
+    """Issue 12: test digits 2000-2019 cropped exactly to their ink (touching all four edges),
+    inverted to dark on light and enlarged 4x; 2 of them were "no digit found"."""
+    for digit in real_mnist.test_images[2000:2020].numpy():
+        rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+        crop = 255 - digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        im = Image.fromarray(crop).resize(
+            (crop.shape[1] * 4, crop.shape[0] * 4), Image.Resampling.BICUBIC
+        )
+        prep = imaging.preprocess(im)
+        assert not prep.blank and prep.inverted
+        original = imaging.preprocess(Image.fromarray(digit))
+        assert np.abs(prep.image - original.image).mean() < 0.06  # the same digit, re-made
+
+
+def test_paper_level_ignores_ink_and_lines_covering_most_of_the_border():
+    paper = np.full(100, 0.02, np.float32)
+    paper[:35] = 0.3  # a printed line along one edge
+    paper[35:60] = 0.9  # ink crossing the border
+    assert imaging.paper_level(paper) == pytest.approx(0.02)
+    assert imaging.half_sample_mode(np.array([0.1, 0.5, 0.5, 0.51, 0.9])) == pytest.approx(0.5)
+
+
+def test_ruled_lines_behind_a_digit_go_black():
+    im = Image.new("L", (120, 120), 250)
+    draw = ImageDraw.Draw(im)
+    for y in range(10, 120, 25):
+        draw.line([(0, y), (120, y)], fill=185, width=2)  # pale lines, across the whole page
+    draw.rectangle((50, 20, 62, 100), fill=20)  # the digit: a thick 1
+    prep = imaging.preprocess(im)
+    assert not prep.blank
+    cols = np.flatnonzero(prep.pixels.any(0))
+    assert cols[-1] - cols[0] + 1 < 10  # only the stroke is left: no line reaches the sides
 
 
 def test_raw_keeps_28x28_pixels_and_refuses_other_sizes():
