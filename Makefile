@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test lint bench bench-quick clean
+.PHONY: train test lint bench bench-quick bench-robustness clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/bench.py --quick
+
+# predict on 2,000 test digits re-made 15 ways (tight crops, pens, paper, photos); CHECKPOINT=...
+CHECKPOINT ?= runs/latest/best.pt
+bench-robustness: $(STAMP)
+	$(BIN)/python bench/robustness.py --checkpoint $(CHECKPOINT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
