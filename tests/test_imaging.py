@@ -330,6 +330,16 @@ def test_paper_level_ignores_ink_and_lines_covering_most_of_the_border():
     assert imaging.half_sample_mode(np.array([0.1, 0.5, 0.5, 0.51, 0.9])) == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize(("shape", "reach"), [((30, 40), 1), ((17, 9), 5), ((50, 50), 20)])
+def test_growing_a_mask_matches_a_max_filter(shape, reach):
+    from PIL import ImageFilter
+
+    mask = np.random.default_rng(0).random(shape) < 0.05
+    im = Image.fromarray(mask.astype(np.uint8) * 255)
+    expected = np.asarray(im.filter(ImageFilter.MaxFilter(2 * reach + 1))) > 0
+    assert np.array_equal(imaging._grow(mask, reach), expected)
+
+
 def test_ruled_lines_behind_a_digit_go_black():
     im = Image.new("L", (120, 120), 250)
     draw = ImageDraw.Draw(im)
