@@ -225,19 +225,31 @@ def half_sample_mode(values: np.ndarray) -> float:
 
 def paper_level(values: np.ndarray) -> float:
     """The paper's level in an image with bright ink (after make_ink_bright): the densest value
-    of the darker half of `values`. Ink and printed lines (ruled or squared paper) only ever
-    stand above the paper, so they cannot pull it up even where they cover most of the border;
-    for paper that is only noise, the densest value of its lower half is its middle."""
+    of the darkest quarter of `values`. Ink and printed lines (ruled or squared paper) only
+    ever stand above the paper, so they cannot pull it up even where they cover three quarters
+    of the border; on paper that is only noise it lies a little below the middle, which the
+    callers allow for (fit_paper keeps 3 noise levels above it)."""
     ordered = np.sort(values.ravel())
-    return half_sample_mode(ordered[: max(3, (len(ordered) + 1) // 2)])
+    return half_sample_mode(ordered[: max(3, (len(ordered) + 3) // 4)])
 
 
 def make_ink_bright(gray: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Invert when the background is the lighter side: the border's densest level (its
-    half-sample mode) is above the middle of the image's range (dark ink on paper, or grey on
-    lighter grey). Ink crossing the border does not move that level."""
-    background = half_sample_mode(border(gray))
-    middle = (float(gray.min()) + float(gray.max())) / 2
+    """Invert when the background is the lighter side: once a plane fitted to the border has
+    been subtracted (a lighting gradient would otherwise spread the paper over the range), the
+    border's densest level (its half-sample mode) is above the middle of the image's range
+    (dark ink on paper, or grey on lighter grey). Ink crossing the border does not move that
+    level."""
+    level = gray
+    h, w = gray.shape
+    if min(h, w) >= 8:
+        rows, cols = border_coordinates(h, w)
+        design = np.stack([np.ones(len(rows)), rows / h, cols / w], axis=1)
+        coef = np.linalg.lstsq(design, gray[rows, cols].astype(np.float64), rcond=None)[0]
+        ys = np.arange(h)[:, None] / h
+        xs = np.arange(w)[None, :] / w
+        level = gray - (coef[1] * ys + coef[2] * xs).astype(np.float32)
+    background = half_sample_mode(border(level))
+    middle = (float(level.min()) + float(level.max())) / 2
     if background > middle:
         return 1.0 - gray, True
     return gray, False
@@ -282,19 +294,22 @@ def flatten_background(gray: np.ndarray) -> np.ndarray:
     return gray - fit_paper(gray)[0]
 
 
-def noise_level(flat: np.ndarray, paper: np.ndarray | None = None) -> float:
-    """The background's noise in a flattened image (paper at 0, ink bright), as a standard
-    deviation, robust to ink wherever it is: the larger of the spread of the border's paper
-    pixels (`paper`, their residuals from fit_paper, else the whole border; 1.4826 times their
-    median absolute deviation) and the spread of all pixels below the paper's median, which no
-    ink reaches."""
-    if paper is None or not len(paper):
-        paper = border(flat)
-    level = float(np.median(paper))
+def paper_statistics(flat: np.ndarray, paper: np.ndarray) -> tuple[float, float]:
+    """The paper's level and noise (a standard deviation) in a flattened image with bright ink,
+    from `paper`, the border's paper pixels (fit_paper's residuals).
+
+    The noise is the larger of their spread (1.4826 times their median absolute deviation) and
+    the spread of all the image's pixels below the paper, which no ink reaches. When most of
+    the image lies below the border's level, the border was not paper at all (a frame of ruled
+    lines, or ink all round): the paper is then the densest level of the image's darkest
+    quarter."""
+    level = float(np.median(paper)) if len(paper) else 0.0
+    spread = 1.4826 * float(np.median(np.abs(paper - level))) if len(paper) else 0.0
+    if np.mean(flat < level - 3 * spread - QUANTUM) > 0.5:
+        level, spread = paper_level(flat), 0.0
     below = level - flat[flat < level - QUANTUM]
     sigma_below = 1.4826 * float(np.median(below)) if len(below) else 0.0
-    sigma_paper = 1.4826 * float(np.median(np.abs(paper - level)))
-    return max(sigma_below, sigma_paper)
+    return level, max(sigma_below, spread)
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -502,8 +517,7 @@ def preprocess(im: Image.Image, *, raw: bool = False) -> Prepared:
     gray, inverted = make_ink_bright(gray)
     plane, paper = fit_paper(gray)
     flat = gray - plane
-    noise = noise_level(flat, paper)
-    level = float(np.median(paper))
+    level, noise = paper_statistics(flat, paper)
     ink, contrast = stretch_contrast(flat, noise, paper_ceiling(flat), level)
     box = None
     if contrast >= max(MIN_CONTRAST, NOISE_CONTRAST * noise):

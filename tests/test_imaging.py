@@ -340,6 +340,36 @@ def test_growing_a_mask_matches_a_max_filter(shape, reach):
     assert np.array_equal(imaging._grow(mask, reach), expected)
 
 
+@pytest.mark.parametrize("shade", [60, 100, 130])
+def test_polarity_holds_under_a_strong_lighting_gradient(shade):
+    """Grey ink (90) on paper that darkens from 220 to 220 - `shade` towards one corner: the
+    border spans more than the ink's contrast, and is still read as the paper."""
+    ys, xs = np.mgrid[0:100, 0:100]
+    paper = 220 - shade * (1 - (ys + xs) / 198)
+    stroke = Image.new("L", (100, 100), 0)
+    ImageDraw.Draw(stroke).line([(60, 20), (40, 80)], fill=255, width=8)
+    cover = np.asarray(stroke) / 255
+    im = Image.fromarray(np.round(paper * (1 - cover) + 90 * cover).astype(np.uint8))
+    prep = imaging.preprocess(im)
+    assert prep.inverted and not prep.blank
+    rows = np.flatnonzero(prep.pixels.any(1))
+    assert rows[-1] - rows[0] + 1 == 20 and prep.pixels.any(0).sum() < 14  # the stroke alone
+
+
+def test_a_frame_of_grid_lines_all_round_is_not_taken_for_the_paper():
+    im = Image.new("RGB", (100, 100), (245, 245, 245))
+    draw = ImageDraw.Draw(im)
+    for at in range(0, 100, 33):  # a red grid whose lines run along all four edges
+        draw.line([(0, at), (99, at)], fill=(230, 150, 150), width=2)
+        draw.line([(at, 0), (at, 99)], fill=(230, 150, 150), width=2)
+    draw.line([(0, 98), (99, 98)], fill=(230, 150, 150), width=2)
+    draw.line([(98, 0), (98, 99)], fill=(230, 150, 150), width=2)
+    draw.line([(55, 15), (45, 85)], fill=(30, 30, 30), width=7)  # the digit, a 1
+    prep = imaging.preprocess(im)
+    assert not prep.blank and prep.inverted
+    assert prep.pixels.any(0).sum() < 14  # the stroke, not the grid
+
+
 def test_ruled_lines_behind_a_digit_go_black():
     im = Image.new("L", (120, 120), 250)
     draw = ImageDraw.Draw(im)
