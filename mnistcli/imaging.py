@@ -59,6 +59,7 @@ MIN_DIGIT_PIXELS = 3  # ... or smaller than 3 pixels
 RIM_FRACTION = 0.06  # ink's anti-aliased rim: up to 6% of its size beyond the Otsu mask
 MIN_PAPER_FRACTION = 0.1  # paper levels are measured only where 10% of the image is paper
 QUANTUM = 1 / 255  # one step of an 8-bit image
+GRADIENT_FIT = 0.9  # a plane explaining 90% of the border's variance is lighting, not ink
 MAX_FLOOR = 0.4  # the stretch's floor stays below 40% of the contrast: faint ink is kept
 
 
@@ -234,20 +235,22 @@ def paper_level(values: np.ndarray) -> float:
 
 
 def make_ink_bright(gray: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Invert when the background is the lighter side: once a plane fitted to the border has
-    been subtracted (a lighting gradient would otherwise spread the paper over the range), the
-    border's densest level (its half-sample mode) is above the middle of the image's range
-    (dark ink on paper, or grey on lighter grey). Ink crossing the border does not move that
-    level."""
+    """Invert when the background is the lighter side: the border's densest level (its
+    half-sample mode) is above the middle of the image's range (dark ink on paper, or grey on
+    lighter grey); ink crossing the border does not move that level. When a plane explains
+    nearly all of the border's variation (a lighting gradient, which would otherwise spread the
+    paper over more than the ink's contrast), it is subtracted first."""
     level = gray
     h, w = gray.shape
     if min(h, w) >= 8:
         rows, cols = border_coordinates(h, w)
+        values = gray[rows, cols].astype(np.float64)
         design = np.stack([np.ones(len(rows)), rows / h, cols / w], axis=1)
-        coef = np.linalg.lstsq(design, gray[rows, cols].astype(np.float64), rcond=None)[0]
-        ys = np.arange(h)[:, None] / h
-        xs = np.arange(w)[None, :] / w
-        level = gray - (coef[1] * ys + coef[2] * xs).astype(np.float32)
+        coef = np.linalg.lstsq(design, values, rcond=None)[0]
+        explained = 1 - float(np.var(values - design @ coef)) / max(float(np.var(values)), 1e-12)
+        if explained >= GRADIENT_FIT:
+            ys, xs = np.arange(h)[:, None] / h, np.arange(w)[None, :] / w
+            level = gray - (coef[1] * ys + coef[2] * xs).astype(np.float32)
     background = half_sample_mode(border(level))
     middle = (float(level.min()) + float(level.max())) / 2
     if background > middle:

@@ -49,3 +49,25 @@ def test_the_sample_is_fixed_and_the_renderings_are_seeded(robustness, real_mnis
         a = render(digit, np.random.default_rng([0, 1, 2]))
         b = render(digit, np.random.default_rng([0, 1, 2]))
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize(
+    ("condition", "index"),
+    [
+        ("tight crop, 4 edges", 4927),  # a thick stroke covering most of the border
+        ("phone photo (light, noise, JPEG)", 3393),  # a gradient wider than the ink's contrast
+        ("squared paper", 1093),  # grid lines along three edges
+        ("squared paper", 5246),  # grid lines along all four edges
+    ],
+)
+def test_renderings_that_once_gave_no_digit_found(robustness, real_mnist, condition, index):
+    """Digits of the full benchmark's sample that earlier versions declared blank."""
+    import numpy as np
+
+    from mnistcli import imaging
+
+    position = robustness.sample(2000).tolist().index(index)
+    c = list(robustness.CONDITIONS).index(condition)
+    render = robustness.CONDITIONS[condition]
+    im = render(real_mnist.test_images[index].numpy(), np.random.default_rng([0, c, position]))
+    assert not imaging.preprocess(im).blank
