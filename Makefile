@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test lint bench bench-quick gpu-prepare gpu-check-cpu clean
+.PHONY: train test lint bench bench-quick bench-robustness gpu-prepare gpu-check-cpu clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ gpu-prepare:
 # The same script end to end on this machine's CPU, with tiny subsets (no figures worth keeping).
 gpu-check-cpu: $(STAMP)
 	PYTHON=$(BIN)/python bash bench/gpu_check.sh --device cpu --quick
+
+# predict on 2,000 test digits re-made 15 ways (tight crops, pens, paper, photos); CHECKPOINT=...
+CHECKPOINT ?= runs/latest/best.pt
+bench-robustness: $(STAMP)
+	$(BIN)/python bench/robustness.py --checkpoint $(CHECKPOINT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

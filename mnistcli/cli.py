@@ -705,8 +705,9 @@ def predict(
 
     Each image is made like an MNIST digit: grayscale (transparency on white),
     inverted if the background is light, uneven lighting and contrast evened
-    out, cropped to the ink (specks ignored), scaled into 20x20 and centred by
-    its centre of mass in 28x28. A blank image says "no digit found". A file
+    out (the lines of ruled or squared paper go black), cropped to the ink
+    (specks ignored), scaled into 20x20 and centred by its centre of mass in
+    28x28. A blank image says "no digit found". A file
     that cannot be read gets a one-line error, the others are still predicted,
     and the exit code is 1. --explain shows which pixels decided each digit.
     """
@@ -714,7 +715,7 @@ def predict(
     from mnistcli.config import predict_settings
     from mnistcli.device import resolve_device
     from mnistcli.explain import explain_predictions
-    from mnistcli.imaging import collect_paths, predict_paths
+    from mnistcli.predict import TorchBackend, collect_paths, predict_paths
     from mnistcli.runs import resolve_checkpoint
 
     flags = {"device": device, "runs_dir": out, "predict.top_k": top_k}
@@ -730,8 +731,9 @@ def predict(
             soft_wrap=True,
         )
     preds = []
+    backend = TorchBackend(model, dev)
     for pred in predict_paths(
-        collect_paths(paths), model, dev, top_k=settings.top_k, raw=settings.raw
+        collect_paths(paths), backend, top_k=settings.top_k, raw=settings.raw
     ):
         if pred.error:
             cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)

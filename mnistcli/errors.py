@@ -1,5 +1,9 @@
 """The project's exceptions: each message is written for the user (what went wrong, what to do)."""
 
+from __future__ import annotations
+
+import os
+
 
 class MnistcliError(Exception):
     """Base class; the CLI prints the message on one line and exits with `exit_code`."""
@@ -28,9 +32,15 @@ class TrainingError(MnistcliError):
 
 
 class ImageError(MnistcliError):
-    """An image file could not be read or holds no digit."""
+    """An image could not be read. The message starts with the file's `path` when one is known;
+    `reason` is the message without it."""
 
     exit_code = 1
+
+    def __init__(self, reason: str, path: str | os.PathLike[str] | None = None) -> None:
+        self.reason = reason
+        self.path = None if path is None else str(path)
+        super().__init__(reason if self.path is None else f"{self.path}: {reason}")
 
 
 class OutputError(MnistcliError):

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from mnistcli.imaging import Prediction
+    from mnistcli.predict import Prediction
 
 STEPS = 32  # points on the path from black to the image; more changes the maps by < 1%
 CHUNK = 1024  # images x steps per forward/backward pass: bounds memory (about 100 MB)

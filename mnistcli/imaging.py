@@ -1,4 +1,4 @@
-"""An image file -> the (1, 28, 28) tensor the model expects, preprocessed as MNIST was made.
+"""An image file -> the (28, 28) array the model expects, preprocessed as MNIST was made.
 
 MNIST digits are bright ink on black, size-normalised with anti-aliasing so the longer side of
 the ink fits a 20x20 box, then placed in 28x28 so that the centre of mass is at pixel (14, 14)
@@ -7,32 +7,34 @@ shift). A photo, a scan or a drawing is brought to that form step by step:
 
     open (format allow-list, pixel cap, EXIF rotation) -> grayscale (transparency on white,
     16-bit scaled) -> invert if the background is light -> subtract uneven lighting ->
-    stretch the contrast -> crop to the ink (ignoring specks) -> longer side to 20 px ->
-    centre of mass at (14, 14) -> data.normalize (the training normalisation)
+    stretch the contrast (printed lines go black) -> crop to the ink (ignoring specks) ->
+    longer side to 20 px -> centre of mass at (14, 14)
+
+Nothing assumes that the image's border is background: a digit cropped tightly, or drawn to
+fill its canvas, has ink all along the edges. The paper's level is the densest level of the
+border's darker half once the ink is bright (ink and printed lines only ever stand above the
+paper), its noise comes from the paper pixels alone, and the lighting plane is fitted to those.
 
 An image whose ink is too faint, too small or lost in noise is "blank": no digit found. Every
 failure to read a file is an ImageError naming the file. The core never prints.
+
+This is the one implementation of the preprocessing, on numpy and Pillow only: it never imports
+torch, so a model run by another runtime (an exported ONNX graph) sees exactly the same input as
+the PyTorch model does. Turning the result into a batch is predict.py's business.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import math
-import os
 import struct
 import warnings
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
 
 from mnistcli.errors import ImageError
-
-if TYPE_CHECKING:
-    import torch
-    from PIL import Image
-    from torch import nn
 
 # Formats Pillow may open: the ones users have digits in. Restricting them keeps the parsers of
 # exotic formats (FITS had a decompression bomb, CVE-2026-40192) away from untrusted files.
@@ -54,76 +56,27 @@ MASK_SIDE = 128  # speck removal runs on an ink mask reduced to at most this lon
 SPECK_FRACTION = 0.1  # ink components smaller than 10% of the largest one are specks
 MIN_DIGIT_FRACTION = 1 / 64  # ink smaller than 1/64 of the image's longer side is no digit
 MIN_DIGIT_PIXELS = 3  # ... or smaller than 3 pixels
+RIM_FRACTION = 0.06  # ink's anti-aliased rim: up to 6% of its size beyond the Otsu mask
+MIN_PAPER_FRACTION = 0.1  # paper levels are measured only where 10% of the image is paper
+QUANTUM = 1 / 255  # one step of an 8-bit image
+GRADIENT_FIT = 0.9  # a plane explaining 90% of the border's variance is lighting, not ink
+MAX_FLOOR = 0.4  # the stretch's floor stays below 40% of the contrast: faint ink is kept
 
 
 @dataclass(frozen=True)
 class Prepared:
     """One image made ready for the model, and what the user may want to see of it."""
 
-    tensor: torch.Tensor  # (1, 28, 28) float32, normalised as in training
-    pixels: torch.Tensor  # (28, 28) uint8, the image the model sees (bright ink on black)
+    pixels: np.ndarray  # (28, 28) uint8, the image the model sees (bright ink on black)
     blank: bool  # no digit found: the model is not asked
     inverted: bool  # the background was light, so the image was inverted
     size: tuple[int, int]  # the file's width and height, pixels
     mode: str  # the file's PIL mode ("RGBA", "I;16", ...)
 
-
-def image_error(path: Path | str, why: str) -> ImageError:
-    """An ImageError whose message starts with the path; `.path` keeps the path for reports."""
-    exc = ImageError(f"{path}: {why}")
-    exc.path = str(path)  # type: ignore[attr-defined]
-    return exc
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding the files
-
-
-def collect_paths(args: Sequence[str]) -> list[Path | ImageError]:
-    """Files as given, the images in folders, the matches of globs: in order, errors in place.
-
-    Globs are expanded here too, since a quoted glob reaches the program unexpanded. A missing
-    path, an unreadable or image-less folder and a glob without matches become ImageErrors at
-    their place in the list, so the other paths are still predicted.
-    """
-    found: list[Path | ImageError] = []
-    seen: set[Path] = set()
-
-    def add(items: list[Path | ImageError]) -> None:
-        for item in items:  # 'imgs/**' matches imgs/ and its files: each file once per argument
-            if isinstance(item, Path):
-                if item in seen:
-                    continue
-                seen.add(item)
-            found.append(item)
-
-    for arg in args:
-        seen.clear()  # a file named twice on the command line is predicted twice, as asked
-        path = Path(arg).expanduser()
-        if path.exists() or path.is_symlink():
-            add(_expand(path))
-        elif glob.has_magic(arg):
-            matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
-            if not matches:
-                add([image_error(arg, "no files match this pattern")])
-            for match in matches:
-                add(_expand(Path(match)))
-        else:
-            add([image_error(arg, "no such file or folder")])
-    return found
-
-
-def _expand(path: Path) -> list[Path | ImageError]:
-    if not path.is_dir():
-        return [path]
-    try:
-        entries = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
-    except OSError as exc:
-        return [image_error(path, f"cannot read this folder ({exc.strerror or exc})")]
-    if not entries:
-        kinds = ", ".join(f.lower() for f in FORMATS)
-        return [image_error(path, f"this folder holds no images ({kinds})")]
-    return list(entries)
+    @property
+    def image(self) -> np.ndarray:
+        """(28, 28) float32 in [0, 1]: pixel values / 255, the form every backend is fed."""
+        return self.pixels.astype(np.float32) / np.float32(255.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,12 +86,12 @@ def _expand(path: Path) -> list[Path | ImageError]:
 def open_image(path: Path) -> Image.Image:
     """Open and decode one file safely: allowed formats only, at most MAX_PIXELS, first frame,
     EXIF orientation applied. Any failure is an ImageError that names the file."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
     if path.is_dir():
-        raise image_error(path, "is a folder, not an image")
+        raise ImageError("is a folder, not an image", path)
     if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
-        raise image_error(path, "is not a regular file")
+        raise ImageError("is not a regular file", path)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; we refuse instead. Its other
@@ -148,13 +101,13 @@ def open_image(path: Path) -> Image.Image:
             with Image.open(path, formats=FORMATS) as im:
                 width, height = im.size
                 if width * height > MAX_PIXELS:
-                    raise image_error(
-                        path,
+                    raise ImageError(
                         f"{width}x{height} is {width * height / 1e6:.0f} megapixels, more "
                         f"than the {MAX_PIXELS / 1e6:.0f} allowed; crop or shrink it",
+                        path,
                     )
                 if width < 1 or height < 1:
-                    raise image_error(path, f"the image is empty ({width}x{height})")
+                    raise ImageError(f"the image is empty ({width}x{height})", path)
                 im.seek(0)  # an animation: its first frame
                 if im.format == "JPEG" and max(width, height) > 2 * WORK_SIDE:
                     im.draft(None, (WORK_SIDE, WORK_SIDE))  # decode at a reduced scale: faster
@@ -165,28 +118,25 @@ def open_image(path: Path) -> Image.Image:
     except ImageError:
         raise
     except FileNotFoundError:
-        raise image_error(path, "no such file") from None
+        raise ImageError("no such file", path) from None
     except PermissionError:
-        raise image_error(path, "permission denied") from None
+        raise ImageError("permission denied", path) from None
     except UnidentifiedImageError:
         kinds = ", ".join(FORMATS[:-1]) + " or WebP"
-        raise image_error(path, f"not an image this program reads ({kinds})") from None
+        raise ImageError(f"not an image this program reads ({kinds})", path) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise image_error(path, "too many pixels (a decompression bomb?); refused") from None
+        raise ImageError("too many pixels (a decompression bomb?); refused", path) from None
     # Pillow's decoders signal a damaged file with any of these (the PNG text-chunk guard raises
     # a bare ValueError, truncated data an OSError or EOFError, bad headers SyntaxError or
     # struct.error).
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
         why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise image_error(path, f"cannot decode the image ({why})") from None
+        raise ImageError(f"cannot decode the image ({why})", path) from None
 
 
-def to_grayscale(im: Image.Image) -> torch.Tensor:
+def to_grayscale(im: Image.Image) -> np.ndarray:
     """Any PIL mode -> (H, W) float32 in [0, 1]. Transparency is composed on white (ink drawn on
     a transparent canvas is dark ink on paper); 16-bit and 32-bit values are scaled, not cut."""
-    import torch
-    from PIL import Image
-
     mode = im.mode
     if mode == "P" or (mode in ("L", "RGB", "1") and "transparency" in im.info):
         im = im.convert("RGBA")
@@ -195,8 +145,9 @@ def to_grayscale(im: Image.Image) -> torch.Tensor:
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, im.convert("RGBA"))
     if im.mode.startswith("I") or im.mode == "F":
-        values = _as_tensor(im.convert("F"), torch.float32)
-        lo, hi = float(values.min()), float(values.max())
+        values = np.asarray(im.convert("F"), dtype=np.float32)
+        with np.errstate(invalid="ignore"):
+            lo, hi = float(values.min()), float(values.max())
         if im.mode.startswith("I;16"):
             lo, hi = 0.0, 65535.0
         elif lo >= 0 and hi <= 255:
@@ -205,206 +156,351 @@ def to_grayscale(im: Image.Image) -> torch.Tensor:
             lo, hi = 0.0, 65535.0
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ImageError("the image holds values that are not finite numbers")
-        return ((values - lo) / max(hi - lo, 1e-12)).clamp_(0, 1)
+        scaled = (values.astype(np.float64) - lo) / max(hi - lo, 1e-12)
+        return np.clip(scaled, 0, 1).astype(np.float32)
     if im.mode not in ("L", "RGB"):
         im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, 1: through RGB, which L supports
-    return _as_tensor(im.convert("L"), torch.uint8).float().div_(255.0)
+    return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
 
 
-def _as_tensor(im: Image.Image, dtype: torch.dtype) -> torch.Tensor:
-    """(H, W) tensor of an "L" (uint8) or "F" (float32) image, without numpy."""
-    import torch
-
-    return torch.frombuffer(bytearray(im.tobytes()), dtype=dtype).reshape(im.height, im.width)
-
-
-def reduce_large(gray: torch.Tensor, side: int = WORK_SIDE) -> torch.Tensor:
+def reduce_large(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     """Shrink by an integer factor (box average) so the longer side is at most `side` pixels:
-    the digit keeps far more than 20 px while the work per image stays bounded."""
-    import torch.nn.functional as F
-
+    the digit keeps far more than 20 px while the work per image stays bounded. A partial box
+    at the right or bottom edge averages the pixels it holds."""
     factor = math.ceil(max(gray.shape) / side)
     if factor <= 1:
         return gray
-    return F.avg_pool2d(gray[None, None], factor, stride=factor, ceil_mode=True)[0, 0]
+    return _box_mean(gray, factor)
+
+
+def _box_mean(values: np.ndarray, factor: int) -> np.ndarray:
+    h, w = values.shape
+    rows, cols = -(-h // factor), -(-w // factor)
+    padded = np.zeros((rows * factor, cols * factor), dtype=np.float64)
+    padded[:h, :w] = values
+    counts = np.zeros_like(padded)
+    counts[:h, :w] = 1
+    shape = (rows, factor, cols, factor)
+    total = padded.reshape(shape).sum(axis=(1, 3))
+    return (total / counts.reshape(shape).sum(axis=(1, 3))).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
-# The preprocessing steps, each on an (H, W) float tensor in [0, 1]
+# The preprocessing steps, each on an (H, W) float32 array in [0, 1]
 
 
-def border(gray: torch.Tensor) -> torch.Tensor:
+def border(gray: np.ndarray) -> np.ndarray:
     """The pixels of the outermost ring (all of them for images 2 px thin)."""
-    import torch
-
     if min(gray.shape) <= 2:
-        return gray.flatten()
-    return torch.cat([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+        return gray.ravel()
+    return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
 
 
-def border_coordinates(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def border_coordinates(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, columns) of the pixels `border` returns, in the same order."""
-    import torch
-
     if min(height, width) <= 2:
-        rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-        return rows.flatten(), cols.flatten()
-    inner = torch.arange(1, height - 1)
-    across = torch.arange(width)
-    rows = torch.cat([torch.zeros(width), torch.full((width,), height - 1), inner, inner])
-    cols = torch.cat(
-        [across, across, torch.zeros(height - 2), torch.full((height - 2,), width - 1)]
-    )
-    return rows.long(), cols.long()
+        rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+        return rows.ravel(), cols.ravel()
+    inner = np.arange(1, height - 1)
+    across = np.arange(width)
+    rows = np.concatenate([np.zeros(width), np.full(width, height - 1), inner, inner])
+    cols = np.concatenate([across, across, np.zeros(height - 2), np.full(height - 2, width - 1)])
+    return rows.astype(np.int64), cols.astype(np.int64)
 
 
-def flatten_background(gray: torch.Tensor) -> torch.Tensor:
-    """Subtract the uneven lighting of a photo: a plane a + b*row + c*column fitted to the
-    border by least squares, refitted once without outliers (ink touching the edge). The
-    background is then about 0; uniform paper just has its level subtracted."""
-    import torch
+def half_sample_mode(values: np.ndarray) -> float:
+    """The densest value of a sample: the half-sample mode (Bickel and Fruehwirth, 2006), which
+    repeatedly keeps the half of the sorted values that spans the shortest range.
 
+    It finds the paper's level when ink covers up to most of the sample, as long as the paper
+    is its densest part: what the border of a tightly cropped digit is (ink crosses it, with a
+    spread of anti-aliased levels around it, while the paper sits at one level)."""
+    x = np.sort(values.ravel())
+    while len(x) > 3:
+        half = (len(x) + 1) // 2
+        widths = x[half - 1 :] - x[: len(x) - half + 1]
+        start = int(np.argmin(widths))
+        x = x[start : start + half]
+    return float(np.median(x)) if len(x) else 0.0
+
+
+def paper_level(values: np.ndarray) -> float:
+    """The paper's level in an image with bright ink (after make_ink_bright): the densest value
+    of the darkest quarter of `values`. Ink and printed lines (ruled or squared paper) only
+    ever stand above the paper, so they cannot pull it up even where they cover three quarters
+    of the border; on paper that is only noise it lies a little below the middle, which the
+    callers allow for (fit_paper keeps 3 noise levels above it)."""
+    ordered = np.sort(values.ravel())
+    return half_sample_mode(ordered[: max(3, (len(ordered) + 3) // 4)])
+
+
+def make_ink_bright(gray: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Invert when the background is the lighter side: the border's densest level (its
+    half-sample mode) is above the middle of the image's range (dark ink on paper, or grey on
+    lighter grey); ink crossing the border does not move that level. When a plane explains
+    nearly all of the border's variation (a lighting gradient, which would otherwise spread the
+    paper over more than the ink's contrast), it is subtracted first."""
+    level = gray
     h, w = gray.shape
-    if min(h, w) < 8:  # too few border pixels for a fit: the level alone
-        return gray - border(gray).median()
-    rows, cols = border_coordinates(h, w)
-    values = gray[rows, cols].double()
-    design = torch.stack([torch.ones_like(values), rows / h, cols / w], dim=1).double()
-    keep = torch.ones_like(values, dtype=torch.bool)
-    for _ in range(2):
-        coef = torch.linalg.lstsq(design[keep], values[keep, None]).solution.flatten()
-        residual = values - design @ coef
-        keep = residual.abs() <= 3 * float(residual.abs().median()) + 0.02
-    ys = torch.arange(h, dtype=torch.float64)[:, None] / h
-    xs = torch.arange(w, dtype=torch.float64)[None, :] / w
-    return gray - (coef[0] + coef[1] * ys + coef[2] * xs).float()
-
-
-def make_ink_bright(gray: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Invert when the background is the lighter side: the border's median is above the middle
-    of the image's range (dark ink on paper, or grey on lighter grey)."""
-    background = float(border(gray).median())
-    middle = (float(gray.min()) + float(gray.max())) / 2
+    if min(h, w) >= 8:
+        rows, cols = border_coordinates(h, w)
+        values = gray[rows, cols].astype(np.float64)
+        design = np.stack([np.ones(len(rows)), rows / h, cols / w], axis=1)
+        coef = np.linalg.lstsq(design, values, rcond=None)[0]
+        explained = 1 - float(np.var(values - design @ coef)) / max(float(np.var(values)), 1e-12)
+        if explained >= GRADIENT_FIT:
+            ys, xs = np.arange(h)[:, None] / h, np.arange(w)[None, :] / w
+            level = gray - (coef[1] * ys + coef[2] * xs).astype(np.float32)
+    background = half_sample_mode(border(level))
+    middle = (float(level.min()) + float(level.max())) / 2
     if background > middle:
         return 1.0 - gray, True
     return gray, False
 
 
-def stretch_contrast(gray: torch.Tensor, noise: float = 0.0) -> tuple[torch.Tensor, float]:
-    """Map the background (the border's median, plus twice its `noise` so that grain goes
-    black as MNIST's background is) to 0 and the brightest ink to 1.
+def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The paper under bright ink, lit unevenly: a plane a + b*row + c*column fitted by least
+    squares to the border pixels that are paper, and the residuals of those pixels.
+
+    Paper pixels are first those on the paper's side of Otsu's threshold (ink touching the
+    edge is left out by its level, however much of the border it covers); then, refit after
+    refit, those within 3 noise levels above the paper's level (printed lines and the rim of
+    the ink only ever stand above it). The noise level for that comes from differences between
+    neighbouring border pixels, which neither a lighting gradient nor a few crossings of ink
+    change much."""
+    h, w = gray.shape
+    if min(h, w) < 8:  # too few border pixels for a fit: the level alone
+        ring = border(gray)
+        return np.full_like(gray, paper_level(ring)), ring - paper_level(ring)
+    rows, cols = border_coordinates(h, w)
+    values = gray[rows, cols].astype(np.float64)
+    design = np.stack([np.ones_like(values), rows / h, cols / w], axis=1)
+    step = 1.4826 * float(np.median(np.abs(np.diff(values)))) / math.sqrt(2)
+    keep = values <= otsu_threshold(gray)
+    if keep.sum() < 3:
+        keep[:] = True
+    for _ in range(5):
+        coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        residual = values - design @ coef
+        keep = residual <= paper_level(residual[keep]) + 3 * step + QUANTUM
+        if keep.sum() < 3:
+            keep[:] = True
+    ys = np.arange(h, dtype=np.float64)[:, None] / h
+    xs = np.arange(w, dtype=np.float64)[None, :] / w
+    plane = (coef[0] + coef[1] * ys + coef[2] * xs).astype(np.float32)
+    return plane, residual[keep]
+
+
+def flatten_background(gray: np.ndarray) -> np.ndarray:
+    """Subtract the uneven lighting of a photo (fit_paper's plane) from an image with bright
+    ink: the background is then about 0; uniform paper just has its level subtracted."""
+    return gray - fit_paper(gray)[0]
+
+
+def paper_statistics(flat: np.ndarray, paper: np.ndarray) -> tuple[float, float]:
+    """The paper's level and noise (a standard deviation) in a flattened image with bright ink,
+    from `paper`, the border's paper pixels (fit_paper's residuals).
+
+    The noise is the larger of their spread (1.4826 times their median absolute deviation) and
+    the spread of all the image's pixels below the paper, which no ink reaches. When most of
+    the image lies below the border's level, the border was not paper at all (a frame of ruled
+    lines, or ink all round): the paper is then the densest level of the image's darkest
+    quarter."""
+    level = float(np.median(paper)) if len(paper) else 0.0
+    spread = 1.4826 * float(np.median(np.abs(paper - level))) if len(paper) else 0.0
+    if np.mean(flat < level - 3 * spread - QUANTUM) > 0.5:
+        level, spread = paper_level(flat), 0.0
+    below = level - flat[flat < level - QUANTUM]
+    sigma_below = 1.4826 * float(np.median(below)) if len(below) else 0.0
+    return level, max(sigma_below, spread)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the level that splits the values into two classes with the largest
+    between-class variance (here: ink, and paper with whatever is printed on it)."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return hi
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(counts).astype(np.float64)
+    mass = np.cumsum(counts * centres)
+    total, total_mass = weight[-1], mass[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_low = mass / weight
+        mean_high = (total_mass - mass) / (total - weight)
+        between = weight * (total - weight) * (mean_low - mean_high) ** 2
+    return float(edges[int(np.nanargmax(between[:-1])) + 1])
+
+
+def paper_ceiling(flat: np.ndarray) -> float:
+    """The level under which everything is paper: the 99th percentile of the pixels that are
+    neither ink (above half the brightest ink's level) nor next to it (its anti-aliased rim).
+    On plain paper that is a little above the noise; on ruled or squared paper it is the
+    printed lines' level (lines are fainter than the writing over them), which then go black
+    as MNIST's background is."""
+    ink = flat > float(flat.max()) / 2
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    if not len(rows):
+        return 0.0
+    reach = max(2, math.ceil(RIM_FRACTION * max(rows[-1] - rows[0], cols[-1] - cols[0])))
+    near = _grow(ink, reach)
+    paper = flat[~near]
+    if len(paper) < MIN_PAPER_FRACTION * flat.size:
+        return 0.0
+    return float(np.percentile(paper, 99))
+
+
+def _grow(mask: np.ndarray, reach: int) -> np.ndarray:
+    """A mask grown by `reach` pixels in a square neighbourhood: a sliding "any" along the
+    rows, then along the columns, each from a cumulative sum (linear time for any reach)."""
+    for axis in (0, 1):
+        counts = np.cumsum(mask, axis=axis, dtype=np.int64)
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (reach + 1, reach)
+        counts = np.pad(counts, pad, mode="edge")
+        zero = [slice(None), slice(None)]
+        zero[axis] = slice(0, reach + 1)
+        counts[tuple(zero)] = 0
+        n = mask.shape[axis]
+        upper = [slice(None), slice(None)]
+        lower = [slice(None), slice(None)]
+        upper[axis] = slice(2 * reach + 1, 2 * reach + 1 + n)
+        lower[axis] = slice(0, n)
+        mask = (counts[tuple(upper)] - counts[tuple(lower)]) > 0
+    return mask
+
+
+def stretch_contrast(
+    gray: np.ndarray, noise: float = 0.0, ceiling: float = 0.0, background: float | None = None
+) -> tuple[np.ndarray, float]:
+    """Map the background (the paper's level: `background`, by default found on the border)
+    to 0, raised by twice its `noise` so that grain goes black as MNIST's background is, or up
+    to the paper's `ceiling` so that printed lines do; the brightest ink goes to 1.
 
     Returns the stretched image and the contrast (ink minus background, 0..1) before it; with
     too little contrast the image is left as it was, since there is no ink to stretch.
     """
-    background = float(border(gray).median())
+    if background is None:
+        background = paper_level(border(gray))
     peak = float(gray.max())
     contrast = peak - background
     if contrast < MIN_CONTRAST:
         return gray, max(contrast, 0.0)
-    floor = background + min(2 * noise, contrast / 4)
-    return ((gray - floor) / (peak - floor)).clamp_(0, 1), contrast
+    grain = min(2 * noise, contrast / 4)
+    floor = background + max(grain, min(ceiling - background, contrast * MAX_FLOOR))
+    return np.clip((gray - floor) / (peak - floor), 0, 1).astype(np.float32), contrast
 
 
-def noise_level(gray: torch.Tensor) -> float:
-    """The background's noise, as a standard deviation: 1.4826 times the median absolute
-    deviation of the border (robust to ink touching the edge)."""
-    ring = border(gray)
-    return 1.4826 * float((ring - ring.median()).abs().median())
-
-
-def label_components(mask: torch.Tensor) -> torch.Tensor:
+def label_components(mask: np.ndarray) -> np.ndarray:
     """Connected components (8-neighbour) of a boolean (H, W) mask: each ink pixel gets its
-    component's largest pixel number + 1, background 0. By repeated 3x3 max-pooling."""
-    import torch
-    import torch.nn.functional as F
+    component's label (1, 2, ...), background 0. Runs of ink in each row are joined with the
+    runs they touch in the row above (union-find), then painted."""
+    labels = np.zeros(mask.shape, dtype=np.int64)
+    parent: list[int] = []
 
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    runs: list[tuple[int, int, int, int]] = []  # (row, start, end exclusive, run id)
+    above: list[tuple[int, int, int, int]] = []
+    for r, line in enumerate(mask):
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], line.view(np.int8), [0]))))
+        row_runs = []
+        for start, end in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
+            run = len(parent)
+            parent.append(run)
+            for _, s, e, other in above:  # 8-neighbours: columns start-1 .. end touch
+                if s <= end and e >= start:
+                    parent[root(run)] = root(other)
+            row_runs.append((r, start, end, run))
+        runs += row_runs
+        above = row_runs
+    roots: dict[int, int] = {}
+    for r, start, end, run in runs:
+        labels[r, start:end] = roots.setdefault(root(run), len(roots) + 1)
+    return labels
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask grown by one pixel in all 8 directions (a 3x3 max filter)."""
     h, w = mask.shape
-    labels = torch.arange(1, h * w + 1, dtype=torch.float32).reshape(1, 1, h, w)
-    keep = mask.reshape(1, 1, h, w).float()
-    labels = labels * keep
-    for _ in range(h * w):  # converges in about the longest path through a component
-        grown = F.max_pool2d(labels, 3, stride=1, padding=1) * keep
-        if torch.equal(grown, labels):
-            break
-        labels = grown
-    return labels.reshape(h, w).long()
+    padded = np.pad(mask, 1)
+    out = np.zeros_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            out |= padded[dy : dy + h, dx : dx + w]
+    return out
 
 
-def ink_bbox(ink: torch.Tensor, level: float = INK_LEVEL) -> tuple[int, int, int, int] | None:
+def ink_bbox(ink: np.ndarray, level: float = INK_LEVEL) -> tuple[int, int, int, int] | None:
     """(top, left, bottom, right), bottom/right exclusive, of the ink without isolated specks.
 
-    The ink mask is reduced by max-pooling to at most MASK_SIDE px and dilated by one cell, so
-    broken strokes join; components with less than SPECK_FRACTION of the largest one's area
-    are dust, scan noise or JPEG artefacts and are ignored. The box is then made tight on the
-    full-size mask. None when there is no ink at all.
+    The ink mask is reduced (any ink in a cell) to at most MASK_SIDE px and dilated by one
+    cell, so broken strokes join; components with less than SPECK_FRACTION of the largest
+    one's area are dust, scan noise or JPEG artefacts and are ignored. The box is then made
+    tight on the full-size mask. None when there is no ink at all.
     """
-    import torch
-    import torch.nn.functional as F
-
     mask = ink > level
-    if not bool(mask.any()):
+    if not mask.any():
         return None
     h, w = mask.shape
     cell = max(1, math.ceil(max(h, w) / MASK_SIDE))
-    small = F.max_pool2d(mask[None, None].float(), cell, stride=cell, ceil_mode=True)
-    small = F.max_pool2d(small, 3, stride=1, padding=1)[0, 0] > 0
+    rows, cols = -(-h // cell), -(-w // cell)
+    padded = np.zeros((rows * cell, cols * cell), dtype=bool)
+    padded[:h, :w] = mask
+    small = _dilate(padded.reshape(rows, cell, cols, cell).any(axis=(1, 3)))
     labels = label_components(small)
-    ids, sizes = torch.unique(labels[labels > 0], return_counts=True)
-    kept = ids[sizes >= SPECK_FRACTION * sizes.max()]
-    keep_small = torch.isin(labels, kept)
-    keep = keep_small.repeat_interleave(cell, 0).repeat_interleave(cell, 1)[:h, :w] & mask
-    rows = torch.nonzero(keep.any(1)).flatten()
-    cols = torch.nonzero(keep.any(0)).flatten()
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    kept = np.flatnonzero(sizes >= SPECK_FRACTION * sizes.max())
+    keep_small = np.isin(labels, kept)
+    keep = keep_small.repeat(cell, 0).repeat(cell, 1)[:h, :w] & mask
+    ink_rows = np.flatnonzero(keep.any(1))
+    ink_cols = np.flatnonzero(keep.any(0))
+    return int(ink_rows[0]), int(ink_cols[0]), int(ink_rows[-1]) + 1, int(ink_cols[-1]) + 1
 
 
-def fit_box(ink: torch.Tensor, box: int = BOX) -> torch.Tensor:
+def fit_box(ink: np.ndarray, box: int = BOX) -> np.ndarray:
     """Scale so the longer side is `box` px, keeping the aspect ratio, with anti-aliasing
-    (bilinear with antialias=True: area-like averaging when shrinking)."""
-    import torch.nn.functional as F
-
+    (Pillow's bilinear filter, which widens its support when shrinking: area-like averaging)."""
     h, w = ink.shape
     scale = box / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    out = F.interpolate(
-        ink[None, None], size=size, mode="bilinear", antialias=True, align_corners=False
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # Pillow: (width, height)
+    out = Image.fromarray(np.ascontiguousarray(ink, dtype=np.float32)).resize(  # mode "F"
+        size, Image.Resampling.BILINEAR
     )
-    return out[0, 0].clamp_(0, 1)
+    return np.clip(np.asarray(out, dtype=np.float32), 0, 1)
 
 
-def centre_of_mass(ink: torch.Tensor) -> tuple[float, float]:
+def centre_of_mass(ink: np.ndarray) -> tuple[float, float]:
     """(row, column) of the intensity-weighted mean position; the middle for an empty image."""
-    import torch
-
     h, w = ink.shape
-    total = float(ink.sum())
+    total = float(ink.sum(dtype=np.float64))
     if total <= 0:
         return (h - 1) / 2, (w - 1) / 2
-    rows = torch.arange(h, dtype=ink.dtype)
-    cols = torch.arange(w, dtype=ink.dtype)
-    return float((ink.sum(1) * rows).sum()) / total, float((ink.sum(0) * cols).sum()) / total
+    rows = float(ink.sum(1, dtype=np.float64) @ np.arange(h))
+    cols = float(ink.sum(0, dtype=np.float64) @ np.arange(w))
+    return rows / total, cols / total
 
 
-def place_by_mass(patch: torch.Tensor, size: int = SIZE, centre: float = CENTRE) -> torch.Tensor:
+def place_by_mass(patch: np.ndarray, size: int = SIZE, centre: float = CENTRE) -> np.ndarray:
     """Paste `patch` (at most size x size) into a black size x size canvas with its centre of
     mass at (centre, centre), shifted by whole pixels as MNIST was, without cutting ink off."""
-    import torch
-
     h, w = patch.shape
     cy, cx = centre_of_mass(patch)
     top = min(max(round(centre - cy), 0), size - h)
     left = min(max(round(centre - cx), 0), size - w)
-    canvas = torch.zeros(size, size, dtype=patch.dtype)
+    canvas = np.zeros((size, size), dtype=patch.dtype)
     canvas[top : top + h, left : left + w] = patch
     return canvas
 
 
-def to_model_input(pixels: torch.Tensor) -> torch.Tensor:
-    """(28, 28) uint8 -> (1, 28, 28) float32 with the training normalisation (data.normalize)."""
-    from mnistcli.data import normalize
-
-    return normalize(pixels[None])[0]
+# ---------------------------------------------------------------------------------------------
+# The whole recipe
 
 
 def preprocess(im: Image.Image, *, raw: bool = False) -> Prepared:
@@ -418,32 +514,29 @@ def preprocess(im: Image.Image, *, raw: bool = False) -> Prepared:
                 f"leave out --raw to preprocess it"
             )
         pixels = _quantise(to_grayscale(im))
-        blank = float(pixels.max() - pixels.min()) < MIN_CONTRAST * 255
-        return Prepared(to_model_input(pixels), pixels, blank, False, size, mode)
+        blank = int(pixels.max()) - int(pixels.min()) < MIN_CONTRAST * 255
+        return Prepared(pixels, blank, False, size, mode)
     gray = reduce_large(to_grayscale(im))
     gray, inverted = make_ink_bright(gray)
-    flat = flatten_background(gray)
-    noise = noise_level(flat)
-    ink, contrast = stretch_contrast(flat, noise)
+    plane, paper = fit_paper(gray)
+    flat = gray - plane
+    level, noise = paper_statistics(flat, paper)
+    ink, contrast = stretch_contrast(flat, noise, paper_ceiling(flat), level)
     box = None
     if contrast >= max(MIN_CONTRAST, NOISE_CONTRAST * noise):
         box = ink_bbox(ink, level=max(INK_LEVEL, NOISE_INK * noise / contrast))
     smallest = max(MIN_DIGIT_PIXELS, MIN_DIGIT_FRACTION * max(gray.shape))
     if box is None or max(box[2] - box[0], box[3] - box[1]) < smallest:
-        pixels = _quantise(ink.new_zeros(SIZE, SIZE))
-        return Prepared(to_model_input(pixels), pixels, True, inverted, size, mode)
+        return Prepared(np.zeros((SIZE, SIZE), np.uint8), True, inverted, size, mode)
     top, left, bottom, right = box
     digit = fit_box(ink[top:bottom, left:right])
-    digit = digit / digit.max().clamp(min=1e-6)  # the brightest ink is 255 again, as in MNIST
-    pixels = _quantise(place_by_mass(digit))
-    return Prepared(to_model_input(pixels), pixels, False, inverted, size, mode)
+    digit = digit / max(float(digit.max()), 1e-6)  # the brightest ink is 255 again, as in MNIST
+    return Prepared(_quantise(place_by_mass(digit)), False, inverted, size, mode)
 
 
-def _quantise(image: torch.Tensor) -> torch.Tensor:
+def _quantise(image: np.ndarray) -> np.ndarray:
     """[0, 1] float -> uint8, as MNIST is stored."""
-    import torch
-
-    return image.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
 
 
 def load_image(path: Path, *, raw: bool = False) -> Prepared:
@@ -452,115 +545,6 @@ def load_image(path: Path, *, raw: bool = False) -> Prepared:
     try:
         return preprocess(im, raw=raw)
     except ImageError as exc:  # from preprocess, which knows no path
-        raise image_error(path, str(exc)) from None
+        raise ImageError(exc.reason, path) from None
     except (OSError, ValueError) as exc:  # a mode conversion Pillow does not support
-        raise image_error(path, f"cannot convert this image ({exc})") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Predictions
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The outcome for one path: a digit, "no digit found", or an error message."""
-
-    path: str
-    digit: int | None = None
-    probability: float | None = None
-    top_k: tuple[tuple[int, float], ...] = ()  # (digit, probability), most likely first
-    pixels: torch.Tensor | None = None  # (28, 28) uint8: what the model saw
-    error: str | None = None
-
-    @property
-    def status(self) -> str:
-        return "error" if self.error else "no digit" if self.digit is None else "ok"
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "path": self.path,
-            "status": self.status,
-            "digit": self.digit,
-            "probability": None if self.probability is None else round(self.probability, 6),
-            "top_k": [{"digit": d, "probability": round(p, 6)} for d, p in self.top_k],
-            "error": self.error,
-        }
-
-
-def predict_paths(
-    paths: Sequence[Path | ImageError],
-    model: nn.Module,
-    device: torch.device | str = "cpu",
-    *,
-    top_k: int = 3,
-    raw: bool = False,
-    batch_size: int = 256,
-) -> Iterator[Prediction]:
-    """Preprocess and classify, in order and in batches; a file that fails yields its error."""
-    for start in range(0, len(paths), batch_size):
-        yield from _predict_batch(paths[start : start + batch_size], model, device, top_k, raw)
-
-
-def _predict_batch(
-    paths: Sequence[Path | ImageError],
-    model: nn.Module,
-    device: torch.device | str,
-    top_k: int,
-    raw: bool,
-) -> list[Prediction]:
-    import torch
-
-    prepared: list[Prepared | ImageError] = []
-    with single_thread():
-        for item in paths:
-            try:
-                prepared.append(item if isinstance(item, ImageError) else load_image(item, raw=raw))
-            except ImageError as exc:
-                prepared.append(exc)
-    ready = [p for p in prepared if isinstance(p, Prepared) and not p.blank]
-    probs = torch.empty(0, 10)
-    if ready:
-        with torch.inference_mode():
-            logits = model(torch.stack([p.tensor for p in ready]).to(device))
-            probs = torch.softmax(logits.float(), dim=1).cpu()
-    top_p, top_i = probs.topk(min(top_k, 10), dim=1)
-    out: list[Prediction] = []
-    row = 0
-    for item, prep in zip(paths, prepared, strict=True):
-        name = _display_name(item)
-        if isinstance(prep, ImageError):
-            name = getattr(prep, "path", name)
-            out.append(Prediction(path=name, error=str(prep)))
-        elif prep.blank:
-            out.append(Prediction(path=name, pixels=prep.pixels))
-        else:
-            ranked = tuple((int(d), float(p)) for d, p in zip(top_i[row], top_p[row], strict=True))
-            out.append(
-                Prediction(
-                    path=name,
-                    digit=ranked[0][0],
-                    probability=ranked[0][1],
-                    top_k=ranked,
-                    pixels=prep.pixels,
-                )
-            )
-            row += 1
-    return out
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread: preprocessing is many small operations, for which handing work
-    to other threads costs more than it saves (5-10x slower on a busy 2-core machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _display_name(item: Path | ImageError) -> str:
-    return str(item) if isinstance(item, Path) else getattr(item, "path", "?")
+        raise ImageError(f"cannot convert this image ({exc})", path) from None

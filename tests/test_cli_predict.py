@@ -150,15 +150,15 @@ def test_raw_takes_mnist_format_images_as_they_are(trained_run, real_mnist, tmp_
 
 def test_settings_come_from_flags_environment_and_config(trained_run, images, monkeypatch):
     """The core patched: the exact top-k, raw flag and device the command passes on."""
-    import mnistcli.imaging
+    import mnistcli.predict
 
     seen = {}
 
-    def fake(paths, model, device, *, top_k, raw):
-        seen.update(paths=paths, device=str(device), top_k=top_k, raw=raw)
+    def fake(paths, backend, *, top_k, raw):
+        seen.update(paths=paths, device=str(backend.device), top_k=top_k, raw=raw)
         return iter(())
 
-    monkeypatch.setattr(mnistcli.imaging, "predict_paths", fake)
+    monkeypatch.setattr(mnistcli.predict, "predict_paths", fake)
     monkeypatch.setenv("MNISTCLI_PREDICT_TOP_K", "5")
     args = ["predict", str(images / "d0.png"), "--checkpoint", str(trained_run), "-d", "cpu"]
     assert runner.invoke(app, args).exit_code == 0

@@ -130,7 +130,7 @@ def test_map_grids_shrink_only_as_much_as_the_width_needs():
 
 
 def test_explained_predictions_carry_the_same_saliency_as_the_maps(model, digits, saliency):
-    from mnistcli.imaging import Prediction
+    from mnistcli.predict import Prediction
 
     preds = [
         Prediction(

@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.imaging import Prediction
+from mnistcli.predict import Prediction
 from mnistcli.render.colorscale import SHADES, heat
 from mnistcli.render.predict_view import (
     CHART_WIDTH,

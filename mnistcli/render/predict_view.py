@@ -12,12 +12,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.imaging import Prediction
+from mnistcli.predict import Prediction
 from mnistcli.render.console import percent
 from mnistcli.render.digits import digit_rows
 
 if TYPE_CHECKING:
-    import torch
+    import numpy as np
 
 EIGHTHS = " ▏▎▍▌▋▊▉"  # partial bar cells, in eighths of a character
 
@@ -81,14 +81,14 @@ def prediction_panel(pred: Prediction, *, show: bool, color: bool, width: int = 
     return Panel(body, title=Text(pred.path), title_align="left", expand=False)
 
 
-def digit_art(pixels: torch.Tensor, *, color: bool) -> Text:
+def digit_art(pixels: np.ndarray, *, color: bool) -> Text:
     """The (28, 28) input, whole: half-blocks in true greys in colour (28 x 14 cells), two shade
     characters per pixel without (28 x 28 lines: the proportions and grey levels are kept)."""
     rows = digit_rows(pixels, color=color, plain="shades")
     return Text("\n", no_wrap=True, overflow="crop").join(rows)
 
 
-def _framed(pixels: torch.Tensor, *, color: bool) -> Panel:
+def _framed(pixels: np.ndarray, *, color: bool) -> Panel:
     """The 28x28 input in a thin frame, so its edges (and the centring) are visible."""
     art = digit_art(pixels, color=color)
     return Panel(art, padding=0, width=_art_width(art), subtitle="28x28 input")

@@ -1,0 +1,118 @@
+"""predict: collecting paths, the batch and the torch backend, predictions in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from mnistcli.data import normalize
+from mnistcli.errors import ImageError
+from mnistcli.imaging import Prepared
+from mnistcli.predict import TorchBackend, collect_paths, predict_paths, softmax, to_batch
+
+# --- collecting paths ----------------------------------------------------------------------
+
+
+def test_collect_paths_expands_folders_and_globs_and_keeps_errors_in_place(tmp_path):
+    (tmp_path / "scans").mkdir()
+    for name in ("b.png", "a.JPG", "notes.txt", "c.webp"):
+        (tmp_path / "scans" / name).write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    found = collect_paths(
+        [
+            str(tmp_path / "scans"),
+            str(tmp_path / "scans" / "*.png"),
+            str(tmp_path / "missing.png"),
+            str(tmp_path / "*.gif"),
+            str(tmp_path / "empty"),
+            str(tmp_path / "scans" / "notes.txt"),
+        ]
+    )
+    names = [p.name if isinstance(p, Path) else type(p).__name__ for p in found]
+    assert names[:5] == ["a.JPG", "b.png", "c.webp", "b.png", "ImageError"]
+    assert names[5:] == ["ImageError", "ImageError", "notes.txt"]
+    assert "no such file or folder" in str(found[4]) and found[4].path.endswith("missing.png")
+    assert "no files match" in str(found[5])
+    assert "holds no images" in str(found[6])
+
+
+def test_an_unreadable_folder_is_an_error_for_that_folder(tmp_path, monkeypatch):
+    def refuse(self):
+        raise PermissionError(13, "Permission denied")
+
+    (tmp_path / "locked").mkdir()
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    [err] = collect_paths([str(tmp_path / "locked")])
+    assert isinstance(err, ImageError) and "cannot read this folder (Permission denied)" in str(err)
+
+
+def test_recursive_globs_list_each_file_once(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("L", (8, 8), 0).save(folder / name)
+    found = collect_paths([str(folder) + "/**"])
+    assert [p.name for p in found if isinstance(p, Path)] == ["a.png", "b.png"]
+
+
+# --- the batch and the backend -------------------------------------------------------------
+
+
+def test_the_batch_is_pixels_over_255_and_the_torch_backend_standardises_as_training():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    batch = to_batch([Prepared(p, False, False, (28, 28), "L") for p in pixels])
+    assert batch.shape == (3, 1, 28, 28) and batch.dtype == np.float32
+    assert np.array_equal(batch[:, 0], pixels / np.float32(255))
+    seen = []
+
+    def spy(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.clone())
+        return torch.zeros(x.shape[0], 10)
+
+    before = batch.copy()
+    logits = TorchBackend(spy)(batch)  # type: ignore[arg-type]
+    assert logits.shape == (3, 10) and logits.dtype == np.float32
+    assert torch.allclose(seen[0], normalize(torch.from_numpy(pixels)), atol=1e-6)
+    assert np.array_equal(batch, before)  # the caller's batch is not changed in place
+    assert to_batch([]).shape == (0, 1, 28, 28)
+
+
+def test_softmax_is_stable_and_sums_to_one():
+    probs = softmax(np.array([[1000.0, 1000.0, -1000.0], [0.0, np.log(3.0), 0.0]]))
+    assert np.allclose(probs, [[0.5, 0.5, 0.0], [0.2, 0.6, 0.2]])
+
+
+def test_predictions_keep_the_order_and_rank_the_top_k(tmp_path):
+    """A backend that answers by the ink's height: a fake model with a known ranking."""
+    for name, top in (("tall.png", 5), ("short.png", 40)):
+        im = Image.new("L", (60, 60), 255)
+        ImageDraw.Draw(im).rectangle((25, top, 32, 50), fill=0)
+        im.save(tmp_path / name)
+    Image.new("L", (60, 60), 255).save(tmp_path / "blank.png")
+    calls = []
+
+    def backend(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape)
+        logits = np.zeros((len(batch), 10), np.float32)
+        for i, image in enumerate(batch[:, 0]):
+            wide = image.any(0).sum() > 10  # the short bar is scaled up to a wide block
+            logits[i, [7, 1, 4] if wide else [1, 7, 4]] = [3.0, 2.0, 1.0]
+        return logits
+
+    items = [tmp_path / "tall.png", ImageError("no such file", "x.png"), tmp_path / "blank.png"]
+    items.append(tmp_path / "short.png")
+    preds = list(predict_paths(items, backend, top_k=2, batch_size=3))
+    assert [p.status for p in preds] == ["ok", "error", "no digit", "ok"]
+    assert calls == [(1, 1, 28, 28), (1, 1, 28, 28)]  # blanks and errors never reach it
+    tall, failed, blank, short = preds
+    assert tall.digit == 1 and [d for d, _ in tall.top_k] == [1, 7]
+    assert short.digit == 7 and short.probability == pytest.approx(
+        softmax(np.array([[0, 2.0, 0, 0, 1.0, 0, 0, 3.0, 0, 0]]))[0, 7]
+    )
+    assert failed.path == "x.png" and failed.error == "x.png: no such file"
+    assert blank.digit is None and blank.pixels is not None and blank.pixels.sum() == 0
