@@ -711,11 +711,8 @@ def predict(
     that cannot be read gets a one-line error, the others are still predicted,
     and the exit code is 1. --explain shows which pixels decided each digit.
     """
-    from mnistcli.checkpoint import load_model
     from mnistcli.config import predict_settings
-    from mnistcli.device import resolve_device
-    from mnistcli.explain import explain_predictions
-    from mnistcli.predict import TorchBackend, collect_paths, predict_paths
+    from mnistcli.predict import collect_paths, load_predictor, predict_paths
     from mnistcli.runs import resolve_checkpoint
 
     flags = {"device": device, "runs_dir": out, "predict.top_k": top_k}
@@ -723,24 +720,26 @@ def predict(
     settings = predict_settings(values, checkpoint=checkpoint, raw=raw, explain=explain)
     cons = consoles()
     path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
-    dev = resolve_device(settings.device)
-    model, meta = load_model(path, dev)
+    predictor = load_predictor(path, settings.device, need_module=settings.explain)
     if not as_json:
         cons.err.print(
-            f"model: {escape(str(path))} ({meta.model}, epoch {meta.epoch}) on {dev}",
+            f"model: {escape(str(path))} ({predictor.description}) on {predictor.device}",
             soft_wrap=True,
         )
     preds = []
-    backend = TorchBackend(model, dev)
     for pred in predict_paths(
-        collect_paths(paths), backend, top_k=settings.top_k, raw=settings.raw
+        collect_paths(paths), predictor.backend, top_k=settings.top_k, raw=settings.raw
     ):
         if pred.error:
             cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
         if as_json and not settings.explain:  # with --explain, once the saliency is known
             typer.echo(json.dumps(pred.to_dict()))
         preds.append(pred)
-    explained = explain_predictions(model, preds, dev) if settings.explain else None
+    explained = None
+    if settings.explain and predictor.model is not None:
+        from mnistcli.explain import explain_predictions
+
+        explained = explain_predictions(predictor.model, preds, predictor.device)
     print_predictions(cons, preds, explained, show=show, as_json=as_json)
     if any(p.error for p in preds):
         raise typer.Exit(1)

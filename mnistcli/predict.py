@@ -100,6 +100,46 @@ class TorchBackend:
             return self.model(x).float().cpu().numpy()
 
 
+@dataclass(frozen=True)
+class Predictor:
+    """A model ready to predict: its backend, a line that says what it is, and (for a PyTorch
+    checkpoint) the module itself, which --explain differentiates."""
+
+    backend: Backend
+    description: str  # "simplecnn, epoch 9", for the "model:" line
+    device: str  # where it runs, for the user
+    model: nn.Module | None = None
+
+
+def load_predictor(path: Path, device: str, *, need_module: bool = False) -> Predictor:
+    """A checkpoint or an export, ready to predict. An .onnx file runs on onnxruntime and this
+    path never imports torch (so one image is answered in a fraction of torch's start-up),
+    unless `need_module` asks for the PyTorch module (--explain needs gradients)."""
+    from mnistcli.errors import CheckpointError, ConfigError
+
+    if path.suffix.lower() == ".onnx" and not need_module:
+        from mnistcli.export import OnnxModel
+
+        if device not in ("auto", "cpu"):
+            raise ConfigError(
+                f"--device {device}: an .onnx model runs on onnxruntime's CPU provider here; "
+                f"leave --device out, or predict with the .pt checkpoint on the GPU"
+            )
+        onnx = OnnxModel(path)
+        try:
+            meta = onnx.meta()
+            description = f"{meta.model}, epoch {meta.epoch}"
+        except CheckpointError:  # keeps the contract but not written by mnistcli: usable still
+            description = "ONNX model"
+        return Predictor(onnx, description, "cpu (onnxruntime)")
+    from mnistcli.checkpoint import load_model
+    from mnistcli.device import resolve_device
+
+    dev = resolve_device(device)
+    model, meta = load_model(path, dev)
+    return Predictor(TorchBackend(model, dev), f"{meta.model}, epoch {meta.epoch}", str(dev), model)
+
+
 # ---------------------------------------------------------------------------------------------
 # Predictions
 

@@ -214,6 +214,8 @@ def test_bad_exported_files_are_one_line_errors(run, tmp_path):
     Image.fromarray(MNIST.test_images[0].numpy()).save(digit)
     for name, message in cases.items():
         for command in (["eval"], ["inspect"], ["predict", str(digit)]):
+            if name == "plain.onnx" and command[0] == "predict":
+                continue  # predict needs only the contract: below
             done = runner.invoke(app, [*command, "--checkpoint", str(tmp_path / name)])
             assert done.exit_code == 2, (name, command, done.output)
             lines = done.stderr.strip().splitlines()
@@ -221,6 +223,10 @@ def test_bad_exported_files_are_one_line_errors(run, tmp_path):
             assert message in lines[0], (name, command, lines[0])
     with pytest.raises(CheckpointError, match="contract"):
         export.OnnxModel(tmp_path / "eight.onnx")
+    # an ONNX file from elsewhere that keeps the contract is enough for predict
+    done = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "plain.onnx"), str(digit)])
+    assert done.exit_code == 0, done.output
+    assert "(ONNX model) on cpu (onnxruntime)" in done.stderr
 
 
 def test_bad_export_options_are_one_line_errors(run, tmp_path):
@@ -286,3 +292,41 @@ def test_readme_onnxruntime_example_reproduces_predict(run, tmp_path):
         args = ["predict", "--raw", "--json", "--checkpoint", str(run / "best.pt")]
         done = runner.invoke(app, [*args, str(tmp_path / "digit.png")])
         assert int(proc.stdout) == json.loads(done.stdout)["digit"]
+
+
+def test_predict_on_the_onnx_file_never_imports_torch(run, tmp_path):
+    """predict with a .onnx runs on onnxruntime: the same answers as best.pt, torch not loaded."""
+    for i in range(3):
+        Image.fromarray(255 - MNIST.test_images[i].numpy()).resize((84, 84)).save(
+            tmp_path / f"d{i}.png"
+        )
+    script = (
+        "import json, sys\n"
+        "from mnistcli.cli import main\n"
+        f"sys.argv = ['mnistcli', 'predict', '--json', '--checkpoint', {str(run / 'model.onnx')!r},"
+        f" {str(tmp_path)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    *lines, loaded = proc.stdout.strip().splitlines()
+    assert json.loads(loaded) == []  # not one torch module
+    onnx_answers = [json.loads(line) for line in lines]
+    done = runner.invoke(app, ["predict", "--json", "--checkpoint", str(run), str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    torch_answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["digit"] for a in onnx_answers] == [a["digit"] for a in torch_answers]
+    for a, b in zip(onnx_answers, torch_answers, strict=True):
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+    onnx_file = str(run / "model.onnx")
+    wrong = runner.invoke(app, ["predict", "--checkpoint", onnx_file, "-d", "cuda", str(tmp_path)])
+    assert wrong.exit_code == 2 and "onnxruntime's CPU provider" in wrong.stderr
+    explained = runner.invoke(
+        app,
+        ["predict", "--explain", "--json", "--checkpoint", str(run / "model.onnx"), str(tmp_path)],
+    )
+    assert explained.exit_code == 0, explained.output
+    assert all(len(json.loads(line)["saliency"]) == 28 for line in explained.stdout.splitlines())
