@@ -4,7 +4,6 @@ import torch
 
 from mnistcli.model import MODELS, SimpleCNN, build_model, count_parameters
 
-
 V1_BEST = Path(__file__).parent / "data" / "v1-best.pt"  # mnistcli 0.1.0, ReLU before pool
 
 
