@@ -272,7 +272,7 @@ TrainRecipeOpt = Annotated[
     Recipe | None,
     typer.Option(
         help="Named hyper-parameter set: 'reference' (Adam 1e-3, batch 64), 'fast' "
-        "(one-cycle, larger batches, small shifts) or 'best' (30 epochs of random affine "
+        "(one-cycle, larger batches, small shifts) or 'best' (40 epochs of random affine "
         "warps, label smoothing)." + default("train.recipe"),
         show_default=False,
     ),
