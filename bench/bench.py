@@ -1,7 +1,7 @@
 """mnistcli benchmark: one run, one machine, ratios measured side by side.
 
     python bench/bench.py            # everything (about 10-15 minutes on 2 CPU cores)
-    python bench/bench.py --quick    # throughput, eval and CLI timings only (about 2 minutes)
+    python bench/bench.py --quick    # every stage on tiny subsets, end to end (under a minute)
 
 Prints a table and writes bench/results/<time>.json with the machine description. Figures:
 - the machine's float32 matmul GFLOP/s (the ceiling for a conv net on the CPU);
@@ -11,7 +11,11 @@ Prints a table and writes bench/results/<time>.json with the machine description
 - for each recipe: wall time, epochs, and test accuracy of the restored best model (the test set
   is read once, after training, exactly as `mnistcli train` does); the fast recipe over 3 seeds;
 - eval time for the 10,000 test images once the model is loaded;
-- wall time of `mnistcli --help` and `mnistcli predict one.png` next to `python -c "import torch"`.
+- wall time of `mnistcli --help` and `mnistcli predict one.png` next to `python -c "import torch"`;
+- whole processes, start to exit, interleaved, median of 3: one textbook epoch
+  (bench/textbook_epoch.py) against `mnistcli train --epochs 1`; the fast recipe (3 seeds, and
+  once with --precision fp32, as on a CPU without bf16) and the best recipe (seed 0) as
+  multiples of that textbook epoch. A plotext bar chart of the ratios follows the table.
 """
 
 from __future__ import annotations
@@ -124,16 +128,127 @@ def mnistcli_throughput(
     return speeds[-1], precision[0]
 
 
-def textbook_throughput(data_root: Path, seconds: float) -> float:
-    """The loop most tutorials write: per-sample PIL transforms through a DataLoader."""
-    import torch.nn.functional as F
-    from torchvision import datasets, transforms
-
+def torchvision_root(data_root: Path) -> Path:
+    """A folder torchvision's MNIST reads without downloading: MNIST/raw/ holds links to the
+    IDX files that load_mnist unpacked from --data."""
     tv_root = Path(tempfile.mkdtemp(prefix="tv-mnist-"))
     raw = tv_root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in FILES:
         (raw / name).symlink_to(data_root / name)
+    return tv_root
+
+
+def timed_process(argv: list[str], cwd: Path) -> tuple[float, str]:
+    """Seconds from the start of a child process to its exit, and its stdout."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, cwd=cwd, env=env, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv} failed: {proc.stderr[-500:]}")
+    return seconds, proc.stdout
+
+
+def mnistcli_train_argv(tmp: Path, data_root: Path, *args: str) -> list[str]:
+    out = ["--device", "cpu", "--data-root", str(data_root), "--out", str(tmp / "wp-runs")]
+    return [sys.executable, "-m", "mnistcli", "train", *out, "--json", *args]
+
+
+def whole_processes(tmp: Path, data_root: Path, quick: bool) -> dict:
+    """One textbook epoch and `mnistcli train --epochs 1`, each a whole process, interleaved,
+    median of 3 (1 with --quick, on 2,000 images)."""
+    tv_root = torchvision_root(data_root)
+    small = ["--limit", "2000"] if quick else []
+    book_argv = [sys.executable, str(REPO / "bench" / "textbook_epoch.py"), "--root", str(tv_root)]
+    ours_argv = mnistcli_train_argv(tmp, data_root, "--epochs", "1", *small)
+    if quick:
+        ours_argv += ["--val-size", "500"]
+    book, ours = [], []
+    for _ in range(1 if quick else 3):
+        book.append(timed_process([*book_argv, *small], tmp)[0])
+        ours.append(timed_process(ours_argv, tmp)[0])
+    return {
+        "textbook_epoch_s": [round(t, 2) for t in book],
+        "mnistcli_epoch_s": [round(t, 2) for t in ours],
+        "textbook_epoch_median_s": round(statistics.median(book), 2),
+        "mnistcli_epoch_median_s": round(statistics.median(ours), 2),
+        "speedup": round(statistics.median(book) / statistics.median(ours), 2),
+    }
+
+
+def recipe_process(tmp: Path, data_root: Path, recipe: str, seed: int, *extra: str) -> dict:
+    """`mnistcli train --recipe R --seed S` as a whole process: its seconds and test accuracy."""
+    argv = mnistcli_train_argv(tmp, data_root, "--recipe", recipe, "--seed", str(seed), *extra)
+    seconds, stdout = timed_process(argv, tmp)
+    doc = json.loads(stdout)
+    return {
+        "recipe": recipe,
+        "seed": seed,
+        "extra": list(extra),
+        "wall_s": round(seconds, 1),
+        "test_acc": doc.get("test_acc"),
+        "epochs_run": doc.get("epochs_run"),
+        "best_epoch": doc.get("best_epoch"),
+    }
+
+
+def recipe_processes(tmp: Path, data_root: Path, seeds: int, textbook_s: float) -> dict:
+    """The fast recipe over `seeds` seeds, once more in float32 (a CPU without bf16), and the
+    best recipe once, as whole processes; wall times as multiples of one textbook epoch."""
+    runs = [recipe_process(tmp, data_root, "fast", s) for s in range(seeds)]
+    runs.append(recipe_process(tmp, data_root, "fast", 0, "--precision", "fp32"))
+    runs.append(recipe_process(tmp, data_root, "best", 0))
+    for run in runs:
+        run["textbook_epochs"] = round(run["wall_s"] / textbook_s, 2)
+    fast = runs[:seeds]
+    return {
+        "runs": runs,
+        "fast_median_wall_s": statistics.median(r["wall_s"] for r in fast),
+        "fast_median_textbook_epochs": round(
+            statistics.median(r["wall_s"] for r in fast) / textbook_s, 2
+        ),
+        "fast_median_test_acc": statistics.median(r["test_acc"] for r in fast),
+    }
+
+
+def ratio_chart(r: dict) -> str:
+    """A plotext bar chart of the ratios measured, as plain text."""
+    import plotext as plt
+
+    labels, values = [], []
+    wp = r["whole_process"]
+    labels.append("textbook / mnistcli epoch, processes")
+    values.append(wp["speedup"])
+    labels.append("mnistcli / textbook img/s, in-process")
+    values.append(r["throughput"]["speedup_vs_textbook"])
+    labels.append("share of fp32 ceiling / 50% target")
+    values.append(r["throughput"]["mnistcli_fraction_of_ceiling"] / 0.5)
+    for run in r.get("recipes", {}).get("runs", []):
+        tag = f"{run['recipe']} s{run['seed']}{' fp32' if run['extra'] else ''} / textbook"
+        labels.append(tag)
+        values.append(run["textbook_epochs"])
+    fig = plt.figure
+    fig.clear()
+    plt.terminal.limit(False, False)
+    fig.plot_size(100, 4 + 3 * len(values))
+    fig.theme("colorless")
+    values = [round(v, 2) for v in values]
+    fig.draw(fig.bar(labels, values, orientation="horizontal", labeled=True))
+    fig.title("ratios (textbook epochs for the recipes)")
+    fig.ruler(0).lim(0, max(values) * 1.1)
+    return fig.build().string(colorless=True)
+
+
+def textbook_throughput(data_root: Path, seconds: float) -> float:
+    """The loop most tutorials write: per-sample PIL transforms through a DataLoader."""
+    import torch.nn.functional as F
+    from torchvision import datasets, transforms
+
+    tv_root = torchvision_root(data_root)
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     dataset = datasets.MNIST(str(tv_root), train=True, download=False, transform=tf)
     loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
@@ -204,8 +319,9 @@ def command_seconds(argv: list[str], repeats: int = 5, cwd: Path | None = None) 
     return statistics.median(times)
 
 
-def cli_timings(mnist, tmp: Path, data_root: Path, mirrors: list[str]) -> dict:
-    exe = str(Path(sys.executable).with_name("mnistcli"))
+def cli_timings(mnist, tmp: Path, data_root: Path, mirrors: list[str], repeats: int = 5) -> dict:
+    exe = Path(sys.executable).with_name("mnistcli")
+    cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "mnistcli"]  # not installed
     s = settings_for(tmp / "cli-runs", data_root, mirrors, epochs=1, limit=2000, val_size=500)
     run = train(s, mnist)
     from PIL import Image
@@ -213,12 +329,12 @@ def cli_timings(mnist, tmp: Path, data_root: Path, mirrors: list[str]) -> dict:
     png = tmp / "one.png"
     Image.fromarray(255 - mnist.test_images[0].numpy()).resize((112, 112)).save(png)
     out = {
-        "import_torch_s": command_seconds([sys.executable, "-c", "import torch"]),
-        "help_s": command_seconds([exe, "--help"]),
+        "import_torch_s": command_seconds([sys.executable, "-c", "import torch"], repeats),
+        "help_s": command_seconds([*cli, "--help"], repeats),
     }
     try:
         out["predict_one_png_s"] = command_seconds(
-            [exe, "predict", str(png), "--checkpoint", str(run.run_dir / "best.pt")]
+            [*cli, "predict", str(png), "--checkpoint", str(run.run_dir / "best.pt")], repeats
         )
     except RuntimeError as exc:  # predict missing or failing: report, don't hide
         out["predict_one_png_s"] = None
@@ -249,10 +365,10 @@ def main() -> None:
     }
 
     flops_step = 3 * forward_flops_per_image()
-    ceiling = matmul_gflops()
+    ceiling = matmul_gflops(seconds=1.0 if args.quick else 3.0)
     results["matmul_gflops"] = round(ceiling, 1)
     results["train_step_mflop_per_image"] = round(flops_step / 1e6, 2)
-    images = 15000 if args.quick else 30000
+    images = 3000 if args.quick else 30000
     ours, _ = mnistcli_throughput(mnist, tmp / "tp", data_root, mirrors, images)
     ours_auto, auto_precision = mnistcli_throughput(
         mnist, tmp / "tpa", data_root, mirrors, images, precision="auto"
@@ -260,7 +376,7 @@ def main() -> None:
     fast, fast_precision = mnistcli_throughput(
         mnist, tmp / "tpf", data_root, mirrors, images, recipe="fast"
     )
-    book = textbook_throughput(data_root, seconds=10 if args.quick else 20)
+    book = textbook_throughput(data_root, seconds=3 if args.quick else 20)
     results["throughput"] = {
         "mnistcli_samples_per_s": round(ours),
         "mnistcli_fraction_of_ceiling": round(ours * flops_step / (ceiling * 1e9), 3),
@@ -279,7 +395,7 @@ def main() -> None:
     }
     results["cli"] = {
         k: (round(v, 3) if isinstance(v, float) else v)
-        for k, v in cli_timings(mnist, tmp, data_root, mirrors).items()
+        for k, v in cli_timings(mnist, tmp, data_root, mirrors, 1 if args.quick else 5).items()
     }
     results["eval_10k_s"] = round(eval_seconds(mnist, Path(results["cli"]["checkpoint"])), 3)
     if results["cli"].get("predict_one_png_s") is not None:
@@ -287,16 +403,10 @@ def main() -> None:
             results["cli"]["predict_one_png_s"] - results["cli"]["import_torch_s"], 3
         )
 
+    results["whole_process"] = whole_processes(tmp, data_root, args.quick)
     if not args.quick:
-        runs = [
-            recipe_run(mnist, tmp / "fast", data_root, mirrors, "fast", seed)
-            for seed in range(args.seeds)
-        ]
-        results["fast_recipe"] = {
-            "runs": runs,
-            "median_wall_s": statistics.median(r["wall_s"] for r in runs),
-            "median_test_acc": statistics.median(r["test_acc"] for r in runs),
-        }
+        textbook_s = results["whole_process"]["textbook_epoch_median_s"]
+        results["recipes"] = recipe_processes(tmp, data_root, args.seeds, textbook_s)
         results["reference_recipe"] = recipe_run(
             mnist, tmp / "ref", data_root, mirrors, "reference", 0
         )
@@ -306,6 +416,8 @@ def main() -> None:
     out_path = out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
     out_path.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
+    print()
+    print(ratio_chart(results))
     print(f"\nwritten: {out_path}")
 
 
@@ -355,22 +467,39 @@ def print_table(r: dict) -> None:
         )
     else:
         rows.append(("mnistcli predict one.png", r["cli"].get("predict_error", "n/a")))
-    if "fast_recipe" in r:
-        f = r["fast_recipe"]
+    wp = r["whole_process"]
+    rows.append(
+        (
+            "textbook epoch, whole process",
+            f"{wp['textbook_epoch_median_s']:.2f} s (median of {wp['textbook_epoch_s']})",
+        )
+    )
+    rows.append(
+        (
+            "mnistcli train --epochs 1, process",
+            f"{wp['mnistcli_epoch_median_s']:.2f} s (median of {wp['mnistcli_epoch_s']}), "
+            f"{wp['speedup']:.2f}x faster",
+        )
+    )
+    if "recipes" in r:
+        f = r["recipes"]
         for run in f["runs"]:
             rows.append(
                 (
-                    f"fast recipe, seed {run['seed']}",
-                    f"{run['wall_s']:.1f} s, {run['epochs_run']} epochs, best "
-                    f"{run['best_epoch']}, test {100 * run['test_acc']:.2f}%",
+                    f"{run['recipe']} recipe, seed {run['seed']} {' '.join(run['extra'])}",
+                    f"{run['wall_s']:.1f} s = {run['textbook_epochs']:.2f} textbook epochs, "
+                    f"{run['epochs_run']} epochs, best {run['best_epoch']}, test "
+                    f"{100 * run['test_acc']:.2f}%",
                 )
             )
         rows.append(
             (
                 "fast recipe, median",
-                f"{f['median_wall_s']:.1f} s, test {100 * f['median_test_acc']:.2f}%",
+                f"{f['fast_median_wall_s']:.1f} s = {f['fast_median_textbook_epochs']:.2f} "
+                f"textbook epochs, test {100 * f['fast_median_test_acc']:.2f}%",
             )
         )
+    if "reference_recipe" in r:
         ref = r["reference_recipe"]
         rows.append(
             (

@@ -271,8 +271,9 @@ TrainLimitOpt = Annotated[
 TrainRecipeOpt = Annotated[
     Recipe | None,
     typer.Option(
-        help="Named hyper-parameter set: 'reference' (Adam 1e-3, batch 64) or 'fast' "
-        "(one-cycle, larger batches, small shifts)." + default("train.recipe"),
+        help="Named hyper-parameter set: 'reference' (Adam 1e-3, batch 64), 'fast' "
+        "(one-cycle, larger batches, small shifts) or 'best' (40 epochs of random affine "
+        "warps, label smoothing)." + default("train.recipe"),
         show_default=False,
     ),
 ]
@@ -281,8 +282,8 @@ TrainPrecisionOpt = Annotated[
     typer.Option(
         help="fp32, or bf16 autocast (mixed precision), or auto: bf16 where the hardware "
         "runs it natively (AVX512-BF16/AMX CPUs, recent GPUs). \\[default: "
-        f"{default_text('train.precision')}; {RECIPES['fast']['precision']} with "
-        "the fast recipe]",
+        f"{default_text('train.precision')}; {RECIPES['fast']['precision']} with the fast "
+        "and best recipes]",
         show_default=False,
     ),
 ]

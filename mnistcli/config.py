@@ -66,6 +66,24 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": 1.5,
         "precision": "auto",
     },
+    # For accuracy, within 15 textbook epochs of wall time on 2 CPU cores: the same SimpleCNN
+    # (dropout 0.5) on random affine warps of every image (shifts up to 2 px, rotations up to
+    # 12 degrees, 0.9-1.1x size, shear up to 10 degrees), a 40-epoch one-cycle schedule with
+    # no early stopping (the best epoch is still chosen on the validation split), label
+    # smoothing 0.1, bf16 autocast where the hardware runs it natively.
+    "best": {
+        "epochs": 40,
+        "patience": 0,
+        "batch_size": 256,
+        "lr": 3e-3,
+        "schedule": "onecycle",
+        "augment": 2.0,
+        "rotate": 12.0,
+        "scale": 0.1,
+        "shear": 10.0,
+        "label_smoothing": 0.1,
+        "precision": "auto",
+    },
 }
 
 
@@ -102,6 +120,10 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "lr": Spec(float, _REFERENCE["lr"], "--lr"),
         "schedule": Spec(str, _REFERENCE["schedule"]),
         "augment": Spec(float, _REFERENCE["augment"]),
+        "rotate": Spec(float, 0.0),
+        "scale": Spec(float, 0.0),
+        "shear": Spec(float, 0.0),
+        "label_smoothing": Spec(float, 0.0),
         "precision": Spec(str, _REFERENCE["precision"], "--precision"),
         "seed": Spec(int, 0, "--seed"),
         "limit": Spec(int, 0, "--limit"),
@@ -386,12 +408,15 @@ def validate(values: Mapping[str, Setting]) -> None:
             value in choices,
             f"choose one of: {', '.join(choices)}{did_you_mean(value, list(choices))}",
         )
-    aug = values["train.augment"].value
-    need(
-        "train.augment",
-        math.isfinite(aug) and 0 <= aug <= 8,
-        "it is the largest random shift in pixels, between 0 and 8",
-    )
+    for key, top, what in (
+        ("train.augment", 8, "the largest random shift in pixels, between 0 and 8"),
+        ("train.rotate", 45, "the largest random rotation in degrees, between 0 and 45"),
+        ("train.scale", 0.5, "the largest random change of size, between 0 and 0.5"),
+        ("train.shear", 45, "the largest random shear in degrees, between 0 and 45"),
+        ("train.label_smoothing", 0.5, "cross-entropy's label smoothing, between 0 and 0.5"),
+    ):
+        value = values[key].value
+        need(key, math.isfinite(value) and 0 <= value <= top, f"it is {what}")
     need("train.seed", 0 <= values["train.seed"].value < 2**63, "it must be a non-negative integer")
     need(
         "train.limit",
@@ -453,6 +478,10 @@ class HyperParams:
     lr: float = 1e-3
     schedule: str = "constant"
     augment: float = 0.0  # largest random shift, pixels (0: none)
+    rotate: float = 0.0  # largest random rotation, degrees (0: none)
+    scale: float = 0.0  # largest random change of size, a fraction (0.1: 0.9-1.1x; 0: none)
+    shear: float = 0.0  # largest random shear, degrees (0: none)
+    label_smoothing: float = 0.0  # F.cross_entropy's label_smoothing (0: none)
     precision: str = "fp32"  # fp32, bf16 (autocast) or auto
     seed: int = 0
     val_size: int = 5000

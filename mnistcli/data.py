@@ -232,6 +232,39 @@ def shift_batch(x: torch.Tensor, max_shift: float, generator: torch.Generator) -
     return shift_by(x, random_shifts(x.shape[0], max_shift, generator).to(x.device))
 
 
+def random_affines(
+    n: int,
+    max_shift: float,
+    rotate: float,
+    scale: float,
+    shear: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """(n, 2, 3) random affine maps, drawn on the CPU: a rotation uniform in +-`rotate` degrees,
+    a shear in +-`shear` degrees, a scale in 1 +- `scale` and a translation in +-`max_shift`
+    pixels (the last column, in pixels). The shifts are drawn first, as `random_shifts` draws
+    them, then the rest."""
+    import math
+
+    import torch
+
+    shifts = random_shifts(n, max_shift, generator)
+    u = torch.rand(n, 3, generator=generator) * 2 - 1
+    angle = u[:, 0] * math.radians(rotate)
+    zoom = 1 + u[:, 1] * scale
+    slant = torch.tan(u[:, 2] * math.radians(shear))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.empty(n, 2, 3)
+    # rotation @ shear, divided by the zoom: affine_grid maps output to input coordinates, so
+    # dividing the sampling grid by `zoom` enlarges the digit by `zoom`.
+    theta[:, 0, 0] = cos / zoom
+    theta[:, 0, 1] = (cos * slant - sin) / zoom
+    theta[:, 1, 0] = sin / zoom
+    theta[:, 1, 1] = (sin * slant + cos) / zoom
+    theta[:, :, 2] = shifts
+    return theta
+
+
 def shift_by(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """Translate image i of (N, 1, H, W) `x` by `shifts[i]` pixels ((N, 2), on x's device).
 
@@ -239,13 +272,23 @@ def shift_by(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     and the affine matrices are built on x's device: no host-to-device copy per batch.
     """
     import torch
-    import torch.nn.functional as F
 
     n = x.shape[0]
     theta = torch.zeros(n, 2, 3, device=x.device, dtype=shifts.dtype)
     theta[:, 0, 0] = 1
     theta[:, 1, 1] = 1
-    theta[:, :, 2] = shifts * (2.0 / x.shape[-1])  # pixels -> normalised [-1, 1] coordinates
+    theta[:, :, 2] = shifts
+    return affine_by(x, theta)
+
+
+def affine_by(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Warp image i of (N, 1, H, W) `x` (square) by the affine map `theta[i]` ((N, 2, 3) on x's
+    device; linear part in normalised coordinates, translation in pixels), bilinear, with the
+    blank background filling what comes in from outside."""
+    import torch.nn.functional as F
+
+    theta = theta.clone()
+    theta[:, :, 2] *= 2.0 / x.shape[-1]  # pixels -> normalised [-1, 1] coordinates
     theta = theta.to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     background = -MEAN / STD  # a blank pixel after normalisation

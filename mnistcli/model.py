@@ -15,17 +15,22 @@ from mnistcli.errors import ConfigError
 
 
 class SimpleCNN(nn.Module):
-    """Two conv blocks and two linear layers: 421,642 parameters, logits out (no softmax)."""
+    """Two conv blocks and two linear layers: 421,642 parameters, logits out (no softmax).
+
+    Each conv block pools before its ReLU (the reference design had ReLU first); the two
+    commute, so the function and the state_dict keys (features.0, features.3, classifier.1,
+    classifier.4) are those of the reference design, and its checkpoints load unchanged.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, 32, kernel_size=3, padding=1),  # (N, 32, 28, 28)
-            nn.ReLU(inplace=True),  # in place: 15% faster on the CPU, no change in values
             nn.MaxPool2d(2),  # (N, 32, 14, 14)
+            nn.ReLU(inplace=True),  # after the pool: the same values, on 4x fewer elements
             nn.Conv2d(32, 64, kernel_size=3, padding=1),  # (N, 64, 14, 14)
-            nn.ReLU(inplace=True),  # in place: 15% faster on the CPU, no change in values
             nn.MaxPool2d(2),  # (N, 64, 7, 7)
+            nn.ReLU(inplace=True),  # max(relu(x)) == relu(max(x)): ReLU and max-pool commute
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),  # (N, 3136)

@@ -28,7 +28,16 @@ from mnistcli import checkpoint as ckpt
 from mnistcli import distributed, metrics, runs
 from mnistcli.checkpoint import Best, Checkpoint, EpochInProgress, EpochStats, TestScore
 from mnistcli.config import HyperParams, TrainSettings, flag_name
-from mnistcli.data import Mnist, Tensors, make_tensors, random_shifts, shift_by, split_indices
+from mnistcli.data import (
+    Mnist,
+    Tensors,
+    affine_by,
+    make_tensors,
+    random_affines,
+    random_shifts,
+    shift_by,
+    split_indices,
+)
 from mnistcli.distributed import World
 from mnistcli.errors import CheckpointError, ConfigError, TrainingError
 
@@ -577,23 +586,27 @@ def _stop_requested(run: Run, batches_done: int | None = None) -> bool:
 def _epoch_shifts(
     run: Run, epoch: int, perm: torch.Tensor
 ) -> tuple[torch.Tensor | None, list[int]]:
-    """This rank's augmentation shifts for a whole epoch, (images, 2) pixels on the device, and
-    where batch b's start. Batch b's are drawn from (seed, epoch, b[, rank]) as they always
-    were, on the CPU, and moved to the device once per epoch: no host-to-device copy (and so
-    no wait for the GPU) per batch."""
+    """This rank's augmentation for a whole epoch on the device: shifts, (images, 2) pixels, or
+    with rotation, scale or shear, affine maps, (images, 2, 3); and where batch b's start.
+    Batch b's are drawn from (seed, epoch, b[, rank]) as they always were, on the CPU, and
+    moved to the device once per epoch: no host-to-device copy (and so no wait for the GPU)
+    per batch."""
     import torch
 
     hyper, world = run.hyper, run.world
-    if hyper.augment <= 0:
+    warps = (hyper.rotate, hyper.scale, hyper.shear)
+    if hyper.augment <= 0 and not any(warps):
         return None, []
     key = (world.rank,) if world.is_distributed else ()
     sizes = [
         len(distributed.rank_slice(perm, b, hyper.batch_size, world)) for b in range(run.batches)
     ]
-    parts = [
-        random_shifts(size, hyper.augment, _generator(hyper.seed, epoch, b, *key))
-        for b, size in enumerate(sizes)
-    ]
+    generators = [_generator(hyper.seed, epoch, b, *key) for b in range(run.batches)]
+    pairs = zip(sizes, generators, strict=True)
+    if any(warps):
+        parts = [random_affines(n, hyper.augment, *warps, g) for n, g in pairs]
+    else:
+        parts = [random_shifts(n, hyper.augment, g) for n, g in pairs]
     offsets = [0]
     for size in sizes:
         offsets.append(offsets[-1] + size)
@@ -603,19 +616,19 @@ def _epoch_shifts(
 def _step(
     run: Run, idx: torch.Tensor, shift: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One optimizer step on the images `idx` (shifted by `shift` pixels when augmenting):
-    (the mean loss, correct predictions, images)."""
+    """One optimizer step on the images `idx` (shifted by `shift` pixels, or warped by `shift`'s
+    affine maps, when augmenting): (the mean loss, correct predictions, images)."""
     import torch
     import torch.nn.functional as F
 
     x, y = run.train_set.x[idx], run.train_set.y[idx]
     if shift is not None:
-        x = shift_by(x, shift)
+        x = affine_by(x, shift) if shift.dim() == 3 else shift_by(x, shift)
     x = x.contiguous(memory_format=torch.channels_last)
     amp = run.amp
     with torch.autocast(run.device.type, dtype=amp or torch.float32, enabled=amp is not None):
         logits = run.forward(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=run.hyper.label_smoothing)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()

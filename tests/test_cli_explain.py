@@ -41,7 +41,7 @@ def test_inspect_image_json_lists_every_layer_in_forward_order(trained_run, digi
     first = acts[0]
     assert first["type"] == "Conv2d" and first["shape"] == [32, 28, 28]
     assert {"layer", "type", "shape", "mean", "max", "fraction_zero"} <= first.keys()
-    relu = acts[1]
+    relu = acts[2]  # conv, max-pool, ReLU
     assert relu["type"] == "ReLU" and 0 < relu["fraction_zero"] < 1 and relu["mean"] > 0
     assert acts[-1]["shape"] == [10] and doc["image"]["digit"] in range(10)
     assert sum(doc["image"]["probabilities"]) == pytest.approx(1, abs=1e-4)
@@ -53,7 +53,7 @@ def test_inspect_image_draws_the_layers_and_saves_the_figures(trained_run, digit
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "features.0  Conv2d  (32, 28, 28)" in out and "its 32 learned 3x3 filters" in out
-    assert "features.2  MaxPool2d  (32, 14, 14)" in out and "units 0-" in out
+    assert "features.1  MaxPool2d  (32, 14, 14)" in out and "units 0-" in out
     assert "softmax turns them into probabilities" in out
     assert not ANSI.search(out)
     with Image.open(tmp_path / "figs" / "feature_maps.png") as im:

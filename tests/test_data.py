@@ -165,3 +165,35 @@ def test_url_mirror_over_http_on_loopback(tmp_path, fake_files):
     assert (tmp_path / "root" / "train-labels-idx1-ubyte").read_bytes() == fake_files[
         "train-labels-idx1-ubyte"
     ]
+
+
+def test_affine_maps_without_warps_are_the_shifts():
+    shifts = data.random_shifts(6, 1.5, torch.Generator().manual_seed(4))
+    theta = data.random_affines(6, 1.5, 0.0, 0.0, 0.0, torch.Generator().manual_seed(4))
+    assert torch.equal(theta[:, :, 2], shifts)  # the same draws, in the same order
+    assert torch.equal(theta[:, :, :2], torch.eye(2).expand(6, 2, 2))
+    x = data.normalize(torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8))
+    assert torch.equal(data.affine_by(x, theta), data.shift_by(x, shifts))
+
+
+def test_affine_maps_stay_within_their_ranges():
+    theta = data.random_affines(2000, 2.0, 12.0, 0.1, 10.0, torch.Generator().manual_seed(0))
+    linear = theta[:, :, :2]
+    zoom = 1 / linear.det().abs().sqrt()  # rotation and shear keep the area: det = 1 / zoom^2
+    assert 0.9 - 1e-5 <= zoom.min() < 0.92 and 1.08 < zoom.max() <= 1.1 + 1e-5
+    assert theta[:, :, 2].abs().max() <= 2.0 and theta[:, :, 2].abs().max() > 1.9
+    # the first column is the rotation's (cos, sin) over the zoom: its angle is the rotation
+    angle = torch.rad2deg(torch.atan2(linear[:, 1, 0], linear[:, 0, 0]))
+    assert angle.abs().max() <= 12 + 1e-4 and angle.abs().max() > 11.5
+    again = data.random_affines(2000, 2.0, 12.0, 0.1, 10.0, torch.Generator().manual_seed(0))
+    assert torch.equal(theta, again)
+
+
+def test_a_quarter_turn_rotates_the_image():
+    x = data.normalize(torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8))
+    theta = torch.tensor([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]])  # exactly 90 degrees
+    out = data.affine_by(x, theta)
+    assert torch.allclose(out, torch.rot90(x, 1, dims=(2, 3)), atol=1e-4) or torch.allclose(
+        out, torch.rot90(x, -1, dims=(2, 3)), atol=1e-4
+    )
+    assert not torch.allclose(out, x, atol=1e-2)

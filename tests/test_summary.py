@@ -16,11 +16,11 @@ from mnistcli.summary import checkpoint_info, output_size_formulas, summarize
 
 SIMPLECNN_ROWS = [  # name, type, output shape, params, MACs for one image
     ("features.0", "Conv2d", (1, 32, 28, 28), 1 * 32 * 9 + 32, 28 * 28 * 32 * 1 * 9),
-    ("features.1", "ReLU", (1, 32, 28, 28), 0, 0),
-    ("features.2", "MaxPool2d", (1, 32, 14, 14), 0, 0),
+    ("features.1", "MaxPool2d", (1, 32, 14, 14), 0, 0),
+    ("features.2", "ReLU", (1, 32, 14, 14), 0, 0),
     ("features.3", "Conv2d", (1, 64, 14, 14), 32 * 64 * 9 + 64, 14 * 14 * 64 * 32 * 9),
-    ("features.4", "ReLU", (1, 64, 14, 14), 0, 0),
-    ("features.5", "MaxPool2d", (1, 64, 7, 7), 0, 0),
+    ("features.4", "MaxPool2d", (1, 64, 7, 7), 0, 0),
+    ("features.5", "ReLU", (1, 64, 7, 7), 0, 0),
     ("classifier.0", "Flatten", (1, 3136), 0, 0),
     ("classifier.1", "Linear", (1, 128), 3136 * 128 + 128, 3136 * 128),
     ("classifier.2", "ReLU", (1, 128), 0, 0),
@@ -55,7 +55,7 @@ def test_simplecnn_rows_and_totals():
     assert by_name["classifier.0"].activation_bytes == 0
     assert by_name["classifier.3"].activation_bytes == 0
     assert by_name["features.0"].settings == "1->32, kernel 3x3, stride 1, pad 1"
-    assert by_name["features.2"].settings == "kernel 2x2, stride 2"
+    assert by_name["features.1"].settings == "kernel 2x2, stride 2"
     assert by_name["classifier.3"].settings == "p=0.5"
 
 
@@ -64,9 +64,9 @@ def test_simplecnn_formulas_are_the_worked_output_sizes():
     formulas = {r.name: r.formulas for r in s.layers if r.formulas}
     assert formulas == {
         "features.0": ("H, W: (28 + 2*1 - 3)/1 + 1 = 28",),
-        "features.2": ("H, W: (28 + 2*0 - 2)/2 + 1 = 14",),
+        "features.1": ("H, W: (28 + 2*0 - 2)/2 + 1 = 14",),
         "features.3": ("H, W: (14 + 2*1 - 3)/1 + 1 = 14",),
-        "features.5": ("H, W: (14 + 2*0 - 2)/2 + 1 = 7",),
+        "features.4": ("H, W: (14 + 2*0 - 2)/2 + 1 = 7",),
     }
 
 

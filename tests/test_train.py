@@ -93,8 +93,14 @@ def history_of(result):
     ]
 
 
-@pytest.mark.parametrize("stop_after_batches", [7, 10])  # mid-epoch, and at an epoch boundary
-def test_interrupted_run_resumes_to_the_same_history(tmp_path, tiny_mnist, stop_after_batches):
+WARPS = {"rotate": 12.0, "scale": 0.1, "shear": 10.0, "label_smoothing": 0.1}
+
+
+# mid-epoch (with the best recipe's affine warps and label smoothing), and at an epoch boundary
+@pytest.mark.parametrize(("stop_after_batches", "warps"), [(7, WARPS), (10, {})])
+def test_interrupted_run_resumes_to_the_same_history(
+    tmp_path, tiny_mnist, stop_after_batches, warps
+):
     hyper = {
         "epochs": 3,
         "patience": 0,
@@ -103,6 +109,7 @@ def test_interrupted_run_resumes_to_the_same_history(tmp_path, tiny_mnist, stop_
         "augment": 1.0,
         "schedule": "onecycle",
         "lr": 3e-3,
+        **warps,
     }
     full = trainer.train(make_settings(tmp_path / "full", **hyper), tiny_mnist)
 
