@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import importlib.abc
+import importlib.util
 import json
 import signal
 import sys
@@ -851,11 +853,35 @@ def _usage_error(exc: Exception) -> None:
     _err_console().print(f"[bold red]error:[/] {escape(message)}{escape(hint)}", soft_wrap=True)
 
 
+class _OneLineUsageErrors(importlib.abc.MetaPathFinder):
+    """Typer draws usage errors with typer.rich_utils as a boxed panel; mnistcli's are one line.
+    That module (rich's markdown and more: about 40 ms) is imported only when Typer needs it, so
+    it is patched as it loads rather than imported up front, which keeps `predict` on an .onnx
+    model quick. (If a future Typer stops calling this hook, its own panel is shown: still exit
+    code 2.)"""
+
+    NAME = "typer.rich_utils"
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.NAME:
+            return None
+        sys.meta_path.remove(self)  # one use: find the real module below this finder
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            run = spec.loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                run(module)
+                module.rich_format_error = _usage_error
+
+            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
 def main() -> None:
     """Console-script entry point."""
-    # Typer draws usage errors as a boxed panel; every mnistcli error is one line instead.
-    # (If a future Typer stops calling this hook, its own panel is shown: still exit code 2.)
-    from typer import rich_utils
-
-    rich_utils.rich_format_error = _usage_error
+    if _OneLineUsageErrors.NAME in sys.modules:
+        sys.modules[_OneLineUsageErrors.NAME].rich_format_error = _usage_error  # type: ignore[attr-defined]
+    elif not any(isinstance(f, _OneLineUsageErrors) for f in sys.meta_path):
+        sys.meta_path.insert(0, _OneLineUsageErrors())
     app()
