@@ -72,30 +72,22 @@ def settings(args: argparse.Namespace, name: str, **hyper):
 
 def timed_train(args: argparse.Namespace, name: str, **hyper) -> dict:
     """One training run through mnistcli's trainer, timed by its events."""
-    from mnistcli.train import EpochDone, EpochStarted, RunStarted, train
+    from epoch_clock import EpochClock
+
+    from mnistcli.train import train
 
     mnist = load(args)
-    marks: dict = {"epoch_starts": [], "epoch_ends": []}
-
-    def on_event(event) -> None:
-        now = time.perf_counter()
-        if isinstance(event, RunStarted):
-            marks["precision"] = event.precision
-        elif isinstance(event, EpochStarted):
-            marks["epoch_starts"].append(now)
-        elif isinstance(event, EpochDone):
-            marks["epoch_ends"].append(now)
-
-    result = train(settings(args, name, **hyper), mnist, on_event=on_event)
+    clock = EpochClock()
+    result = train(settings(args, name, **hyper), mnist, on_event=clock)
     synchronize(args.device)
     t_end = time.perf_counter()
-    first, last = marks["epoch_starts"][0], marks["epoch_ends"][-1]
+    first, last = clock.starts[0], clock.ends[-1]
     epochs = [h.seconds for h in result.history]
     later = epochs[1:]
     return {
         "recipe": hyper.get("recipe", "reference"),
         "device": result.device,
-        "precision": marks.get("precision"),
+        "precision": clock.precision,
         "compile": bool(getattr(args, "compile", False)),
         "seed": hyper.get("seed", 0),
         "test_acc": result.test_acc,

@@ -50,20 +50,12 @@ def parse_overrides(items: list[str]) -> dict:
 def run_seed(args: argparse.Namespace, mnist, work: Path, seed: int, hyper: dict) -> dict:
     """One training run; its figures."""
     import torch
+    from epoch_clock import EpochClock
 
     from mnistcli.config import DataSettings, HyperParams, TrainSettings
-    from mnistcli.train import EpochDone, EpochStarted, RunStarted, train
+    from mnistcli.train import train
 
-    marks: dict = {"starts": [], "ends": []}
-
-    def on_event(event) -> None:
-        now = time.perf_counter()
-        if isinstance(event, RunStarted):
-            marks["precision"] = event.precision
-        elif isinstance(event, EpochStarted):
-            marks["starts"].append(now)
-        elif isinstance(event, EpochDone):
-            marks["ends"].append(now)
+    clock = EpochClock()
 
     settings = TrainSettings(
         hyper=HyperParams(**{**hyper, "seed": seed}),
@@ -73,7 +65,7 @@ def run_seed(args: argparse.Namespace, mnist, work: Path, seed: int, hyper: dict
         name=f"{args.recipe}-seed{seed}",
     )
     t0 = time.perf_counter()
-    result = train(settings, mnist, on_event=on_event)
+    result = train(settings, mnist, on_event=clock)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     return {
@@ -83,9 +75,9 @@ def run_seed(args: argparse.Namespace, mnist, work: Path, seed: int, hyper: dict
         "best_val_acc": result.best_val_acc,
         "epochs_run": result.epochs_run,
         "stop_reason": result.stop_reason,
-        "train_seconds": round(marks["ends"][-1] - marks["starts"][0], 3),
+        "train_seconds": round(clock.train_seconds, 3),
         "run_seconds": round(time.perf_counter() - t0, 3),
-        "precision": marks.get("precision"),
+        "precision": clock.precision,
         "device": result.device,
         "val_acc_by_epoch": [round(h.val_acc, 5) for h in result.history],
     }
