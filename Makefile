@@ -29,9 +29,8 @@ bench-quick: $(STAMP)
 	$(BIN)/python bench/bench.py --quick
 
 # What bench/gpu_check.sh needs on a GPU machine without network, inside the tree (both folders
-# are git-ignored): wheels of the packages that machine lacks, and MNIST's four .gz files.
-# what the GPU machine lacks, and the CLI stack at the versions tested here (its own typer
-# predates the pydantic-based one we run)
+# are git-ignored): wheels of what that machine lacks plus the CLI stack at the versions tested
+# here (its own typer predates the pydantic-based one we run), and MNIST's four .gz files.
 GPU_WHEELS := plotext==6.1.0 platformdirs==4.14.8 torchinfo==1.8.0 typer==0.29.2 rich==15.0.0 \
   pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
   annotated-doc==0.0.7 typing_extensions==4.16.0

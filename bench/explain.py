@@ -1,6 +1,6 @@
 """How faithful and how fast `mnistcli predict --explain` is.
 
-    python bench/explain.py [--checkpoint /work/models/ref/best.pt] [--digits 1000] [--images 100]
+    python bench/explain.py [--checkpoint runs/latest/best.pt] [--digits 1000] [--images 100]
 
 1. Faithfulness (deletion test, as `--raw` sees MNIST): for each of the first --digits test
    digits, blank (set to 0) the 15% of its ink pixels with the highest saliency, and as many
@@ -95,10 +95,10 @@ def speed(checkpoint: Path, images: torch.Tensor) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=Path("/work/models/ref/best.pt"))
+    parser.add_argument("--checkpoint", type=Path, default=Path("runs/latest/best.pt"))
     parser.add_argument("--digits", type=int, default=1000)
     parser.add_argument("--images", type=int, default=100)
-    parser.add_argument("--data-root", type=Path, default=Path.home() / ".cache/mnistcli/mnist")
+    parser.add_argument("--data-root", type=Path, default=Path(default_data_root()))
     args = parser.parse_args()
     mnist = load_mnist(args.data_root, [str(SHARED_MNIST)])
     report = {

@@ -23,6 +23,7 @@ T_PROCESS = time.perf_counter()  # before torch is imported: start-up counts fro
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -35,8 +36,10 @@ sys.path.insert(0, str(REPO))
 
 TARGET_ACC = 0.9935  # the fast recipe's goal on the test set (issue 16: within 10 s on a GPU)
 TARGET_SECONDS = 10.0
-PACKAGES = ("torch", "typer", "rich", "plotext", "platformdirs", "torchinfo", "numpy", "pillow")
-PACKAGES += ("pytest", "hypothesis")
+PACKAGES = (
+    *("torch", "typer", "rich", "plotext", "platformdirs", "torchinfo", "numpy", "pillow"),
+    *("pytest", "hypothesis"),
+)
 
 
 def write_fragment(work: Path, name: str, doc: dict) -> None:
@@ -127,7 +130,7 @@ def cmd_env(args: argparse.Namespace) -> None:
         "torch_cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
         "packages": versions,
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
     }
     if args.device.startswith("cuda") and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

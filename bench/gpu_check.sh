@@ -25,7 +25,7 @@ while (($#)); do
     case $1 in
     --device) DEVICE=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (use --device DEV, --quick)" >&2; exit 2 ;;
     esac
 done

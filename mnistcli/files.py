@@ -15,20 +15,45 @@ def write_atomic(path: Path, data: bytes) -> None:
     The temporary file lives beside the target so the rename never crosses file systems (where
     it would become a copy); any failure, Ctrl-C included, removes it and leaves `path` as it was.
     """
-    # the pid in the name lets runs.remove_stale_temp_files tell a killed writer's leftovers
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+    with _beside(path, ".tmp") as (fd, _tmp), os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write and check a file at; when the block ends without
+    an error the file is fsynced and renamed over `path`, otherwise it is removed.
+
+    For writers that need a path rather than bytes (onnx, safetensors, torch.export), and for
+    files that must pass a check before they replace anything.
+    """
+    # the target's suffix kept: some writers check it (torch.export wants a file ending in .pt2)
+    with _beside(path, f".tmp{path.suffix}") as (fd, tmp):
+        os.close(fd)
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def _beside(path: Path, suffix: str) -> Iterator[tuple[int, Path]]:
+    """The one temporary-file mechanism behind write_atomic and staged: an open descriptor and
+    its path beside `path` (the caller writes and closes it); renamed over `path` when the block
+    ends without an error, removed otherwise. The name, .NAME.PID.RANDOM`suffix`, holds the pid
+    so that runs.remove_stale_temp_files can tell a killed writer's leftovers."""
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=suffix
+    )
+    tmp = Path(name)
+    try:
+        yield fd, tmp
         # mkstemp makes the file private (0600); give it the mode a plain open() would have
         os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:
             exc.filename = str(path)  # a failed write() names no file; say which one it was
         raise
@@ -54,29 +79,3 @@ def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         os.fsync(fd)
     os.close(fd)
-
-
-@contextlib.contextmanager
-def staged(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write and check a file at; when the block ends without
-    an error the file is fsynced and renamed over `path`, otherwise it is removed.
-
-    For writers that need a path rather than bytes (onnx, safetensors, torch.export), and for
-    files that must pass a check before they replace anything.
-    """
-    # the suffix kept: some writers check it (torch.export wants a file ending in .pt2)
-    fd, name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
-    )
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)

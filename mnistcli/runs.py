@@ -28,8 +28,9 @@ LATEST = "latest"  # runs/latest -> the newest run folder
 STALE_AFTER_SECONDS = 600  # a temporary file this old is left over, whoever wrote it
 # What files.write_atomic (".best.pt.<pid>.<random>.tmp") and point_latest (".latest.<pid>.tmp")
 # name their temporary files; older versions wrote ".best.pt.<random>.tmp" (no pid).
-_TEMP = re.compile(r"^\..+\.tmp$")
-_TEMP_PID = re.compile(r"^\..+?\.(?P<pid>\d+)(?:\.[A-Za-z0-9_]+)?\.tmp$")
+# files.write_atomic/staged name their temporary files .NAME.PID.RANDOM.tmp[.SUFFIX]
+_TEMP = re.compile(r"^\..+\.tmp(?:\.[A-Za-z0-9]+)?$")
+_TEMP_PID = re.compile(r"^\..+?\.(?P<pid>\d+)(?:\.[A-Za-z0-9_]+)?\.tmp(?:\.[A-Za-z0-9]+)?$")
 
 
 def create_run(runs_dir: Path, name: str | None) -> Path:

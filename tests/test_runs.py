@@ -74,3 +74,19 @@ def test_inspect_describes_best_then_last_then_nothing(tmp_path):
     (run / "best.pt").write_bytes(b"")
     assert runs.checkpoint_to_describe(None, tmp_path / "runs") == run / "best.pt"
     assert runs.checkpoint_to_describe(str(run), tmp_path) == run / "best.pt"
+
+
+def test_a_killed_export_leaves_nothing_behind_either(tmp_path):
+    """files.staged (export's writer) names its temporary files as write_atomic does, with the
+    target's suffix kept, so the same clean-up finds them."""
+    from mnistcli.files import staged
+
+    names = []
+    with staged(tmp_path / "model.onnx") as tmp:
+        names.append(tmp.name)
+        tmp.write_bytes(b"onnx")
+    assert names[0].startswith(f".model.onnx.{os.getpid()}.") and names[0].endswith(".tmp.onnx")
+    leftover = tmp_path / f".model.onnx.{dead_pid()}.k2j4h5g6.tmp.onnx"
+    leftover.write_bytes(b"half an export")
+    assert runs.remove_stale_temp_files(tmp_path) == [leftover]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
