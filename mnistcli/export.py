@@ -57,6 +57,21 @@ PREPROCESSING = (
 # Reading an ONNX export without torch
 
 
+def is_onnx(path: Path) -> bool:
+    """Whether `path` names an ONNX model (which runs on onnxruntime, not PyTorch)."""
+    return path.suffix.lower() == ".onnx"
+
+
+def open_onnx(path: Path, device: str) -> OnnxModel:
+    """An ONNX model for eval or predict: onnxruntime's CPU provider, so a GPU is refused."""
+    if device not in ("auto", "cpu"):
+        raise ConfigError(
+            f"--device {device}: an .onnx model runs on onnxruntime's CPU provider here; "
+            f"leave --device out, or use the .pt checkpoint on the GPU"
+        )
+    return OnnxModel(path)
+
+
 class OnnxModel:
     """An ONNX model that keeps the contract, run by onnxruntime on the CPU.
 

@@ -418,11 +418,12 @@ def load_backend(path: Path, device: str, batch_size: int) -> Backend:
     else loads into PyTorch on `device` ('auto', 'cpu', 'cuda'...)."""
     from mnistcli.checkpoint import load_model
     from mnistcli.device import resolve_device
+    from mnistcli.export import is_onnx
 
-    if path.suffix == ".onnx":
-        from mnistcli.export import OnnxModel, onnx_logits_fn
+    if is_onnx(path):
+        from mnistcli.export import onnx_logits_fn, open_onnx
 
-        onnx = OnnxModel(path)
+        onnx = open_onnx(path, device)
         logits_fn = onnx_logits_fn(onnx, batch_size)
         return Backend(onnx.meta(), None, "cpu", "cpu (onnxruntime)", logits_fn)
     resolved = resolve_device(device)

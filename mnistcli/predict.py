@@ -115,17 +115,11 @@ def load_predictor(path: Path, device: str, *, need_module: bool = False) -> Pre
     """A checkpoint or an export, ready to predict. An .onnx file runs on onnxruntime and this
     path never imports torch (so one image is answered in a fraction of torch's start-up),
     unless `need_module` asks for the PyTorch module (--explain needs gradients)."""
-    from mnistcli.errors import CheckpointError, ConfigError
+    from mnistcli.errors import CheckpointError
+    from mnistcli.export import is_onnx, open_onnx
 
-    if path.suffix.lower() == ".onnx" and not need_module:
-        from mnistcli.export import OnnxModel
-
-        if device not in ("auto", "cpu"):
-            raise ConfigError(
-                f"--device {device}: an .onnx model runs on onnxruntime's CPU provider here; "
-                f"leave --device out, or predict with the .pt checkpoint on the GPU"
-            )
-        onnx = OnnxModel(path)
+    if is_onnx(path) and not need_module:
+        onnx = open_onnx(path, device)
         try:
             meta = onnx.meta()
             description = f"{meta.model}, epoch {meta.epoch}"

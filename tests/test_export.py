@@ -330,3 +330,13 @@ def test_predict_on_the_onnx_file_never_imports_torch(run, tmp_path):
     )
     assert explained.exit_code == 0, explained.output
     assert all(len(json.loads(line)["saliency"]) == 28 for line in explained.stdout.splitlines())
+
+
+def test_eval_and_predict_refuse_a_gpu_for_an_onnx_file_alike(run):
+    """One check (export.open_onnx) for both commands: eval used to run on the CPU silently."""
+    for command in (["eval", "--no-save"], ["predict", str(run)]):
+        args = [*command, "--checkpoint", str(run / "model.onnx"), "--device", "cuda:0"]
+        done = runner.invoke(app, args)
+        assert done.exit_code == 2, (command, done.output)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "onnxruntime's CPU provider" in lines[0], done.stderr
