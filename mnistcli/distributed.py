@@ -197,6 +197,6 @@ def broadcast(obj: Any, world: World) -> Any:
 
 def shard_range(n: int, world: World) -> range:
     """This rank's contiguous share of n items (for sharded evaluation): sizes differ by <= 1."""
-    per = math.ceil(n / world.size) if world.size else n
+    per = math.ceil(n / world.size)
     start = min(n, world.rank * per)
     return range(start, min(n, start + per))

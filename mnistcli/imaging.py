@@ -425,17 +425,6 @@ def label_components(mask: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _dilate(mask: np.ndarray) -> np.ndarray:
-    """A boolean mask grown by one pixel in all 8 directions (a 3x3 max filter)."""
-    h, w = mask.shape
-    padded = np.pad(mask, 1)
-    out = np.zeros_like(mask)
-    for dy in range(3):
-        for dx in range(3):
-            out |= padded[dy : dy + h, dx : dx + w]
-    return out
-
-
 def ink_bbox(ink: np.ndarray, level: float = INK_LEVEL) -> tuple[int, int, int, int] | None:
     """(top, left, bottom, right), bottom/right exclusive, of the ink without isolated specks.
 
@@ -452,7 +441,7 @@ def ink_bbox(ink: np.ndarray, level: float = INK_LEVEL) -> tuple[int, int, int, 
     rows, cols = -(-h // cell), -(-w // cell)
     padded = np.zeros((rows * cell, cols * cell), dtype=bool)
     padded[:h, :w] = mask
-    small = _dilate(padded.reshape(rows, cell, cols, cell).any(axis=(1, 3)))
+    small = _grow(padded.reshape(rows, cell, cols, cell).any(axis=(1, 3)), 1)
     labels = label_components(small)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0

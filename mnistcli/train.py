@@ -567,8 +567,7 @@ def _totals(
             torch.tensor(seen, dtype=torch.float64, device=loss_sum.device),
         ]
     )
-    if run.world.is_distributed:
-        sums = distributed.all_reduce_sum(sums, run.world)
+    sums = distributed.all_reduce_sum(sums, run.world)  # the identity for one process
     loss, hits, count = sums.tolist()
     return EpochInProgress(loss, round(hits), round(count), time.perf_counter() - t_epoch)
 
