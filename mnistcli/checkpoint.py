@@ -384,9 +384,14 @@ def state_dict_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+def load_model(
+    path: Path, device: torch.device | str = "cpu", *, channels_last: bool = False
+) -> tuple[nn.Module, CheckpointMeta]:
     """A checkpoint's model, in eval mode on `device`, and its description; also reads the
-    exports that hold weights (.safetensors with its sidecar, .onnx's initializers)."""
+    exports that hold weights (.safetensors with its sidecar, .onnx's initializers).
+
+    `channels_last`: lay the weights out for fast CPU inference (eval, predict); the default
+    standard layout is what export writes and inspect describes."""
     import torch
 
     from mnistcli.errors import ConfigError
@@ -402,7 +407,7 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
         ) from None
     load_weights(model, checkpoint.model_state, path)
     model.to(device).eval()
-    if torch.device(device).type == "cpu":
+    if channels_last and torch.device(device).type == "cpu":
         # NHWC convolutions run about twice as fast on the CPU (10k test images, 2 cores:
         # 0.47 s instead of 0.99 s); the weights are only laid out differently.
         model.to(memory_format=torch.channels_last)

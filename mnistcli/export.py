@@ -381,7 +381,6 @@ def export_model(
 
 def with_normalisation(model: nn.Module) -> nn.Module:
     """`model` behind the training normalisation: its input is pixels / 255 (the contract)."""
-    import torch
     from torch import nn
 
     from mnistcli.data import MEAN, STD
@@ -394,9 +393,6 @@ def with_normalisation(model: nn.Module) -> nn.Module:
         def forward(self, image: torch.Tensor) -> torch.Tensor:
             return self.net((image - MEAN) / STD)
 
-    # the standard layout: a checkpoint loads channels-last (faster on the CPU), and safetensors
-    # stores only contiguous tensors
-    model = model.to(memory_format=torch.contiguous_format)
     return Normalised(model).eval()
 
 

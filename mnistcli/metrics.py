@@ -427,5 +427,5 @@ def load_backend(path: Path, device: str, batch_size: int) -> Backend:
         logits_fn = onnx_logits_fn(onnx, batch_size)
         return Backend(onnx.meta(), None, "cpu", "cpu (onnxruntime)", logits_fn)
     resolved = resolve_device(device)
-    model, meta = load_model(path, resolved)
+    model, meta = load_model(path, resolved, channels_last=True)
     return Backend(meta, model, resolved, str(resolved))

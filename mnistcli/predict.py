@@ -130,7 +130,7 @@ def load_predictor(path: Path, device: str, *, need_module: bool = False) -> Pre
     from mnistcli.device import resolve_device
 
     dev = resolve_device(device)
-    model, meta = load_model(path, dev)
+    model, meta = load_model(path, dev, channels_last=True)
     return Predictor(TorchBackend(model, dev), f"{meta.model}, epoch {meta.epoch}", str(dev), model)
 
 

@@ -375,7 +375,6 @@ def inspect_model(settings: InspectSettings) -> Inspection:
     A checkpoint asked for must load and be of the model asked for; the latest run's is only
     described when it does, with a warning when it does not load.
     """
-    import torch
 
     from mnistcli.checkpoint import load_model
     from mnistcli.errors import CheckpointError, ConfigError
@@ -406,9 +405,6 @@ def inspect_model(settings: InspectSettings) -> Inspection:
                 info = checkpoint_info(meta, path, weights_loaded=True)
     if net is None:
         net = build_model(settings.model)
-    # describe the model in its standard layout: a checkpoint loads channels-last (for speed),
-    # which would make Flatten copy and change the activation figures
-    net = net.to(memory_format=torch.contiguous_format)
     found = Inspection(summarize(net, batch_size=settings.batch_size), info, warning)
     if settings.image is None:
         return found
