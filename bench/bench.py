@@ -298,7 +298,7 @@ def eval_seconds(mnist, checkpoint: Path, repeats: int = 3) -> float:
     from mnistcli.checkpoint import load_model
     from mnistcli.metrics import evaluate_model
 
-    model, _ = load_model(checkpoint)
+    model, _ = load_model(checkpoint, channels_last=True)  # as eval loads it
     evaluate_model(model, mnist.test_images, mnist.test_labels)  # warm-up
     times = []
     for _ in range(repeats):

@@ -94,6 +94,8 @@ def speed(checkpoint: Path, images: torch.Tensor) -> dict:
 
 
 def main() -> None:
+    from mnistcli.config import default_data_root
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("runs/latest/best.pt"))
     parser.add_argument("--digits", type=int, default=1000)
