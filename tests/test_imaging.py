@@ -600,3 +600,17 @@ def test_preprocessing_never_imports_torch(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(0, 255, allow_nan=False, width=32), max_size=40),
+    st.sampled_from([np.float32, np.float64, np.uint8]),
+    st.sampled_from([0.0, 0.01, 0.37, 0.5, 0.99, 1.0]),
+)
+def test_median_and_quantile_equal_numpys(values, dtype, q):
+    """imaging's own median and quantile (numpy's import numpy.ma) give numpy's exact answers."""
+    x = np.array(values, dtype=np.float64).astype(dtype)
+    assert imaging.median(x) == (float(np.median(x)) if len(x) else 0.0)
+    if len(x):
+        assert imaging.quantile(x, q) == float(np.quantile(x, q))
