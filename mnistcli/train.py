@@ -368,6 +368,7 @@ def open_run(
 
     from mnistcli.device import autocast_dtype
     from mnistcli.model import count_parameters
+    from mnistcli.optim import Adam
 
     started = time.perf_counter()
     last_path, saved = _checkpoint_to_resume(settings)
@@ -380,8 +381,7 @@ def open_run(
     model, forward = _build(settings, hyper, device, world)
     train_set, val_set = _datasets(mnist, hyper, device)
     run_dir = _run_folder(settings, last_path, world)
-    # fused: one kernel for the whole update on a GPU (the CPU measured no gain, see bench/)
-    optimizer = torch.optim.Adam(model.parameters(), lr=hyper.lr, fused=device.type == "cuda")
+    optimizer = Adam(model.parameters(), lr=hyper.lr)  # torch's fused Adam, see optim.py
     if not world.is_main:
         emit = _ignore  # only rank 0 reports
     run = Run(
