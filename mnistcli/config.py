@@ -124,6 +124,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "scale": Spec(float, 0.0),
         "shear": Spec(float, 0.0),
         "label_smoothing": Spec(float, 0.0),
+        "elastic": Spec(float, 0.0),
         "precision": Spec(str, _REFERENCE["precision"], "--precision"),
         "seed": Spec(int, 0, "--seed"),
         "limit": Spec(int, 0, "--limit"),
@@ -414,6 +415,7 @@ def validate(values: Mapping[str, Setting]) -> None:
         ("train.scale", 0.5, "the largest random change of size, between 0 and 0.5"),
         ("train.shear", 45, "the largest random shear in degrees, between 0 and 45"),
         ("train.label_smoothing", 0.5, "cross-entropy's label smoothing, between 0 and 0.5"),
+        ("train.elastic", 100, "the strength of elastic distortions in pixels, between 0 and 100"),
     ):
         value = values[key].value
         need(key, math.isfinite(value) and 0 <= value <= top, f"it is {what}")
@@ -482,6 +484,7 @@ class HyperParams:
     scale: float = 0.0  # largest random change of size, a fraction (0.1: 0.9-1.1x; 0: none)
     shear: float = 0.0  # largest random shear, degrees (0: none)
     label_smoothing: float = 0.0  # F.cross_entropy's label_smoothing (0: none)
+    elastic: float = 0.0  # elastic distortion's alpha, pixels (Simard et al.: 34; 0: none)
     precision: str = "fp32"  # fp32, bf16 (autocast) or auto
     seed: int = 0
     val_size: int = 5000

@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import math
 import struct
 import urllib.error
 import urllib.request
@@ -281,16 +282,45 @@ def shift_by(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return affine_by(x, theta)
 
 
-def affine_by(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+ELASTIC_SIGMA = 4.0  # pixels: the smoothing of elastic distortions (Simard et al., 2003)
+
+
+def elastic_fields(
+    n: int, size: int, alpha: float, generator: torch.Generator, sigma: float = ELASTIC_SIGMA
+) -> torch.Tensor:
+    """(n, size, size, 2) random displacement fields in pixels, on the generator's device: the
+    elastic distortion of Simard, Steinkraus and Platt (2003), "Best practices for convolutional
+    neural networks applied to visual document analysis": uniform(-1, 1) displacements at every
+    pixel, smoothed by a Gaussian of `sigma` pixels, times `alpha` pixels (they used 34 and 4)."""
+    import torch
+    import torch.nn.functional as F
+
+    device = generator.device
+    noise = torch.rand(n * 2, 1, size, size, generator=generator, device=device) * 2 - 1
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    smooth = F.conv2d(noise, kernel.view(1, 1, 1, -1), padding=(0, radius))
+    smooth = F.conv2d(smooth, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    return (alpha * smooth).view(n, 2, size, size).permute(0, 2, 3, 1)
+
+
+def affine_by(
+    x: torch.Tensor, theta: torch.Tensor, fields: torch.Tensor | None = None
+) -> torch.Tensor:
     """Warp image i of (N, 1, H, W) `x` (square) by the affine map `theta[i]` ((N, 2, 3) on x's
-    device; linear part in normalised coordinates, translation in pixels), bilinear, with the
-    blank background filling what comes in from outside."""
+    device; linear part in normalised coordinates, translation in pixels), then by the
+    displacement field `fields[i]` ((N, H, W, 2) pixels, see elastic_fields) when given: one
+    bilinear resampling, with the blank background filling what comes in from outside."""
     import torch.nn.functional as F
 
     theta = theta.clone()
     theta[:, :, 2] *= 2.0 / x.shape[-1]  # pixels -> normalised [-1, 1] coordinates
     theta = theta.to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if fields is not None:
+        grid = grid + fields.to(x.dtype) * (2.0 / x.shape[-1])
     background = -MEAN / STD  # a blank pixel after normalisation
     out = F.grid_sample(
         x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False

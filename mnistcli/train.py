@@ -32,6 +32,7 @@ from mnistcli.data import (
     Mnist,
     Tensors,
     affine_by,
+    elastic_fields,
     make_tensors,
     random_affines,
     random_shifts,
@@ -51,6 +52,7 @@ PROGRESS_INTERVAL = 0.1  # seconds between BatchDone events (each costs one devi
 # Under torchrun the ranks agree every this many batches whether one was asked to stop (one
 # small all-reduce), so that all of them stop after the same batch.
 STOP_CHECK_BATCHES = 10
+ELASTIC_STREAM = 0xE1A5  # the last element of the seed key of elastic fields (see _elastic)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,7 +536,7 @@ def _train_batches(run: Run, epoch: int) -> EpochInProgress | None:
     for b in range(state.step, run.batches):
         idx = distributed.rank_slice(perm, b, hyper.batch_size, run.world)
         shift = shifts[offsets[b] : offsets[b + 1]] if shifts is not None else None
-        loss, hits, count = _step(run, idx, shift)
+        loss, hits, count = _step(run, idx, shift, _elastic(run, epoch, b, len(idx)))
         loss_sum += loss * count
         correct += hits
         seen += count
@@ -612,17 +614,32 @@ def _epoch_shifts(
     return torch.cat(parts).to(run.device), offsets
 
 
+def _elastic(run: Run, epoch: int, b: int, n: int) -> torch.Tensor | None:
+    """Batch b's elastic displacement fields (hyper.elastic > 0), made on the device from a
+    generator seeded by (seed, epoch, b[, rank]): no host-to-device copy, and a resumed run
+    draws the same ones."""
+
+    if run.hyper.elastic <= 0:
+        return None
+    key = (run.world.rank,) if run.world.is_distributed else ()
+    generator = _generator(run.hyper.seed, epoch, b, *key, ELASTIC_STREAM, device=run.device)
+    return elastic_fields(n, run.train_set.x.shape[-1], run.hyper.elastic, generator)
+
+
 def _step(
-    run: Run, idx: torch.Tensor, shift: torch.Tensor | None
+    run: Run, idx: torch.Tensor, shift: torch.Tensor | None, fields: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One optimizer step on the images `idx` (shifted by `shift` pixels, or warped by `shift`'s
-    affine maps, when augmenting): (the mean loss, correct predictions, images)."""
+    affine maps, then by the elastic displacement `fields`, when augmenting): (the mean loss,
+    correct predictions, images)."""
     import torch
     import torch.nn.functional as F
 
     x, y = run.train_set.x[idx], run.train_set.y[idx]
+    if fields is not None and (shift is None or shift.dim() == 2):
+        shift = _as_affines(len(idx), shift, x.device)
     if shift is not None:
-        x = affine_by(x, shift) if shift.dim() == 3 else shift_by(x, shift)
+        x = affine_by(x, shift, fields) if shift.dim() == 3 else shift_by(x, shift)
     x = x.contiguous(memory_format=torch.channels_last)
     amp = run.amp
     with torch.autocast(run.device.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -634,6 +651,17 @@ def _step(
     if run.scheduler is not None:
         run.scheduler.step()
     return loss.detach(), (logits.detach().argmax(1) == y).sum(), int(y.shape[0])
+
+
+def _as_affines(n: int, shifts: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """(n, 2, 3) affine maps: the identity, translated by `shifts` ((n, 2) pixels) if given."""
+    import torch
+
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    if shifts is not None:
+        theta[:, :, 2] = shifts
+    return theta
 
 
 def _loss_and_accuracy(run: Run, data: Tensors) -> tuple[float, float]:
@@ -803,14 +831,15 @@ def check_resume_flags(settings: TrainSettings, saved: HyperParams) -> None:
             )
 
 
-def _generator(*key: int) -> torch.Generator:
-    """A CPU generator seeded by a tuple of integers (seed, epoch[, batch])."""
+def _generator(*key: int, device: torch.device | None = None) -> torch.Generator:
+    """A generator (on the CPU unless `device`) seeded by a tuple of integers (seed, epoch[,
+    batch, ...])."""
     import torch
 
     value = 0
     for k in key:
         value = (value * 1_000_003 + k) % (2**63 - 1)
-    return torch.Generator().manual_seed(value)
+    return torch.Generator(device or "cpu").manual_seed(value)
 
 
 def _rng_state() -> dict[str, Any]:

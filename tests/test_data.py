@@ -189,6 +189,30 @@ def test_affine_maps_stay_within_their_ranges():
     assert torch.equal(theta, again)
 
 
+def test_elastic_fields_are_smooth_seeded_and_scale_with_alpha():
+    fields = data.elastic_fields(200, 28, 34.0, torch.Generator().manual_seed(3))
+    assert fields.shape == (200, 28, 28, 2) and fields.dtype == torch.float32
+    again = data.elastic_fields(200, 28, 34.0, torch.Generator().manual_seed(3))
+    assert torch.equal(fields, again)
+    assert not torch.equal(fields, data.elastic_fields(200, 28, 34.0, torch.Generator()))
+    # Simard et al.'s alpha 34, sigma 4: displacements of about a pixel, a few at most
+    assert 0.7 < fields.std() < 1.5 and fields.abs().max() < 6
+    # smooth: neighbours move nearly together (white noise would differ by sqrt(2) x its spread)
+    step = (fields[:, 1:] - fields[:, :-1]).std()
+    assert step < 0.25 * fields.std()
+    half = data.elastic_fields(200, 28, 17.0, torch.Generator().manual_seed(3))
+    assert torch.allclose(half * 2, fields)
+
+
+def test_elastic_fields_of_zero_leave_the_affine_warp_alone():
+    x = data.normalize(torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8))
+    theta = data.random_affines(4, 1.5, 10.0, 0.1, 5.0, torch.Generator().manual_seed(1))
+    zero = torch.zeros(4, 28, 28, 2)
+    assert torch.equal(data.affine_by(x, theta, zero), data.affine_by(x, theta))
+    bent = data.affine_by(x, theta, data.elastic_fields(4, 28, 34.0, torch.Generator()))
+    assert bent.shape == x.shape and not torch.allclose(bent, data.affine_by(x, theta))
+
+
 def test_a_quarter_turn_rotates_the_image():
     x = data.normalize(torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8))
     theta = torch.tensor([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]])  # exactly 90 degrees

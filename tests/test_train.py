@@ -96,8 +96,11 @@ def history_of(result):
 WARPS = {"rotate": 12.0, "scale": 0.1, "shear": 10.0, "label_smoothing": 0.1}
 
 
-# mid-epoch (with the best recipe's affine warps and label smoothing), and at an epoch boundary
-@pytest.mark.parametrize(("stop_after_batches", "warps"), [(7, WARPS), (10, {})])
+# mid-epoch (with the best recipe's affine warps and label smoothing; with elastic distortions
+# made on the device), and at an epoch boundary
+@pytest.mark.parametrize(
+    ("stop_after_batches", "warps"), [(7, WARPS), (8, {"elastic": 34.0}), (10, {})]
+)
 def test_interrupted_run_resumes_to_the_same_history(
     tmp_path, tiny_mnist, stop_after_batches, warps
 ):

@@ -40,6 +40,8 @@ def describe_run(e: RunStarted) -> str:
     stop = f"patience {h.patience}" if h.patience else "no early stopping"
     extra = f", {h.schedule} lr" if h.schedule != "constant" else ""
     extra += f", shifts up to {h.augment:g}px" if h.augment else ""
+    extra += ", affine warps" if h.rotate or h.scale or h.shear else ""
+    extra += f", elastic distortions ({h.elastic:g}px)" if h.elastic else ""
     batch = f"batch {h.batch_size}"
     if e.world_size > 1:
         batch = f"batch {h.batch_size} x {e.world_size} processes = {h.batch_size * e.world_size}"
