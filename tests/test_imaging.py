@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from mnistcli import imaging
 from mnistcli.data import normalize
@@ -614,3 +614,60 @@ def test_median_and_quantile_equal_numpys(values, dtype, q):
     assert imaging.median(x) == (float(np.median(x)) if len(x) else 0.0)
     if len(x):
         assert imaging.quantile(x, q) == float(np.quantile(x, q))
+
+
+def _ring(width_at_4x: int) -> np.ndarray:
+    """A drawn zero: an ellipse outline `width_at_4x` px wide at 4x, reduced to at most 28 px."""
+    im = Image.new("L", (112, 112), 0)
+    ImageDraw.Draw(im).ellipse((30, 12, 82, 100), outline=255, width=width_at_4x)
+    small = np.asarray(im.resize((28, 28), Image.Resampling.BOX), np.float32) / 255
+    rows, cols = np.flatnonzero(small.any(1)), np.flatnonzero(small.any(0))
+    return small[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def test_stroke_width_measures_drawn_strokes():
+    widths = [imaging.stroke_width(imaging.fit_box(_ring(w))) for w in (4, 8, 12, 16)]
+    assert widths == sorted(widths)  # thicker pens measure thicker
+    # an 8 px pen at 4x is 2 px in 28x28, a little less in the 20 px box (the ring is 22 px
+    # tall); the measure runs a little low on curves
+    assert 1.6 < widths[1] < 2.4 and 2.8 < widths[3] < 4.2
+    assert imaging.stroke_width(np.zeros((20, 20), np.float32)) == 0.0
+
+
+def test_strokes_outside_mnists_range_are_brought_to_its_ends():
+    lo, hi = imaging.STROKE_RANGE
+    for pen in (4, 24):  # a fine pen and a marker
+        before = imaging.box_stroke_width(_ring(pen))
+        after = imaging.box_stroke_width(imaging.fit_box_with_stroke(_ring(pen)))
+        assert not lo <= before <= hi
+        assert lo - 0.25 <= after <= hi + 0.25, (pen, before, after)
+        assert abs(after - before) > 0.5
+    inside = _ring(12)
+    assert lo <= imaging.box_stroke_width(inside) <= hi
+    assert np.array_equal(imaging.fit_box_with_stroke(inside), imaging.fit_box(inside))
+
+
+def test_marker_drawn_mnist_digits_come_out_with_mnists_stroke_width(real_mnist, monkeypatch):
+    """MNIST test digits drawn over with a marker, dark on white: without the correction their
+    strokes measure beyond MNIST's range; with it, at its end."""
+    hi = imaging.STROKE_RANGE[1]
+    papers = []
+    for digit in real_mnist.test_images[:40].numpy():
+        big = Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC)
+        papers.append(ImageChops.invert(big.filter(ImageFilter.MaxFilter(13))))
+
+    def median_width():
+        widths = [imaging.box_stroke_width(imaging.preprocess(p).pixels / 255) for p in papers]
+        return np.median(widths)
+
+    corrected = median_width()
+    monkeypatch.setattr(imaging, "STROKE_RANGE", (0.0, float("inf")))
+    assert median_width() > hi + 0.5
+    assert corrected <= hi + 0.35
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (20, 1), (1, 20), (2, 2)])
+def test_stroke_width_of_slivers(shape):
+    """A 1 in its 20x20 box can be one pixel wide."""
+    assert imaging.stroke_width(np.ones(shape, np.float32)) > 0
+    assert imaging.fit_box_with_stroke(np.ones(shape, np.float32)).max() > 0
