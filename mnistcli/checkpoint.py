@@ -127,11 +127,13 @@ class CheckpointMeta:
 
 @dataclass(frozen=True)
 class ResumeState:
-    """What only last.pt holds: the optimizer, the schedule and the random generators."""
+    """What only last.pt holds: the optimizer, the schedule, the random generators and (runs
+    with a moving average of the weights) the average."""
 
     optimizer: dict[str, Any]
     scheduler: dict[str, Any] | None
     rng: dict[str, Any]
+    ema: dict[str, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,8 @@ class Checkpoint:
             body["optimizer_state"] = self.resume.optimizer
             body["scheduler_state"] = self.resume.scheduler
             body["rng"] = self.resume.rng
+            if self.resume.ema is not None:  # absent for runs without one: format 1 as it was
+                body["ema_state"] = self.resume.ema
         if m.in_progress is not None:
             body["partial"] = dataclasses.asdict(m.in_progress)
         if m.finished:
@@ -217,6 +221,7 @@ class Checkpoint:
                 optimizer=raw["optimizer_state"],
                 scheduler=_field(raw, "scheduler_state", dict, None, path),
                 rng=raw["rng"],
+                ema=_field(raw, "ema_state", dict, None, path),
             )
         return cls(meta=meta, model_state=raw["model_state"], resume=resume)
 

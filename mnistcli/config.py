@@ -125,6 +125,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "shear": Spec(float, 0.0),
         "label_smoothing": Spec(float, 0.0),
         "elastic": Spec(float, 0.0),
+        "ema": Spec(float, 0.0),
         "precision": Spec(str, _REFERENCE["precision"], "--precision"),
         "seed": Spec(int, 0, "--seed"),
         "limit": Spec(int, 0, "--limit"),
@@ -419,6 +420,8 @@ def validate(values: Mapping[str, Setting]) -> None:
     ):
         value = values[key].value
         need(key, math.isfinite(value) and 0 <= value <= top, f"it is {what}")
+    ema = values["train.ema"].value
+    need("train.ema", math.isfinite(ema) and 0 <= ema < 1, "it is a decay between 0 and 1 (0.999)")
     need("train.seed", 0 <= values["train.seed"].value < 2**63, "it must be a non-negative integer")
     need(
         "train.limit",
@@ -485,6 +488,7 @@ class HyperParams:
     shear: float = 0.0  # largest random shear, degrees (0: none)
     label_smoothing: float = 0.0  # F.cross_entropy's label_smoothing (0: none)
     elastic: float = 0.0  # elastic distortion's alpha, pixels (Simard et al.: 34; 0: none)
+    ema: float = 0.0  # decay of the weights' moving average, per step (0: none)
     precision: str = "fp32"  # fp32, bf16 (autocast) or auto
     seed: int = 0
     val_size: int = 5000

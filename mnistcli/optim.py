@@ -1,4 +1,5 @@
-"""The optimizer: torch.optim.Adam, without the second of start-up it costs through torch._dynamo.
+"""The optimizer (torch.optim.Adam, without the second of start-up it costs through
+torch._dynamo) and the moving average of the weights that a recipe may validate instead.
 
 Every torch.optim optimizer wraps its methods (add_param_group, zero_grad, step, state_dict,
 load_state_dict) in guards for torch.compile that import torch._dynamo on their first call:
@@ -43,3 +44,33 @@ class Adam(torch.optim.Adam):
         # torch's guard also turns gradients off around the update; that part is kept
         with torch.no_grad():
             return _unguarded(torch.optim.Adam.step)(self, closure)
+
+
+class ParameterEMA:
+    """An exponential moving average of a model's parameters, kept in a copy of the model that
+    validation, model selection and best.pt use: after each optimizer step, every averaged
+    parameter moves `1 - decay` of the way to the trained one (buffers are copied). One fused
+    lerp over all of them, on their device: no host sync, nothing per parameter in Python.
+    (torch.optim.swa_utils.AveragedModel does the same but reads its step counter on the host
+    at every update, a GPU sync per batch.)"""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        import copy
+
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        self.module.requires_grad_(False)
+        self._model = model
+
+    @torch.no_grad()
+    def update(self) -> None:
+        mine, theirs = list(self.module.parameters()), list(self._model.parameters())
+        torch._foreach_lerp_(mine, theirs, 1.0 - self.decay)
+        for mine_b, theirs_b in zip(self.module.buffers(), self._model.buffers(), strict=True):
+            mine_b.copy_(theirs_b)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state)

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from mnistcli.optim import ParameterEMA
+
 __all__ = ["EpochStats", "RunState", "TrainResult", "train"]  # EpochStats: from checkpoint
 
 PROGRESS_INTERVAL = 0.1  # seconds between BatchDone events (each costs one device sync)
@@ -238,6 +240,12 @@ class Run:
     resumed: bool = False
     state: RunState = field(default_factory=RunState)
     best_state: dict[str, torch.Tensor] | None = None  # the best epoch's weights (CPU)
+    ema: ParameterEMA | None = None  # the weights' moving average (hyper.ema > 0)
+
+    @property
+    def validated(self) -> nn.Module:
+        """The model that validation scores and best.pt keeps: the moving average, if any."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def batches(self) -> int:
@@ -262,6 +270,7 @@ class Run:
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
             rng=rng,
+            ema=ckpt.state_dict_copy(self.ema.module) if self.ema is not None else None,
         )
         return self.state.to_checkpoint(
             "last",
@@ -370,7 +379,7 @@ def open_run(
 
     from mnistcli.device import autocast_dtype
     from mnistcli.model import count_parameters
-    from mnistcli.optim import Adam
+    from mnistcli.optim import Adam, ParameterEMA
 
     started = time.perf_counter()
     last_path, saved = _checkpoint_to_resume(settings)
@@ -384,6 +393,7 @@ def open_run(
     train_set, val_set = _datasets(mnist, hyper, device)
     run_dir = _run_folder(settings, last_path, world)
     optimizer = Adam(model.parameters(), lr=hyper.lr)  # torch's fused Adam, see optim.py
+    ema = ParameterEMA(model, hyper.ema) if hyper.ema > 0 else None
     if not world.is_main:
         emit = _ignore  # only rank 0 reports
     run = Run(
@@ -404,6 +414,7 @@ def open_run(
         started=started,
         world=world,
         resumed=saved is not None,
+        ema=ema,
     )
     if hyper.schedule == "onecycle":
         run.scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -451,7 +462,7 @@ def run_epoch(run: Run) -> bool:
     train_loss, train_acc = totals.loss_sum / totals.seen, totals.correct / totals.seen
     if not math.isfinite(train_loss):
         _stop_on_nan(epoch, run.batches, run.run_dir)
-    val_loss, val_acc = _loss_and_accuracy(run, run.val_set)
+    val_loss, val_acc = _loss_and_accuracy(run, run.val_set, run.validated)
     if not math.isfinite(val_loss):
         _stop_on_nan(epoch, run.batches, run.run_dir)
     seconds = totals.seconds + time.perf_counter() - ended  # training and validation
@@ -467,7 +478,7 @@ def run_epoch(run: Run) -> bool:
     )
     is_best = state.record(stats)
     if is_best:
-        run.best_state = ckpt.state_dict_copy(run.model)
+        run.best_state = ckpt.state_dict_copy(run.validated)
         run.save(run.checkpoint("best"))
     run.save(run.checkpoint("last"))
     run.write_metrics("running")
@@ -497,7 +508,7 @@ def finish_run(run: Run, reason: str) -> TrainResult:
     last = run.checkpoint("last")  # the last epoch's weights, before restoring the best
     ckpt.load_weights(run.model, run.best_state, run.run_dir / "best.pt")
     test_set = make_tensors(run.mnist.test_images, run.mnist.test_labels, run.device)
-    test_loss, test_acc = _loss_and_accuracy(run, test_set)
+    test_loss, test_acc = _loss_and_accuracy(run, test_set, run.model)
     run.emit(TestDone(test_loss=test_loss, test_acc=test_acc, n=len(test_set)))
     test = TestScore(loss=test_loss, acc=test_acc, n=len(test_set))
     for checkpoint in (run.checkpoint("best"), last):
@@ -650,6 +661,8 @@ def _step(
     run.optimizer.step()
     if run.scheduler is not None:
         run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update()
     return loss.detach(), (logits.detach().argmax(1) == y).sum(), int(y.shape[0])
 
 
@@ -664,20 +677,20 @@ def _as_affines(n: int, shifts: torch.Tensor | None, device: torch.device) -> to
     return theta
 
 
-def _loss_and_accuracy(run: Run, data: Tensors) -> tuple[float, float]:
+def _loss_and_accuracy(run: Run, data: Tensors, model: nn.Module) -> tuple[float, float]:
     """Mean cross-entropy and accuracy, by the same evaluation `mnistcli eval` runs. Under
     torchrun each rank evaluates its share and the sums are combined."""
     import torch
 
     world = run.world
     if not world.is_distributed:
-        result, _ = metrics.evaluate_tensors(run.model, data, batch_size=256, top=0)
+        result, _ = metrics.evaluate_tensors(model, data, batch_size=256, top=0)
         return result.loss, result.accuracy
     part = distributed.shard_range(len(data), world)
     share = Tensors(x=data.x[part.start : part.stop], y=data.y[part.start : part.stop])
     sums = torch.zeros(3, dtype=torch.float64, device=run.device)
     if len(share):
-        result, _ = metrics.evaluate_tensors(run.model, share, batch_size=256, top=0)
+        result, _ = metrics.evaluate_tensors(model, share, batch_size=256, top=0)
         done = [result.loss * len(share), result.accuracy * len(share), len(share)]
         sums += torch.tensor(done, dtype=torch.float64, device=run.device)
     loss_sum, hits, count = distributed.all_reduce_sum(sums, world).tolist()
@@ -709,6 +722,10 @@ def _restore(run: Run, saved: Checkpoint, path: Path) -> None:
             if saved.resume.scheduler is None:
                 raise KeyError("scheduler_state")
             run.scheduler.load_state_dict(saved.resume.scheduler)
+        if run.ema is not None:
+            if saved.resume.ema is None:
+                raise KeyError("ema_state")
+            run.ema.load_state_dict(saved.resume.ema)
         rng = saved.resume.rng
         _set_rng_state(rng["ranks"][run.world.rank] if run.world.is_distributed else rng)
         run.state = RunState.from_checkpoint(saved.meta)

@@ -92,3 +92,28 @@ def test_a_piped_training_run_imports_neither_torch_dynamo_nor_plotext(mnist_roo
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
     assert (tmp_path / "runs" / "latest" / "best.pt").is_file()
+
+
+def test_the_moving_average_follows_the_weights_by_its_decay():
+    from mnistcli.optim import ParameterEMA
+
+    torch.manual_seed(0)
+    model = SimpleCNN()
+    start = [p.detach().clone() for p in model.parameters()]
+    ema = ParameterEMA(model, decay=0.9)
+    assert all(not p.requires_grad for p in ema.module.parameters())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update()
+    for averaged, before in zip(ema.module.parameters(), start, strict=True):
+        assert torch.allclose(averaged, before + 0.1, atol=1e-6)  # 10% of the way
+    ema.update()
+    for averaged, before in zip(ema.module.parameters(), start, strict=True):
+        assert torch.allclose(averaged, before + 0.19, atol=1e-6)
+    copy_of = ParameterEMA(SimpleCNN(), decay=0.9)
+    copy_of.load_state_dict(ema.state_dict())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(copy_of.module.parameters(), ema.module.parameters(), strict=True)
+    )

@@ -99,7 +99,8 @@ WARPS = {"rotate": 12.0, "scale": 0.1, "shear": 10.0, "label_smoothing": 0.1}
 # mid-epoch (with the best recipe's affine warps and label smoothing; with elastic distortions
 # made on the device), and at an epoch boundary
 @pytest.mark.parametrize(
-    ("stop_after_batches", "warps"), [(7, WARPS), (8, {"elastic": 34.0}), (10, {})]
+    ("stop_after_batches", "warps"),
+    [(7, WARPS), (8, {"elastic": 34.0}), (9, {"ema": 0.9}), (10, {})],
 )
 def test_interrupted_run_resumes_to_the_same_history(
     tmp_path, tiny_mnist, stop_after_batches, warps
@@ -145,6 +146,23 @@ def test_interrupted_run_resumes_to_the_same_history(
     assert started[0].history == cut.history
     assert history_of(resumed) == history_of(full)
     assert resumed.test_acc == full.test_acc
+
+
+def test_a_moving_average_is_validated_and_kept_in_best_pt(tmp_path, tiny_mnist):
+    """With train.ema, validation scores the average; best.pt holds it, last.pt holds the
+    trained weights and the average (to resume both)."""
+    hyper = {"epochs": 1, "patience": 0, "val_size": 100, "batch_size": 50, "ema": 0.9}
+    result = trainer.train(make_settings(tmp_path, **hyper), tiny_mnist)
+    best = load_checkpoint(result.run_dir / "best.pt")
+    last = load_checkpoint(result.run_dir / "last.pt")
+    assert last.resume is not None and last.resume.ema is not None
+    for key, averaged in best.model_state.items():
+        assert torch.equal(averaged, last.resume.ema[key])
+    assert any(not torch.equal(best.model_state[k], v) for k, v in last.model_state.items())
+    plain = trainer.train(make_settings(tmp_path / "plain", **{**hyper, "ema": 0.0}), tiny_mnist)
+    assert load_checkpoint(plain.run_dir / "last.pt").resume.ema is None
+    assert result.history[0].train_loss == plain.history[0].train_loss  # the same training
+    assert result.history[0].val_loss != plain.history[0].val_loss  # another model validated
 
 
 def test_resume_refuses_finished_runs_and_changed_settings(tmp_path, tiny_mnist):

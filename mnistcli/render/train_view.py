@@ -42,6 +42,7 @@ def describe_run(e: RunStarted) -> str:
     extra += f", shifts up to {h.augment:g}px" if h.augment else ""
     extra += ", affine warps" if h.rotate or h.scale or h.shear else ""
     extra += f", elastic distortions ({h.elastic:g}px)" if h.elastic else ""
+    extra += f", weights averaged (EMA {h.ema:g})" if h.ema else ""
     batch = f"batch {h.batch_size}"
     if e.world_size > 1:
         batch = f"batch {h.batch_size} x {e.world_size} processes = {h.batch_size * e.world_size}"
