@@ -426,27 +426,30 @@ def open_run(
         runs.write_config(run_dir, _config_doc(settings, hyper, mnist, world))
     if world.is_main:
         runs.point_latest(settings.runs_dir, run_dir)
-    state = run.state
-    emit(
-        RunStarted(
-            run_dir=run_dir,
-            device=str(device),
-            precision="bf16" if run.amp is not None else "fp32",
-            hyper=hyper,
-            parameters=count_parameters(model),
-            n_train=len(train_set),
-            n_val=len(val_set),
-            n_test=len(mnist.test_labels),
-            batches_per_epoch=run.batches,
-            start_epoch=state.epoch + 1,
-            resumed=run.resumed,
-            history=tuple(state.history),
-            best_epoch=state.best.epoch,
-            epochs_without_gain=state.epochs_without_gain,
-            world_size=world.size,
-        )
-    )
+    emit(_run_started(run, count_parameters(model)))
     return run
+
+
+def _run_started(run: Run, parameters: int) -> RunStarted:
+    """The event that opens a run: what it trains, where, and (resumed) where it stands."""
+    state = run.state
+    return RunStarted(
+        run_dir=run.run_dir,
+        device=str(run.device),
+        precision="bf16" if run.amp is not None else "fp32",
+        hyper=run.hyper,
+        parameters=parameters,
+        n_train=len(run.train_set),
+        n_val=len(run.val_set),
+        n_test=len(run.mnist.test_labels),
+        batches_per_epoch=run.batches,
+        start_epoch=state.epoch + 1,
+        resumed=run.resumed,
+        history=tuple(state.history),
+        best_epoch=state.best.epoch,
+        epochs_without_gain=state.epochs_without_gain,
+        world_size=run.world.size,
+    )
 
 
 def run_epoch(run: Run) -> bool:
