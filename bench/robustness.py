@@ -300,11 +300,24 @@ def overall(rows: dict[str, dict]) -> float:
 
 
 def table(rows: dict[str, dict], n: int) -> str:
-    lines = [f"{'condition':<34} {'agreement':>10} {'no digit found':>15}"]
+    """One line per condition with its target (issue 12: 99% for STRICT, 98% over all, no
+    "no digit found" anywhere) and whether it was met."""
+
+    def verdict(agreement: float, no_digit: int, floor: float | None) -> str:
+        if floor is None:
+            return "" if no_digit == 0 else "missed"
+        met = agreement >= floor and no_digit == 0
+        return f">= {100 * floor:.0f}% {'met' if met else 'missed'}"
+
+    head = f"{'condition':<34} {'agreement':>10} {'no digit found':>15}  target"
+    lines = [head]
     for name, r in rows.items():
-        lines.append(f"{name:<34} {100 * r['agreement']:>9.2f}% {r['no_digit']:>15d}")
+        floor = 0.99 if name.startswith(STRICT) else None
+        mark = verdict(r["agreement"], r["no_digit"], floor)
+        lines.append(f"{name:<34} {100 * r['agreement']:>9.2f}% {r['no_digit']:>15d}  {mark}")
     blank = sum(r["no_digit"] for r in rows.values())
-    lines.append(f"{'all conditions (mean)':<34} {100 * overall(rows):>9.2f}% {blank:>15d}")
+    mark = verdict(overall(rows), blank, 0.98)
+    lines.append(f"{'all conditions (mean)':<34} {100 * overall(rows):>9.2f}% {blank:>15d}  {mark}")
     lines.append(f"({n} MNIST test digits per condition)")
     return "\n".join(lines)
 
