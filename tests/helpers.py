@@ -1,5 +1,6 @@
-"""Helpers that tests import: the one way to run mnistcli in a subprocess, and a write that fails
-half-way. (conftest.py holds fixtures only; tests import from here, never from conftest.)"""
+"""Helpers that tests import: where the repository and the MNIST copy are, a synthetic MNIST,
+TrainSettings for a test run, the one way to run mnistcli in a subprocess, and a write that
+fails half-way. (conftest.py holds fixtures only; tests import from here, never from conftest.)"""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+# The MNIST copy beside the repository; on a machine without it (the GPU machine of
+# bench/gpu_check.sh), the copy `make gpu-prepare` puts in the tree's ignored .mnist/ folder.
+SHARED_MNIST = REPO.parent / "shared" / "mnist"
+if not SHARED_MNIST.is_dir() and (REPO / ".mnist").is_dir():
+    SHARED_MNIST = REPO / ".mnist"
 
 
 def cli_command(*args: str, python_args: tuple[str, ...] = ()) -> list[str]:
@@ -119,3 +127,44 @@ class _FailingFile:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fh, name)
+
+
+def synthetic_mnist(n_train: int = 600, n_test: int = 200, seed: int = 0):
+    """A learnable stand-in for MNIST: class k is a bright bar at a class-specific place, plus
+    noise. Same shapes and dtypes as the real thing, so every code path runs in milliseconds."""
+    import torch
+
+    from mnistcli.data import Mnist
+
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(n) % 10
+        images = (torch.rand(n, 28, 28, generator=g) * 60).to(torch.uint8)
+        for k in range(10):
+            rows = slice(3 + 2 * k, 5 + 2 * k)
+            images[labels == k, rows, 4:24] = 255
+        return images, labels.long()
+
+    train_x, train_y = make(n_train)
+    test_x, test_y = make(n_test)
+    return Mnist(
+        train_images=train_x,
+        train_labels=train_y,
+        test_images=test_x,
+        test_labels=test_y,
+        checksums={"synthetic": "0"},
+    )
+
+
+def make_settings(tmp: Path, data_root: Path | None = None, **hyper):
+    """TrainSettings for a test run in `tmp`, with hyper-parameters overridden by keyword."""
+    from mnistcli.config import DataSettings, HyperParams, TrainSettings
+
+    return TrainSettings(
+        hyper=HyperParams(**hyper),
+        data=DataSettings(root=data_root or tmp / "data", mirrors=(str(SHARED_MNIST),)),
+        device="cpu",
+        runs_dir=tmp / "runs",
+        name="test",
+    )

@@ -176,7 +176,7 @@ def test_a_format_1_checkpoint_loads_and_round_trips_unchanged():
 def test_a_format_1_last_pt_stopped_mid_epoch_resumes(tmp_path, tiny_mnist):
     """A last.pt laid out as mnistcli 0.1.0 wrote it mid-epoch (keys as listed there)."""
     from mnistcli import train as trainer
-    from tests.conftest import make_settings
+    from tests.helpers import make_settings
 
     best = torch.load(V1_BEST, weights_only=True)
     model = SimpleCNN()

@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 
 from mnistcli import __version__
 from mnistcli.cli import app
-from tests.conftest import SHARED_MNIST
-from tests.helpers import cli_command, run_cli
+from tests.helpers import SHARED_MNIST, cli_command, run_cli
 
 runner = CliRunner()
 
@@ -346,7 +345,7 @@ def test_live_view_draws_progress_table_and_curves(tmp_path, tiny_mnist):
 
     from mnistcli.render.train_view import LiveView
     from mnistcli.train import train
-    from tests.conftest import make_settings
+    from tests.helpers import make_settings
 
     buffer = io.StringIO()
     console = Console(

@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 
 from mnistcli.cli import app
 from mnistcli.metrics import Mistake
-from tests.conftest import SHARED_MNIST
-from tests.helpers import run_cli
+from tests.helpers import SHARED_MNIST, run_cli
 
 runner = CliRunner()
 

@@ -18,8 +18,7 @@ from typer.testing import CliRunner
 from mnistcli import train as trainer
 from mnistcli.checkpoint import load_checkpoint
 from mnistcli.cli import app
-from tests.conftest import SHARED_MNIST, make_settings
-from tests.helpers import run_cli
+from tests.helpers import SHARED_MNIST, make_settings, run_cli
 
 pytestmark = [
     pytest.mark.cuda,

@@ -23,8 +23,7 @@ from mnistcli.checkpoint import load_model
 from mnistcli.cli import app
 from mnistcli.data import normalize
 from mnistcli.errors import CheckpointError, ExportError
-from tests.conftest import REPO, make_settings, synthetic_mnist
-from tests.helpers import run_cli
+from tests.helpers import REPO, make_settings, run_cli, synthetic_mnist
 
 runner = CliRunner()
 MNIST = synthetic_mnist(n_train=500, n_test=200)

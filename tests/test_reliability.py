@@ -22,8 +22,7 @@ import torch
 from mnistcli import train as trainer
 from mnistcli.checkpoint import load_checkpoint
 from mnistcli.errors import TrainingError
-from tests.conftest import SHARED_MNIST, make_settings
-from tests.helpers import HalfWrite, run_cli, start_cli
+from tests.helpers import SHARED_MNIST, HalfWrite, make_settings, run_cli, start_cli
 
 # A small real-MNIST run that takes a few seconds: 3 epochs of 1,500 images.
 SMALL = [

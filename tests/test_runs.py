@@ -7,7 +7,7 @@ import time
 from mnistcli import runs
 from mnistcli import train as trainer
 from mnistcli.files import write_atomic
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 
 def dead_pid() -> int:

@@ -10,7 +10,7 @@ from mnistcli import runs as run_folders
 from mnistcli import train as trainer
 from mnistcli.checkpoint import load_checkpoint
 from mnistcli.errors import CheckpointError, ConfigError, TrainingError
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 
 def scripted_evaluate(monkeypatch, val_accs: list[float], n_val: int):
