@@ -50,7 +50,8 @@ def describe_run(e: RunStarted) -> str:
         f"{verb} {h.model} ({e.parameters:,} parameters) on {e.device} ({e.precision}), "
         f"recipe {h.recipe}: "
         f"{e.n_train:,} train / {e.n_val:,} validation images, {batch}, "
-        f"lr {h.lr:g}{extra}, up to {h.epochs} epochs, {stop} -> {e.run_dir}"
+        f"lr {h.lr:g}{extra}, up to {h.epochs} epoch{'s' if h.epochs != 1 else ''}, "
+        f"{stop} -> {e.run_dir}"
     )
 
 
