@@ -228,11 +228,6 @@ def random_shifts(n: int, max_shift: float, generator: torch.Generator) -> torch
     return (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift
 
 
-def shift_batch(x: torch.Tensor, max_shift: float, generator: torch.Generator) -> torch.Tensor:
-    """Random translation of a whole batch by up to `max_shift` pixels (bilinear, zero padding)."""
-    return shift_by(x, random_shifts(x.shape[0], max_shift, generator).to(x.device))
-
-
 def random_affines(
     n: int,
     max_shift: float,
@@ -264,22 +259,6 @@ def random_affines(
     theta[:, 1, 1] = (sin * slant + cos) / zoom
     theta[:, :, 2] = shifts
     return theta
-
-
-def shift_by(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Translate image i of (N, 1, H, W) `x` by `shifts[i]` pixels ((N, 2), on x's device).
-
-    Done on the batch with one `affine_grid`, so augmentation costs no per-sample Python work,
-    and the affine matrices are built on x's device: no host-to-device copy per batch.
-    """
-    import torch
-
-    n = x.shape[0]
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=shifts.dtype)
-    theta[:, 0, 0] = 1
-    theta[:, 1, 1] = 1
-    theta[:, :, 2] = shifts
-    return affine_by(x, theta)
 
 
 ELASTIC_SIGMA = 4.0  # pixels: the smoothing of elastic distortions (Simard et al., 2003)

@@ -35,8 +35,6 @@ from mnistcli.data import (
     elastic_fields,
     make_tensors,
     random_affines,
-    random_shifts,
-    shift_by,
     split_indices,
 )
 from mnistcli.distributed import World
@@ -538,7 +536,7 @@ def _train_batches(run: Run, epoch: int) -> EpochInProgress | None:
     hyper, state = run.hyper, run.state
     n = len(run.train_set)
     perm = torch.randperm(n, generator=_generator(hyper.seed, epoch)).to(run.device)
-    shifts, offsets = _epoch_shifts(run, epoch, perm)
+    warps, offsets = _epoch_warps(run, epoch, perm)
     start = state.in_progress
     if not run.world.is_main:  # rank 0 carries the saved totals of a resumed epoch
         start = EpochInProgress(seconds=start.seconds)
@@ -549,8 +547,8 @@ def _train_batches(run: Run, epoch: int) -> EpochInProgress | None:
     t_loop = t_shown = time.perf_counter()
     for b in range(state.step, run.batches):
         idx = distributed.rank_slice(perm, b, hyper.batch_size, run.world)
-        shift = shifts[offsets[b] : offsets[b + 1]] if shifts is not None else None
-        loss, hits, count = _step(run, idx, shift, _elastic(run, epoch, b, len(idx)))
+        warp = warps[offsets[b] : offsets[b + 1]] if warps is not None else None
+        loss, hits, count = _step(run, idx, warp, _elastic(run, epoch, b, len(idx)))
         loss_sum += loss * count
         correct += hits
         seen += count
@@ -598,11 +596,10 @@ def _stop_requested(run: Run, batches_done: int | None = None) -> bool:
     return distributed.any_rank(run.should_stop(), run.world, run.device)
 
 
-def _epoch_shifts(
-    run: Run, epoch: int, perm: torch.Tensor
-) -> tuple[torch.Tensor | None, list[int]]:
-    """This rank's augmentation for a whole epoch on the device: shifts, (images, 2) pixels, or
-    with rotation, scale or shear, affine maps, (images, 2, 3); and where batch b's start.
+def _epoch_warps(run: Run, epoch: int, perm: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
+    """This rank's augmentation for a whole epoch on the device: affine maps, (images, 2, 3)
+    (with no rotation, scale or shear, pure shifts: the same draws as data.random_shifts), and
+    where batch b's start; None without augmentation.
     Batch b's are drawn from (seed, epoch, b[, rank]) as they always were, on the CPU, and
     moved to the device once per epoch: no host-to-device copy (and so no wait for the GPU)
     per batch."""
@@ -610,7 +607,7 @@ def _epoch_shifts(
 
     hyper, world = run.hyper, run.world
     warps = (hyper.rotate, hyper.scale, hyper.shear)
-    if hyper.augment <= 0 and not any(warps):
+    if hyper.augment <= 0 and not any(warps) and hyper.elastic <= 0:
         return None, []
     key = (world.rank,) if world.is_distributed else ()
     sizes = [
@@ -618,10 +615,7 @@ def _epoch_shifts(
     ]
     generators = [_generator(hyper.seed, epoch, b, *key) for b in range(run.batches)]
     pairs = zip(sizes, generators, strict=True)
-    if any(warps):
-        parts = [random_affines(n, hyper.augment, *warps, g) for n, g in pairs]
-    else:
-        parts = [random_shifts(n, hyper.augment, g) for n, g in pairs]
+    parts = [random_affines(n, hyper.augment, *warps, g) for n, g in pairs]
     offsets = [0]
     for size in sizes:
         offsets.append(offsets[-1] + size)
@@ -641,19 +635,17 @@ def _elastic(run: Run, epoch: int, b: int, n: int) -> torch.Tensor | None:
 
 
 def _step(
-    run: Run, idx: torch.Tensor, shift: torch.Tensor | None, fields: torch.Tensor | None = None
+    run: Run, idx: torch.Tensor, warp: torch.Tensor | None, fields: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One optimizer step on the images `idx` (shifted by `shift` pixels, or warped by `shift`'s
-    affine maps, then by the elastic displacement `fields`, when augmenting): (the mean loss,
-    correct predictions, images)."""
+    """One optimizer step on the images `idx` (warped by the affine maps `warp`, then by the
+    elastic displacement `fields`, when augmenting): (the mean loss, correct predictions,
+    images)."""
     import torch
     import torch.nn.functional as F
 
     x, y = run.train_set.x[idx], run.train_set.y[idx]
-    if fields is not None and (shift is None or shift.dim() == 2):
-        shift = _as_affines(len(idx), shift, x.device)
-    if shift is not None:
-        x = affine_by(x, shift, fields) if shift.dim() == 3 else shift_by(x, shift)
+    if warp is not None:
+        x = affine_by(x, warp, fields)
     x = x.contiguous(memory_format=torch.channels_last)
     amp = run.amp
     with torch.autocast(run.device.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -667,17 +659,6 @@ def _step(
     if run.ema is not None:
         run.ema.update()
     return loss.detach(), (logits.detach().argmax(1) == y).sum(), int(y.shape[0])
-
-
-def _as_affines(n: int, shifts: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-    """(n, 2, 3) affine maps: the identity, translated by `shifts` ((n, 2) pixels) if given."""
-    import torch
-
-    theta = torch.zeros(n, 2, 3, device=device)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1
-    if shifts is not None:
-        theta[:, :, 2] = shifts
-    return theta
 
 
 def _loss_and_accuracy(run: Run, data: Tensors, model: nn.Module) -> tuple[float, float]:

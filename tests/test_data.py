@@ -123,15 +123,16 @@ def test_validation_split_is_disjoint_reproducible_and_seeded():
     assert len(limited.train) == 50 and torch.equal(limited.val, a.val)
 
 
-def test_normalize_and_shift_batch():
+def test_normalize_and_shift_a_batch():
     images = torch.zeros(3, 28, 28, dtype=torch.uint8)
     images[:, 10:18, 10:18] = 255
     x = data.normalize(images)
     assert x.shape == (3, 1, 28, 28)
     assert x.min().item() == pytest.approx(-data.MEAN / data.STD, rel=1e-5)
-    same = data.shift_batch(x, 0.0, torch.Generator().manual_seed(0))
+    same = data.affine_by(x, data.random_affines(3, 0.0, 0, 0, 0, torch.Generator()))
     assert torch.allclose(same, x, atol=1e-5)
-    moved = data.shift_batch(x, 2.0, torch.Generator().manual_seed(0))
+    shifts = data.random_affines(3, 2.0, 0, 0, 0, torch.Generator().manual_seed(0))
+    moved = data.affine_by(x, shifts)
     assert moved.shape == x.shape and not torch.allclose(moved, x)
     # background stays background after the shift
     assert moved[:, :, 0, 0].allclose(torch.full((3, 1), -data.MEAN / data.STD), atol=1e-5)
@@ -173,7 +174,11 @@ def test_affine_maps_without_warps_are_the_shifts():
     assert torch.equal(theta[:, :, 2], shifts)  # the same draws, in the same order
     assert torch.equal(theta[:, :, :2], torch.eye(2).expand(6, 2, 2))
     x = data.normalize(torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8))
-    assert torch.equal(data.affine_by(x, theta), data.shift_by(x, shifts))
+    # a whole-pixel shift moves the pixels (x by +2: content 2 columns to the left, as
+    # affine_grid maps output to input coordinates)
+    theta[:, :, 2] = torch.tensor([2.0, 0.0])
+    moved = data.affine_by(x, theta)
+    assert torch.allclose(moved[..., :-2], x[..., 2:], atol=1e-5)
 
 
 def test_affine_maps_stay_within_their_ranges():
