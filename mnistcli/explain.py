@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -142,14 +142,7 @@ class DeletionResult:
         return self.drop_salient / self.drop_random if self.drop_random > 0 else math.inf
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "images": self.images,
-            "fraction": self.fraction,
-            "drop_salient": self.drop_salient,
-            "drop_random": self.drop_random,
-            "repeats": self.repeats,
-            "ratio": self.ratio,
-        }
+        return {**asdict(self), "ratio": self.ratio}
 
 
 def deletion_test(

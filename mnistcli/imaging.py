@@ -508,23 +508,26 @@ def stroke_width(ink: np.ndarray) -> float:
     return 2 * float(ink.sum(dtype=np.float64)) / edge if edge > 0 else 0.0
 
 
-def box_stroke_width(ink: np.ndarray, fine: np.ndarray | None = None) -> float:
+def box_stroke_width(ink: np.ndarray) -> float:
     """stroke_width of `ink` once fitted to the 20 px box, in box pixels, measured on it fitted
-    to a box STROKE_SCALE times finer (`fine`, when already made): the width it was drawn with,
-    before the blur of reducing it to 20 px (a 28x28 MNIST digit measures as it is)."""
-    if fine is None:
-        fine = fit_box(ink, BOX * STROKE_SCALE)
-    return _box_width(fine)
+    to a box STROKE_SCALE times finer: the width it was drawn with, before the blur of reducing
+    it to 20 px (a 28x28 MNIST digit measures as it is)."""
+    return _box_width(fit_box(ink, BOX * STROKE_SCALE))
 
 
 def _box_width(fine: np.ndarray) -> float:
     """stroke_width of fine ink, in pixels of the 20 px box it will be fitted to (its ink's
     longer side becomes BOX pixels); 0.0 without ink."""
-    rows, cols = np.flatnonzero(fine.any(1)), np.flatnonzero(fine.any(0))
+    crop = _crop_to_ink(fine)
+    return 0.0 if crop is None else stroke_width(crop) * BOX / max(crop.shape)
+
+
+def _crop_to_ink(ink: np.ndarray) -> np.ndarray | None:
+    """The smallest box holding every non-zero pixel; None when there is none."""
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
     if not len(rows):
-        return 0.0
-    crop = fine[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return stroke_width(crop) * BOX / max(crop.shape)
+        return None
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def _disk_filter(ink: np.ndarray, radius: int, grow: bool) -> np.ndarray:
@@ -554,7 +557,7 @@ def fit_box_with_stroke(crop: np.ndarray) -> np.ndarray:
     A digit inside the range comes out exactly as fit_box makes it."""
     digit = fit_box(crop)
     fine = fit_box(crop, BOX * STROKE_SCALE)
-    width = box_stroke_width(crop, fine)
+    width = _box_width(fine)
     lo, hi = STROKE_RANGE
     if width == 0 or lo <= width <= hi:
         return digit
@@ -588,9 +591,10 @@ def _blend_to(before: np.ndarray, after: np.ndarray, target: float, grow: bool) 
 
 
 def _refit(fine: np.ndarray) -> np.ndarray:
-    """Fine ink cropped to its ink and fitted to the box."""
-    rows, cols = np.flatnonzero(fine.any(1)), np.flatnonzero(fine.any(0))
-    return fit_box(fine[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    """Fine ink (never blank here) cropped to its ink and fitted to the box."""
+    crop = _crop_to_ink(fine)
+    assert crop is not None
+    return fit_box(crop)
 
 
 def centre_of_mass(ink: np.ndarray) -> tuple[float, float]:
