@@ -383,7 +383,7 @@ def with_normalisation(model: nn.Module) -> nn.Module:
     """`model` behind the training normalisation: its input is pixels / 255 (the contract)."""
     from torch import nn
 
-    from mnistcli.data import MEAN, STD
+    from mnistcli.data import standardise
 
     class Normalised(nn.Module):
         def __init__(self, net: nn.Module) -> None:
@@ -391,7 +391,7 @@ def with_normalisation(model: nn.Module) -> nn.Module:
             self.net = net
 
         def forward(self, image: torch.Tensor) -> torch.Tensor:
-            return self.net((image - MEAN) / STD)
+            return self.net(standardise(image))
 
     return Normalised(model).eval()
 

@@ -93,10 +93,10 @@ class TorchBackend:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        from mnistcli.data import MEAN, STD
+        from mnistcli.data import standardise
 
         with torch.inference_mode():
-            x = (torch.from_numpy(batch).to(self.device) - MEAN) / STD  # not in place: batch stays
+            x = standardise(torch.from_numpy(batch).to(self.device))
             return self.model(x).float().cpu().numpy()
 
 
