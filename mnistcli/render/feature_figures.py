@@ -4,7 +4,6 @@ pillow in the colour scales of the terminal view."""
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from mnistcli.errors import OutputError
 from mnistcli.explain import Activations, LayerActivation
 from mnistcli.files import write_atomic
 from mnistcli.render.colorscale import Scale
-from mnistcli.render.figures import INK, font
+from mnistcli.render.figures import INK, font, png_bytes
 
 BACKGROUND = (255, 255, 255)
 MAP_PX = 84  # each feature map is drawn this many pixels wide
@@ -61,7 +60,7 @@ def feature_maps_png(acts: Activations) -> bytes:
     top = PAD
     for layer in layers:
         top = _draw_layer(canvas, draw, layer, top)
-    return _png(canvas)
+    return png_bytes(canvas)
 
 
 def filters_png(acts: Activations) -> bytes:
@@ -84,13 +83,7 @@ def filters_png(acts: Activations) -> bytes:
         x, y = PAD + col * (size + 2 * PAD), TITLE_PX + row * (size + 2 * PAD + 18)
         draw.text((x + size // 2, y), str(i), fill=INK, font=font(13), anchor="mt")
         canvas.paste(_tile(w, scale, size), (x, y + 16))
-    return _png(canvas)
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(canvas)
 
 
 def save_feature_figures(acts: Activations, folder: Path) -> list[Path]:

@@ -128,6 +128,11 @@ def save_curves(history: Sequence[EpochStats], path: Path) -> None:
 
 def save_png(image: Image.Image, path: Path) -> None:
     """Encode in memory, then write atomically (a PNG is never left half-written)."""
+    write_atomic(path, png_bytes(image))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The image encoded as PNG, in memory."""
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    write_atomic(path, buf.getvalue())
+    return buf.getvalue()
