@@ -634,17 +634,35 @@ def test_stroke_width_measures_drawn_strokes():
     assert imaging.stroke_width(np.zeros((20, 20), np.float32)) == 0.0
 
 
-def test_strokes_outside_mnists_range_are_brought_to_its_ends():
+def test_strokes_outside_mnists_range_are_brought_back():
+    """A fine pen is thickened to MNIST's median width, a marker thinned to the range's top."""
     lo, hi = imaging.STROKE_RANGE
-    for pen in (4, 24):  # a fine pen and a marker
+    for pen, target in ((4, imaging.STROKE_MEDIAN), (24, hi)):  # a fine pen and a marker
         before = imaging.box_stroke_width(_ring(pen))
         after = imaging.box_stroke_width(imaging.fit_box_with_stroke(_ring(pen)))
         assert not lo <= before <= hi
-        assert lo - 0.25 <= after <= hi + 0.25, (pen, before, after)
+        assert abs(after - target) <= 0.25, (pen, before, after)
         assert abs(after - before) > 0.5
     inside = _ring(12)
     assert lo <= imaging.box_stroke_width(inside) <= hi
     assert np.array_equal(imaging.fit_box_with_stroke(inside), imaging.fit_box(inside))
+
+
+def test_stroke_range_is_mnists_own(real_mnist):
+    """STROKE_RANGE and STROKE_MEDIAN are what preprocess measures on MNIST's training digits
+    (2.5th, 50th and 97.5th percentiles), so the correction leaves typical digits alone."""
+    pick = np.random.default_rng(0).choice(len(real_mnist.train_images), 1500, replace=False)
+    digits = real_mnist.train_images.numpy()[pick]  # (alternate digits differ: not a stride)
+    widths = []
+    for digit in digits:
+        gray, inverted = imaging.make_ink_bright(imaging.to_grayscale(Image.fromarray(digit)))
+        crop = imaging.ink_crop(gray)
+        assert crop is not None and not inverted
+        widths.append(imaging.box_stroke_width(crop))
+    lo, mid, hi = np.percentile(widths, [2.5, 50, 97.5])
+    assert abs(lo - imaging.STROKE_RANGE[0]) < 0.08
+    assert abs(mid - imaging.STROKE_MEDIAN) < 0.08
+    assert abs(hi - imaging.STROKE_RANGE[1]) < 0.15
 
 
 def test_marker_drawn_mnist_digits_come_out_with_mnists_stroke_width(real_mnist, monkeypatch):
