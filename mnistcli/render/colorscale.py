@@ -15,6 +15,11 @@ SHADES = " ░▒▓█"  # without colour: magnitude only, darkest first
 SIGNED_SHADES = "-= +#"  # without colour, signed scales: strongly negative ... strongly positive
 
 
+def shade(t: float) -> str:
+    """The SHADES glyph for a magnitude `t` in 0..1 (clipped)."""
+    return SHADES[min(len(SHADES) - 1, int(max(0.0, t) * len(SHADES)))]
+
+
 def _along(stops: tuple[RGB, ...], t: float) -> RGB:
     """The colour a fraction `t` (0..1) along piecewise-linear `stops`."""
     t = min(1.0, max(0.0, t)) * (len(stops) - 1)
@@ -59,7 +64,7 @@ class Scale:
         if self.signed:
             index = 2 if abs(t) < 0.15 else 0 if t < -0.5 else 1 if t < 0 else 3 if t < 0.5 else 4
             return SIGNED_SHADES[index]
-        return SHADES[min(len(SHADES) - 1, int(t * len(SHADES)))]
+        return shade(t)
 
     def legend(self) -> str:
         """What the glyphs or colours mean, in one line."""

@@ -3,19 +3,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar
 
 from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
+from mnistcli.render.colorscale import shade
+
 SIDE = 28
 INK_THRESHOLD = 100  # uint8 level from which a pixel counts as ink in "blocks"
 HALF_BLOCKS = {(False, False): " ", (True, False): "▀", (False, True): "▄", (True, True): "█"}
-RAMP = " ░▒▓█"  # "shades", darkest (background) first
 
 Plain = Literal["blocks", "shades"]
+V = TypeVar("V")
+
+
+def half_block_lines(rows: Sequence[Sequence[V]], colour: Callable[[V], Color]) -> list[Text]:
+    """Two pixel rows per line of "▀" cells: the upper pixel's colour in front, the lower one's
+    behind (the terminal's own background under an odd last row). Every colour picture in the
+    terminal views is drawn this way."""
+    lines = []
+    for i in range(0, len(rows), 2):
+        top, bottom = rows[i], rows[i + 1] if i + 1 < len(rows) else None
+        line = Text()
+        for j, value in enumerate(top):
+            below = None if bottom is None else colour(bottom[j])
+            line.append("▀", Style(color=colour(value), bgcolor=below))
+        lines.append(line)
+    return lines
 
 
 def digit_rows(pixels: Any, *, color: bool, crop: int = 0, plain: Plain = "blocks") -> list[Text]:
@@ -33,18 +50,14 @@ def digit_rows(pixels: Any, *, color: bool, crop: int = 0, plain: Plain = "block
     else:  # row by row, as metrics.Mistake.pixels holds it
         rows = [values[i : i + SIDE] for i in range(0, len(values), SIDE)]
     rows = [r[crop : len(r) - crop] for r in rows[crop : len(rows) - crop]]
-    if not color and plain == "shades":
-        return [Text("".join(RAMP[v * len(RAMP) // 256] * 2 for v in row)) for row in rows]
+    if color:
+        return half_block_lines(rows, lambda v: Color.from_rgb(v, v, v))
+    if plain == "shades":
+        return [Text("".join(shade(v / 256) * 2 for v in row)) for row in rows]
     if len(rows) % 2:
         rows.append([0] * len(rows[0]))
-    lines: list[Text] = []
-    for top, bottom in zip(rows[0::2], rows[1::2], strict=True):
-        line = Text()
-        for t, b in zip(top, bottom, strict=True):
-            if color:
-                grey = Style(color=Color.from_rgb(t, t, t), bgcolor=Color.from_rgb(b, b, b))
-                line.append("▀", grey)
-            else:
-                line.append(HALF_BLOCKS[t >= INK_THRESHOLD, b >= INK_THRESHOLD])
-        lines.append(line)
-    return lines
+    ink = [[v >= INK_THRESHOLD for v in row] for row in rows]
+    return [
+        Text("".join(HALF_BLOCKS[t, b] for t, b in zip(top, bottom, strict=True)))
+        for top, bottom in zip(ink[0::2], ink[1::2], strict=True)
+    ]

@@ -15,10 +15,12 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistcli.predict import Prediction
-from mnistcli.render.colorscale import SHADES, heat
+from mnistcli.render.colorscale import heat, shade
+from mnistcli.render.digits import half_block_lines
 from mnistcli.render.predict_view import (
     CHART_WIDTH,
     digit_art,
+    framed,
     headline,
     predictions_table,
     summary_line,
@@ -56,28 +58,19 @@ def saliency_art(pixels: torch.Tensor, saliency: torch.Tensor, *, color: bool) -
     grey = [[int(v) for v in row] for row in pixels.tolist()]
     top = display_max(saliency)
     sal = [[v / top for v in row] for row in saliency.tolist()]
-    lines: list[Text] = []
-    if not color:
-        for row in sal:
-            lines.append(Text("".join(SHADES[min(4, int(min(v, 1.0) * 5))] * 2 for v in row)))
-        return Text("\n", no_wrap=True, overflow="crop").join(lines)
-    for i in range(0, len(sal), 2):
-        line = Text()
-        for j in range(len(sal[i])):
-            upper = Color.from_rgb(*_blend(grey[i][j], sal[i][j]))
-            lower = Color.from_rgb(*_blend(grey[i + 1][j], sal[i + 1][j]))
-            line.append("▀", f"{upper.name} on {lower.name}")
-        lines.append(line)
+    if color:
+        both = [list(zip(g, v, strict=True)) for g, v in zip(grey, sal, strict=True)]
+        lines = half_block_lines(both, lambda p: Color.from_rgb(*_blend(*p)))
+    else:
+        lines = [Text("".join(shade(min(v, 1.0)) * 2 for v in row)) for row in sal]
     return Text("\n", no_wrap=True, overflow="crop").join(lines)
 
 
 def _pair(pred: Prediction, saliency: torch.Tensor, *, color: bool, width: int) -> RenderableType:
     """The input and its saliency, side by side (or one above the other when narrow)."""
-    digit = digit_art(pred.pixels, color=color)
-    sal = saliency_art(pred.pixels, saliency, color=color)
-    side = max(line.cell_len for line in digit.split()) + 2
-    left = Panel(digit, padding=0, width=side, subtitle="28x28 input")
-    right = Panel(sal, padding=0, width=side, subtitle=f"why {pred.digit}")
+    left = framed(digit_art(pred.pixels, color=color))
+    right = framed(saliency_art(pred.pixels, saliency, color=color), f"why {pred.digit}")
+    side = left.width or 0
     if 2 * side + 1 <= width:
         grid = Table.grid(padding=(0, 1))
         grid.add_row(left, right)

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from mnistcli.explain import Activations, LayerActivation
 from mnistcli.render.colorscale import Scale, diverging, heat
+from mnistcli.render.digits import half_block_lines
 from mnistcli.render.predict_view import bar, pct
 
 if TYPE_CHECKING:
@@ -39,18 +40,13 @@ def _rgb(rgb: tuple[int, int, int]) -> Color:
 def map_lines(image: list[list[float]], scale: Scale, *, color: bool) -> list[Text]:
     """One (h, w) map as ceil(h/2) lines of w cells: two pixel rows per line."""
     rows = [list(r) for r in image]
+    if color:
+        return half_block_lines(rows, lambda v: _rgb(scale.rgb(v)))
     lines = []
-    for i in range(0, len(rows), 2):
+    for i in range(0, len(rows), 2):  # the mean of the two pixels' magnitudes, as a glyph
         top, bottom = rows[i], rows[i + 1] if i + 1 < len(rows) else None
-        line = Text()
-        for j, value in enumerate(top):
-            if color:
-                below = None if bottom is None else _rgb(scale.rgb(bottom[j]))
-                line.append("▀", Style(color=_rgb(scale.rgb(value)), bgcolor=below))
-            else:
-                mean = value if bottom is None else (value + bottom[j]) / 2
-                line.append(scale.glyph(mean))
-        lines.append(line)
+        line = (v if bottom is None else (v + bottom[j]) / 2 for j, v in enumerate(top))
+        lines.append(Text("".join(scale.glyph(mean) for mean in line)))
     return lines
 
 

@@ -69,7 +69,7 @@ def prediction_panel(pred: Prediction, *, show: bool, color: bool, width: int = 
     if pred.digit is None:
         body = headline(pred)
     if show and pred.pixels is not None:
-        frame = _framed(pred.pixels, color=color)
+        frame = framed(digit_art(pred.pixels, color=color))
         if (frame.width or 0) + 3 + CHART_WIDTH + 4 <= width:
             grid = Table.grid(padding=(0, 3))
             grid.add_column(width=frame.width, no_wrap=True)
@@ -88,15 +88,10 @@ def digit_art(pixels: np.ndarray, *, color: bool) -> Text:
     return Text("\n", no_wrap=True, overflow="crop").join(rows)
 
 
-def _framed(pixels: np.ndarray, *, color: bool) -> Panel:
-    """The 28x28 input in a thin frame, so its edges (and the centring) are visible."""
-    art = digit_art(pixels, color=color)
-    return Panel(art, padding=0, width=_art_width(art), subtitle="28x28 input")
-
-
-def _art_width(art: Text) -> int:
-    """Columns of a framed digit: its widest line and the two sides of the frame."""
-    return max(line.cell_len for line in art.split()) + 2
+def framed(art: Text, subtitle: str | Text = "28x28 input") -> Panel:
+    """A drawn picture in a thin frame just its size, so its edges (and the centring) show."""
+    width = max(line.cell_len for line in art.split()) + 2  # the widest line and two sides
+    return Panel(art, padding=0, width=width, subtitle=subtitle)
 
 
 def predictions_table(preds: Sequence[Prediction]) -> Table:
@@ -131,17 +126,9 @@ def gallery(preds: Sequence[Prediction], *, color: bool) -> Columns:
         if pred.pixels is None or pred.digit is None:
             continue  # failed, or a blank canvas: nothing to see
         guess = f"{pred.digit} {pct(pred.probability or 0)}"
-        art = digit_art(pred.pixels, color=color)
-        width = _art_width(art)
-        cells.append(
-            Panel(
-                art,
-                title=Text(_short(pred.path, width - 6)),
-                subtitle=Text(guess),
-                padding=0,
-                width=width,
-            )
-        )
+        cell = framed(digit_art(pred.pixels, color=color), Text(guess))
+        cell.title = Text(_short(pred.path, (cell.width or 0) - 6))
+        cells.append(cell)
     return Columns(cells, padding=(0, 1))
 
 
