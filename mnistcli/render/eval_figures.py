@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 
 from mnistcli.errors import OutputError
 from mnistcli.metrics import EvalReport, Mistake
+from mnistcli.render.console import percent
 from mnistcli.render.figures import INK, font, save_png
 from mnistcli.runs import eval_paths, write_json
 
@@ -116,7 +117,7 @@ def save_misclassified_png(mistakes: Sequence[Mistake], path: Path, title: str) 
         image.paste(digit.convert("RGB"), (x0, y0))
         draw.text(
             (x0 + tile // 2, y0 + tile + 3),
-            f"{m.true} -> {m.pred}  {100 * m.confidence:.0f}%",
+            f"{m.true} -> {m.pred}  {percent(m.confidence, 0)}",
             fill=ERROR_RGB,
             font=f_caption,
             anchor="mt",
@@ -138,7 +139,7 @@ def save_eval_files(report: EvalReport, folder: Path) -> list[Path]:
         save_confusion_png(
             result.confusion,
             files.matrix,
-            f"{title}: accuracy {100 * result.accuracy:.2f}% (n={result.n:,})",
+            f"{title}: accuracy {percent(result.accuracy)} (n={result.n:,})",
         )
         if result.mistakes:
             save_misclassified_png(

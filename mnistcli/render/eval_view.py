@@ -73,8 +73,8 @@ def summary_table(
     ci = ev.interval
     table.add_row(
         "accuracy",
-        f"[bold]{100 * ev.accuracy:.2f}%[/]  {100 * ci.level:.0f}% CI "
-        f"{100 * ci.low:.2f}% to {100 * ci.high:.2f}% (Wilson score interval)",
+        f"[bold]{percent(ev.accuracy)}[/]  {percent(ci.level, 0)} CI "
+        f"{percent(ci.low)} to {percent(ci.high)} (Wilson score interval)",
     )
     per_error = 100 / ev.n if ev.n else 0.0
     table.add_row(
@@ -166,7 +166,7 @@ def pairs_text(ev: Evaluation) -> Text:
     width = max(len(f"{p.count:,}") for p in ev.pairs)
     for pair in ev.pairs:
         support = ev.per_class[pair.true].support
-        share = f"{100 * pair.count / support:.2f}% of all {pair.true}s" if support else ""
+        share = f"{percent(pair.count / support)} of all {pair.true}s" if support else ""
         out.append(f"  {pair.true} -> {pair.pred}  ")
         out.append(f"{pair.count:>{width},}", style="bold")
         out.append(f"   ({share})\n" if share else "\n")
@@ -187,7 +187,7 @@ def gallery(mistakes: Sequence[Mistake], errors: int, width: int, *, color: bool
         chunk = mistakes[start : start + per_row]
         drawn = tiles[start : start + per_row]
         captions = [
-            Text(f"{m.true} -> {m.pred}  {100 * m.confidence:.0f}%  #{m.index}"[:w].ljust(w))
+            Text(f"{m.true} -> {m.pred}  {percent(m.confidence, 0)}  #{m.index}"[:w].ljust(w))
             for m in chunk
         ]
         for r in range(len(drawn[0])):

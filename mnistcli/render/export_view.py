@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 
 from mnistcli.export import ExportResult
+from mnistcli.render.console import percent
 
 READERS = {"onnx": "onnxruntime", "safetensors": "safetensors", "pt2": "torch.export"}
 
@@ -17,8 +18,8 @@ def export_lines(result: ExportResult) -> str:
     return "\n".join(
         [
             f"[bold green]wrote[/] {files} ({result.format}, {result.bytes / 2**20:.2f} MiB)",
-            f"self-check on {check.n:,} test digits: PyTorch {check.torch_accuracy:.2%}, "
-            f"{reader} {check.export_accuracy:.2%}; max |logit difference| "
+            f"self-check on {check.n:,} test digits: PyTorch {percent(check.torch_accuracy)}, "
+            f"{reader} {percent(check.export_accuracy)}; max |logit difference| "
             f"{check.max_abs_diff:.1e} (limit {check.tolerance:.0e}), "
             f"{check.mismatches} predicted digits differ",
         ]

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from mnistcli.explain import Activations, LayerActivation
 from mnistcli.render.colorscale import Scale, diverging, heat
+from mnistcli.render.console import percent
 from mnistcli.render.digits import half_block_lines
 from mnistcli.render.predict_view import bar, pct
 
@@ -195,7 +196,7 @@ def title(layer: LayerActivation, before: tuple[int, ...], last: bool) -> Render
     shape = "(" + ", ".join(str(d) for d in layer.shape) + ")"
     text = Text(f"{layer.name}  {layer.type}  {shape}", style="bold")
     text.append(
-        f"   mean {layer.mean:.3g}  max {layer.max:.3g}  zero {layer.fraction_zero:.0%}",
+        f"   mean {layer.mean:.3g}  max {layer.max:.3g}  zero {percent(layer.fraction_zero, 0)}",
         style="dim",
     )
     return Group(text, Text(describe(layer, before, last), style="italic"))

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistcli.render.charts import curves
-from mnistcli.render.console import is_color
+from mnistcli.render.console import is_color, percent
 from mnistcli.render.figures import save_curves
 from mnistcli.train import (
     BatchDone,
@@ -65,8 +65,8 @@ def epoch_line(e: EpochDone) -> str:
         else ""
     )
     return (
-        f"epoch {s.epoch:>2}  train loss {s.train_loss:.4f} acc {100 * s.train_acc:6.2f}%  "
-        f"val loss {s.val_loss:.4f} acc {100 * s.val_acc:6.2f}%  lr {s.lr:.2e}  "
+        f"epoch {s.epoch:>2}  train loss {s.train_loss:.4f} acc {percent(s.train_acc):>7}  "
+        f"val loss {s.val_loss:.4f} acc {percent(s.val_acc):>7}  lr {s.lr:.2e}  "
         f"{s.seconds:5.1f}s  {s.samples_per_s:,.0f} img/s{mark}"
     )
 
@@ -93,9 +93,9 @@ def epochs_table(
         table.add_row(
             str(s.epoch),
             f"{s.train_loss:.4f}",
-            f"{100 * s.train_acc:.2f}%",
+            percent(s.train_acc),
             f"{s.val_loss:.4f}",
-            f"{100 * s.val_acc:.2f}%",
+            percent(s.val_acc),
             f"{s.lr:.1e}",
             f"{s.seconds:.1f}s",
             f"{s.samples_per_s:,.0f}",
@@ -141,7 +141,7 @@ class PlainView(CurvesFile):
             self.err.print(escape(describe_run(event)), soft_wrap=True)
             for s in event.history:
                 self.err.print(
-                    f"epoch {s.epoch:>2}  (from the checkpoint) val acc {100 * s.val_acc:.2f}%"
+                    f"epoch {s.epoch:>2}  (from the checkpoint) val acc {percent(s.val_acc)}"
                 )
         elif isinstance(event, EpochDone):
             self.err.print(epoch_line(event), soft_wrap=True)
@@ -258,7 +258,7 @@ def _event_text(event: EarlyStopped | TestDone) -> str:
         )
     return (
         f"test set ({event.n:,} images) on the restored best model: "
-        f"acc {100 * event.test_acc:.2f}%, loss {event.test_loss:.4f}"
+        f"acc {percent(event.test_acc)}, loss {event.test_loss:.4f}"
     )
 
 
@@ -277,14 +277,14 @@ def summary_table(result: TrainResult) -> Table:
     table.add_row(
         "best epoch",
         f"{result.best_epoch} (validation acc "
-        f"{100 * result.best_val_acc:.2f}%, loss {result.best_val_loss:.4f})"
+        f"{percent(result.best_val_acc)}, loss {result.best_val_loss:.4f})"
         if result.best_epoch
         else "none yet (no epoch finished)",
     )
     if result.test_acc is not None:
         table.add_row(
             "test accuracy",
-            f"{100 * result.test_acc:.2f}% (loss {result.test_loss:.4f}, best model restored)",
+            f"{percent(result.test_acc)} (loss {result.test_loss:.4f}, best model restored)",
         )
     table.add_row("elapsed", f"{result.seconds:.1f} s on {result.device}")
     table.add_row(
