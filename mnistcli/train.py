@@ -114,9 +114,7 @@ class EarlyStopped:
 
 @dataclass(frozen=True)
 class TestDone:
-    test_loss: float
-    test_acc: float
-    n: int
+    score: TestScore
 
 
 Event = RunStarted | EpochStarted | BatchDone | EpochDone | EarlyStopped | TestDone
@@ -126,7 +124,7 @@ Event = RunStarted | EpochStarted | BatchDone | EpochDone | EarlyStopped | TestD
 class TrainResult:
     run_dir: Path
     device: str
-    stop_reason: str  # "completed", "early_stop", "interrupted"
+    stop_reason: str  # "completed", "early_stop", "interrupted" ("running" in metrics.json)
     epochs_run: int
     best_epoch: int
     best_val_acc: float
@@ -306,20 +304,13 @@ class Run:
             interrupted_at=interrupted_at,
         )
 
-    def write_metrics(self, reason: str, test: TestScore | None = None) -> None:
+    def write_metrics(self, result: TrainResult) -> None:
+        """metrics.csv and metrics.json: the history, and `result` as the summary (without the
+        history again) with the run's hyper-parameters."""
         if not self.world.is_main:
             return
-        acc, loss = self.state.best.reported()
-        summary = {
-            "stop_reason": reason,
-            "best_epoch": self.state.best.epoch,
-            "best_val_acc": acc,
-            "best_val_loss": loss,
-            "test_acc": test.acc if test else None,
-            "test_loss": test.loss if test else None,
-            "device": str(self.device),
-            "hyper": self.hyper.to_dict(),
-        }
+        summary = {k: v for k, v in result.to_dict().items() if k != "history"}
+        summary["hyper"] = self.hyper.to_dict()
         runs.write_metrics(self.run_dir, self.state.history, summary)
 
 
@@ -482,7 +473,7 @@ def run_epoch(run: Run) -> bool:
         run.best_state = ckpt.state_dict_copy(run.validated)
         run.save(run.checkpoint("best"))
     run.save(run.checkpoint("last"))
-    run.write_metrics("running")
+    run.write_metrics(run.result("running"))
     run.emit(
         EpochDone(
             stats=stats,
@@ -498,8 +489,9 @@ def run_epoch(run: Run) -> bool:
 
 def stop_run(run: Run, at: tuple[int, int]) -> TrainResult:
     """Asked to stop: last.pt is saved; metrics.json says so. `at`: (epoch, batch)."""
-    run.write_metrics("interrupted")
-    return run.result("interrupted", interrupted_at=at)
+    result = run.result("interrupted", interrupted_at=at)
+    run.write_metrics(result)
+    return result
 
 
 def finish_run(run: Run, reason: str) -> TrainResult:
@@ -510,13 +502,14 @@ def finish_run(run: Run, reason: str) -> TrainResult:
     ckpt.load_weights(run.model, run.best_state, run.run_dir / "best.pt")
     test_set = make_tensors(run.mnist.test_images, run.mnist.test_labels, run.device)
     test_loss, test_acc = _loss_and_accuracy(run, test_set, run.model)
-    run.emit(TestDone(test_loss=test_loss, test_acc=test_acc, n=len(test_set)))
     test = TestScore(loss=test_loss, acc=test_acc, n=len(test_set))
+    run.emit(TestDone(test))
     for checkpoint in (run.checkpoint("best"), last):
         done = replace(checkpoint.meta, finished=True, stop_reason=reason, test=test)
         run.save(replace(checkpoint, meta=done))
-    run.write_metrics(reason, test)
-    return run.result(reason, test)
+    result = run.result(reason, test)
+    run.write_metrics(result)
+    return result
 
 
 def patience_exhausted(epochs_without_gain: int, patience: int) -> bool:

@@ -257,8 +257,8 @@ def _event_text(event: EarlyStopped | TestDone) -> str:
             f"best epoch {event.best_epoch}"
         )
     return (
-        f"test set ({event.n:,} images) on the restored best model: "
-        f"acc {percent(event.test_acc)}, loss {event.test_loss:.4f}"
+        f"test set ({event.score.n:,} images) on the restored best model: "
+        f"acc {percent(event.score.acc)}, loss {event.score.loss:.4f}"
     )
 
 
