@@ -12,7 +12,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -463,37 +463,45 @@ def validate(values: Mapping[str, Setting]) -> None:
 # Typed settings built from resolved values
 
 
+def _default(section: str) -> Callable[[str], Any]:
+    """The dataclasses' field defaults, read from SCHEMA (the one home of every default)."""
+    return lambda key: SCHEMA[section][key].default
+
+
+_top, _data, _train = _default(""), _default("data"), _default("train")
+
+
 @dataclass(frozen=True)
 class DataSettings:
     """Where MNIST lives and how the validation split is cut."""
 
     root: Path
     mirrors: tuple[str, ...]
-    val_size: int = 5000
+    val_size: int = _data("val_size")
 
 
 @dataclass(frozen=True)
 class HyperParams:
     """Everything that defines a training run's result; stored in every checkpoint."""
 
-    model: str = "simplecnn"
-    recipe: str = "reference"
-    epochs: int = 20
-    patience: int = 3
-    batch_size: int = 64
-    lr: float = 1e-3
-    schedule: str = "constant"
-    augment: float = 0.0  # largest random shift, pixels (0: none)
-    rotate: float = 0.0  # largest random rotation, degrees (0: none)
-    scale: float = 0.0  # largest random change of size, a fraction (0.1: 0.9-1.1x; 0: none)
-    shear: float = 0.0  # largest random shear, degrees (0: none)
-    label_smoothing: float = 0.0  # F.cross_entropy's label_smoothing (0: none)
-    elastic: float = 0.0  # elastic distortion's alpha, pixels (Simard et al.: 34; 0: none)
-    ema: float = 0.0  # decay of the weights' moving average, per step (0: none)
-    precision: str = "fp32"  # fp32, bf16 (autocast) or auto
-    seed: int = 0
-    val_size: int = 5000
-    limit: int = 0  # training images used, 0 for all
+    model: str = _train("model")
+    recipe: str = _train("recipe")
+    epochs: int = _train("epochs")
+    patience: int = _train("patience")
+    batch_size: int = _train("batch_size")
+    lr: float = _train("lr")
+    schedule: str = _train("schedule")
+    augment: float = _train("augment")  # largest random shift, pixels (0: none)
+    rotate: float = _train("rotate")  # largest random rotation, degrees (0: none)
+    scale: float = _train("scale")  # largest random change of size (0.1: 0.9-1.1x; 0: none)
+    shear: float = _train("shear")  # largest random shear, degrees (0: none)
+    label_smoothing: float = _train("label_smoothing")  # F.cross_entropy's (0: none)
+    elastic: float = _train("elastic")  # distortion's alpha, px (Simard et al.: 34; 0: none)
+    ema: float = _train("ema")  # decay of the weights' moving average, per step (0: none)
+    precision: str = _train("precision")  # fp32, bf16 (autocast) or auto
+    seed: int = _train("seed")
+    val_size: int = _data("val_size")
+    limit: int = _train("limit")  # training images used, 0 for all
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -510,11 +518,11 @@ class TrainSettings:
 
     hyper: HyperParams
     data: DataSettings
-    device: str = "auto"
-    runs_dir: Path = Path("runs")
+    device: str = _top("device")
+    runs_dir: Path = Path(_top("runs_dir"))
     name: str | None = None
     resume: str | None = None
-    threads: int = 0
+    threads: int = _train("threads")
     compile: bool = False  # torch.compile the training forward pass
     explicit: tuple[str, ...] = field(default=())  # keys set by a flag (resume checks them)
 

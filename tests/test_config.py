@@ -136,3 +136,17 @@ def test_help_defaults_come_from_the_schema():
     assert SCHEMA["train"]["epochs"].default == RECIPES["reference"]["epochs"]
     for key in ("train.epochs", "train.patience", "train.lr", "data.val_size", "runs_dir"):
         assert f"[default: {default_text(key)}]" in text, key
+
+
+def test_settings_defaults_are_the_schemas(tmp_path):
+    """The typed settings take their defaults from SCHEMA, and resolving nothing gives them."""
+    import dataclasses
+
+    from mnistcli.config import SCHEMA, DataSettings, HyperParams
+
+    for f in dataclasses.fields(HyperParams):
+        section = "data" if f.name == "val_size" else "train"
+        assert f.default == SCHEMA[section][f.name].default, f.name
+    assert DataSettings(Path("."), ()).val_size == SCHEMA["data"]["val_size"].default
+    resolved = train_settings(resolve({}, env={}, cwd=tmp_path))
+    assert resolved.hyper == HyperParams()
