@@ -127,6 +127,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "label_smoothing": Spec(float, 0.0),
         "elastic": Spec(float, 0.0),
         "ema": Spec(float, 0.0),
+        "clean_epochs": Spec(int, 0),
         "precision": Spec(str, _REFERENCE["precision"], "--precision"),
         "seed": Spec(int, 0, "--seed"),
         "limit": Spec(int, 0, "--limit"),
@@ -423,6 +424,7 @@ def validate(values: Mapping[str, Setting]) -> None:
         need(key, math.isfinite(value) and 0 <= value <= top, f"it is {what}")
     ema = values["train.ema"].value
     need("train.ema", math.isfinite(ema) and 0 <= ema < 1, "it is a decay between 0 and 1 (0.999)")
+    need("train.clean_epochs", values["train.clean_epochs"].value >= 0, "it must be 0 or more")
     need("train.seed", 0 <= values["train.seed"].value < 2**63, "it must be a non-negative integer")
     need(
         "train.limit",
@@ -498,6 +500,7 @@ class HyperParams:
     label_smoothing: float = _train("label_smoothing")  # F.cross_entropy's (0: none)
     elastic: float = _train("elastic")  # distortion's alpha, px (Simard et al.: 34; 0: none)
     ema: float = _train("ema")  # decay of the weights' moving average, per step (0: none)
+    clean_epochs: int = _train("clean_epochs")  # the last epochs train on unaltered images
     precision: str = _train("precision")  # fp32, bf16 (autocast) or auto
     seed: int = _train("seed")
     val_size: int = _data("val_size")

@@ -592,7 +592,7 @@ def _stop_requested(run: Run, batches_done: int | None = None) -> bool:
 def _epoch_warps(run: Run, epoch: int, perm: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
     """This rank's augmentation for a whole epoch on the device: affine maps, (images, 2, 3)
     (with no rotation, scale or shear, pure shifts: the same draws as data.random_shifts), and
-    where batch b's start; None without augmentation.
+    where batch b's start; None without augmentation, and in the last `clean_epochs` epochs.
     Batch b's are drawn from (seed, epoch, b[, rank]) as they always were, on the CPU, and
     moved to the device once per epoch: no host-to-device copy (and so no wait for the GPU)
     per batch."""
@@ -600,7 +600,7 @@ def _epoch_warps(run: Run, epoch: int, perm: torch.Tensor) -> tuple[torch.Tensor
 
     hyper, world = run.hyper, run.world
     warps = (hyper.rotate, hyper.scale, hyper.shear)
-    if hyper.augment <= 0 and not any(warps) and hyper.elastic <= 0:
+    if (hyper.augment <= 0 and not any(warps) and hyper.elastic <= 0) or _clean(hyper, epoch):
         return None, []
     key = (world.rank,) if world.is_distributed else ()
     sizes = [
@@ -615,12 +615,17 @@ def _epoch_warps(run: Run, epoch: int, perm: torch.Tensor) -> tuple[torch.Tensor
     return torch.cat(parts).to(run.device), offsets
 
 
+def _clean(hyper: HyperParams, epoch: int) -> bool:
+    """Whether `epoch` (1-based) is one of the last `clean_epochs`: no augmentation in it."""
+    return epoch > hyper.epochs - hyper.clean_epochs
+
+
 def _elastic(run: Run, epoch: int, b: int, n: int) -> torch.Tensor | None:
     """Batch b's elastic displacement fields (hyper.elastic > 0), made on the device from a
     generator seeded by (seed, epoch, b[, rank]): no host-to-device copy, and a resumed run
     draws the same ones."""
 
-    if run.hyper.elastic <= 0:
+    if run.hyper.elastic <= 0 or _clean(run.hyper, epoch):
         return None
     key = (run.world.rank,) if run.world.is_distributed else ()
     generator = _generator(run.hyper.seed, epoch, b, *key, ELASTIC_STREAM, device=run.device)

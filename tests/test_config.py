@@ -72,6 +72,8 @@ def test_environment_typos_and_bad_values_are_errors(tmp_path):
         ({"device": "gpu"}, "use auto, cpu, cuda, cuda:N or mps"),
         ({"data.val_size": 0}, "data.val_size"),
         ({"train.recipe": "fsat"}, "did you mean 'fast'"),
+        ({"train.clean_epochs": -1}, "train.clean_epochs = -1"),
+        ({"train.rotate": 90.0}, "train.rotate"),
     ],
 )
 def test_range_checks_name_the_key_and_source(tmp_path, flags, fragment):

@@ -244,3 +244,22 @@ def test_a_refused_device_leaves_no_run_folder(tmp_path, tiny_mnist):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     with pytest.raises(ConfigError, match="at most 200"):
         run_folders.create_run(tmp_path / "runs", "a" * 300)
+
+
+def test_clean_epochs_train_on_unaltered_images(tmp_path, tiny_mnist):
+    """`clean_epochs`: the last epochs draw no warps. With every epoch clean, an augmented run
+    is the very run without augmentation; with the last one clean, the epochs before it are
+    those of the fully augmented run, and the last one differs."""
+
+    def history(**hyper):
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        settings = make_settings(folder, epochs=3, val_size=100, batch_size=50, **hyper)
+        return [(s.train_loss, s.val_acc) for s in trainer.train(settings, tiny_mnist).history]
+
+    warped = dict(augment=2.0, rotate=10.0)
+    plain = history()
+    assert history(**warped, clean_epochs=3) == plain
+    augmented = history(**warped)
+    last_clean = history(**warped, clean_epochs=1)
+    assert augmented != plain
+    assert last_clean[:2] == augmented[:2] and last_clean[2] != augmented[2]
