@@ -709,7 +709,8 @@ def predict(
     Each image is made like an MNIST digit: grayscale (transparency on white),
     inverted if the background is light, uneven lighting and contrast evened
     out (the lines of ruled or squared paper go black), cropped to the ink
-    (specks ignored), scaled into 20x20 and centred by its centre of mass in
+    (specks ignored), scaled into 20x20 (a stroke far thinner or thicker than
+    MNIST's brought back into its range) and centred by its centre of mass in
     28x28. A blank image says "no digit found". A file
     that cannot be read gets a one-line error, the others are still predicted,
     and the exit code is 1. --explain shows which pixels decided each digit.

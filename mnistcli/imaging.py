@@ -140,6 +140,8 @@ def open_image(path: Path) -> Image.Image:
     # a bare ValueError, truncated data an OSError or EOFError, bad headers SyntaxError or
     # struct.error).
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the system's, not a decoder's
+            raise ImageError(f"cannot read the file ({exc.strerror})", path) from None
         why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise ImageError(f"cannot decode the image ({why})", path) from None
 

@@ -447,8 +447,12 @@ def png_header(width: int, height: int) -> bytes:
         (lambda p: p.write_bytes(png_header(30000, 30000)), "decompression bomb"),
         (lambda p: p.write_bytes(_png(Image.new("L", (50, 50)))[:60]), "cannot decode"),
         (lambda p: p.mkdir(), "is a folder"),
+        (lambda p: p.symlink_to(p), "cannot read the file"),  # a link to itself: ELOOP
     ],
-    ids=["missing", "text", "empty", "ppm", "tga", "over-cap", "bomb-warn", "bomb", "trunc", "dir"],
+    ids=[
+        *("missing", "text", "empty", "ppm", "tga", "over-cap", "bomb-warn", "bomb", "trunc"),
+        *("dir", "link-loop"),
+    ],
 )
 def test_bad_files_are_one_line_image_errors_naming_the_file(tmp_path, make, message):
     path = tmp_path / "digit.png"
