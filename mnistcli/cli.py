@@ -85,6 +85,10 @@ def handles_errors(func: Command) -> Command:
         except BrokenPipeError:  # `mnistcli ... | head`: the reader left; nothing to report
             sys.stderr = None  # type: ignore[assignment]
             raise typer.Exit(1) from None
+        except OSError as exc:  # the last net: a file the system refused, on one line
+            where = f"{exc.filename}: " if exc.filename else ""
+            message = f"{where}{exc.strerror or exc}; check the path and its permissions"
+            raise fail(message, 1) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -361,20 +361,20 @@ def export_model(
     y = labels.numpy()
     reference = torch_logits(net, x)
     stored = export_metadata(meta, checkpoint, accuracy(reference, y), len(y))
-    with contextlib.ExitStack() as stack:
-        tmps = [stack.enter_context(staged(p)) for p in outputs(out, fmt)]
-        try:
+    try:
+        with contextlib.ExitStack() as stack:
+            tmps = [stack.enter_context(staged(p)) for p in outputs(out, fmt)]
             WRITERS[fmt](net, tmps, stored)
-        except OSError as exc:
-            raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
-        check = compare(reference, READERS[fmt](tmps)(x), y)
-        if not check.passed:
-            raise ExportError(
-                f"the {fmt} export does not reproduce {checkpoint}: max |logit difference| "
-                f"{check.max_abs_diff:.2e} (limit {TOLERANCE:.0e}), {check.mismatches} of "
-                f"{check.n} predicted digits differ; nothing was written"
-            )
-        size = sum(p.stat().st_size for p in tmps)
+            check = compare(reference, READERS[fmt](tmps)(x), y)
+            if not check.passed:
+                raise ExportError(
+                    f"the {fmt} export does not reproduce {checkpoint}: max |logit difference| "
+                    f"{check.max_abs_diff:.2e} (limit {TOLERANCE:.0e}), {check.mismatches} of "
+                    f"{check.n} predicted digits differ; nothing was written"
+                )
+            size = sum(p.stat().st_size for p in tmps)
+    except OSError as exc:  # creating, writing or renaming the files; nothing is left behind
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     files = outputs(out, fmt)
     return ExportResult(fmt, out, files, size, checkpoint, check, time.perf_counter() - start)
 

@@ -424,3 +424,19 @@ def test_a_real_terminal_gets_the_live_view(tmp_path, mnist_root):
     for fragment in ("┃ val acc ┃", "★ best", "loss   • train   ▞ val", "test set (10,000"):
         assert fragment in plain, fragment
     assert "epoch  1  train loss" not in plain  # not the plain per-epoch lines
+
+
+def test_an_unforeseen_os_error_is_one_line_and_exit_1(capsys):
+    """The last net under every command: an OSError nothing else caught (a file the system
+    refused) is one line naming the file, exit code 1, no traceback."""
+    from mnistcli.cli import handles_errors
+
+    @handles_errors
+    def command():
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/data/x.png")
+
+    with pytest.raises(typer.Exit) as info:
+        command()
+    assert info.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "/data/x.png: Permission denied" in err

@@ -4,6 +4,7 @@ input, and the README's onnxruntime example."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from mnistcli import export
 from mnistcli.checkpoint import load_model
 from mnistcli.cli import app
 from mnistcli.data import normalize
-from mnistcli.errors import CheckpointError, ExportError
+from mnistcli.errors import CheckpointError, ExportError, OutputError
 from tests.helpers import REPO, make_settings, run_cli, synthetic_mnist
 
 runner = CliRunner()
@@ -166,6 +167,25 @@ def test_a_failed_self_check_leaves_no_file(run, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match=r"max \|logit difference\| 1\.00e-03.*nothing was"):
         export.export_model(run / "best.pt", "safetensors", images, labels, out)
     assert list(tmp_path.iterdir()) == []  # neither file, no temporary left behind
+
+
+def test_a_folder_that_refuses_the_file_is_a_one_line_error(run, tmp_path, monkeypatch):
+    """A folder that passes the access check but refuses new files (/proc, a full disk): the
+    error names the file, nothing is left behind, and the CLI prints one line."""
+
+    def refuse(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("mnistcli.files.tempfile.mkstemp", refuse)
+    out = tmp_path / "model.onnx"
+    images, labels = MNIST.test_images[:20], MNIST.test_labels[:20]
+    with pytest.raises(OutputError, match=r"cannot write .*model\.onnx: No space left"):
+        export.export_model(run / "best.pt", "onnx", images, labels, out)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr("mnistcli.data.load_mnist", lambda *_a, **_k: MNIST)
+    done = runner.invoke(app, ["export", "--checkpoint", str(run), "--out", str(out)])
+    assert done.exit_code == 2 and done.stderr.count("\n") == 1, done.output
+    assert "No space left on device" in done.stderr
 
 
 def foreign_onnx(path: Path, *, side: int = 28, output: str = "logits", classes: int = 10):
