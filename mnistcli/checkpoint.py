@@ -325,8 +325,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files; all mean "not loadable"
         text = str(exc)
+        # torch's weights-only refusal wraps the unpickler's reason in a paragraph of advice
+        # ("WeightsUnpickler error: <blank line> Unsupported operand 80"): keep the reason
+        unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), None)
+        detail = unpickler.group(1).strip() if unpickler else None
         detail = detail or (lines[0] if lines else type(exc).__name__)
         if re.search(r"unsupported global|not an allowed global|is blocked", text, re.I):
             why = "it holds Python objects that could run code, so it was refused unread"

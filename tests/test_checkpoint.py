@@ -65,6 +65,7 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     [
         (b"", "truncated, corrupt or not a PyTorch file"),
         (b"not a checkpoint at all", "truncated, corrupt or not a PyTorch file"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(64), r"not a PyTorch file \(Unsupported operand"),
     ],
 )
 def test_corrupt_files_give_one_line_errors(tmp_path, content, fragment):
@@ -73,6 +74,7 @@ def test_corrupt_files_give_one_line_errors(tmp_path, content, fragment):
     with pytest.raises(CheckpointError, match=fragment) as err:
         ckpt.load_checkpoint(path)
     assert "\n" not in str(err.value)
+    assert "Weights only load failed" not in str(err.value)  # torch's advice, not the reason
 
 
 def test_truncated_checkpoint_is_refused(tmp_path):
