@@ -424,7 +424,6 @@ def validate(values: Mapping[str, Setting]) -> None:
         need(key, math.isfinite(value) and 0 <= value <= top, f"it is {what}")
     ema = values["train.ema"].value
     need("train.ema", math.isfinite(ema) and 0 <= ema < 1, "it is a decay between 0 and 1 (0.999)")
-    need("train.clean_epochs", values["train.clean_epochs"].value >= 0, "it must be 0 or more")
     need("train.seed", 0 <= values["train.seed"].value < 2**63, "it must be a non-negative integer")
     need(
         "train.limit",
@@ -451,8 +450,8 @@ def validate(values: Mapping[str, Setting]) -> None:
         1 <= values["eval.batch_size"].value <= 65536,
         "it must be between 1 and 65536",
     )
-    need("eval.top", values["eval.top"].value >= 0, "it must be 0 or more")
-    need("eval.gallery", values["eval.gallery"].value >= 0, "it must be 0 or more")
+    for key in ("train.clean_epochs", "eval.top", "eval.gallery"):
+        need(key, values[key].value >= 0, "it must be 0 or more")
     need("predict.top_k", 1 <= values["predict.top_k"].value <= 10, "it must be between 1 and 10")
     need(
         "export.check_images",
