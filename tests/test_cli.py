@@ -374,6 +374,8 @@ def test_live_view_draws_progress_table_and_curves(tmp_path, tiny_mnist):
         "test set (200 images)",
     ):
         assert fragment in text, fragment
+    # the last frame reads top to bottom: the curves, then the test set's line
+    assert text.rindex("loss   • train") < text.rindex("test set (200 images)")
     assert (tmp_path / "runs" / "test" / "curves.png").is_file()
 
 
@@ -417,8 +419,8 @@ def test_a_real_terminal_gets_the_live_view(tmp_path, mnist_root):
     assert re.search(r"\x1b\[\d*A", text)  # ...and moves it up to draw over itself
     assert re.search(r"\x1b\[[0-9;]*m", text)  # in colour
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
-    # the table of epochs is drawn at least twice: when the test line is printed above the live
-    # area and when the view closes (the progress bar is drawn only by the refresh timer, so a
+    # the table of epochs is drawn at least twice: when the test line is added below the curves
+    # and when the view closes (the progress bar is drawn only by the refresh timer, so a
     # fast machine may finish an epoch between two frames: it is not asserted)
     assert plain.count("epochs  (patience 0/3)") >= 2, plain
     for fragment in ("┃ val acc ┃", "★ best", "loss   • train   ▞ val", "test set (10,000"):

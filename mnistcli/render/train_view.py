@@ -171,6 +171,7 @@ class LiveView(PlainView):
         self.header = Text("")
         self.table: Table | None = None
         self.chart: Text | None = None
+        self.notes: list[Text] = []  # early stop, the test set: below the curves, in order
         self.live = Live(
             self._group(),
             console=err,
@@ -186,6 +187,7 @@ class LiveView(PlainView):
             parts.append(self.table)
         if self.chart is not None:
             parts.append(self.chart)
+        parts.extend(self.notes)
         parts.append(self.progress)
         return Group(*parts)
 
@@ -247,13 +249,15 @@ class LiveView(PlainView):
             )
         elif isinstance(event, EarlyStopped | TestDone):
             self.progress.update(self.task, visible=False)
-            self.live.console.print(Text(_event_text(event)))
+            self.notes.append(Text(_event_text(event)))
+            self.live.update(self._group(), refresh=True)
 
 
 def _event_text(event: EarlyStopped | TestDone) -> str:
     if isinstance(event, EarlyStopped):
         return (
-            f"early stop: no better validation accuracy for {event.patience} epochs; "
+            f"early stop: no better validation accuracy for {event.patience} "
+            f"epoch{'s' if event.patience != 1 else ''}; "
             f"best epoch {event.best_epoch}"
         )
     return (
