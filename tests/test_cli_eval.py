@@ -324,3 +324,29 @@ def test_unwritable_save_folder_is_one_line(here, run_copy, mnist_root):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: cannot write the results to ")
     assert "--no-save" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_curves_png_marks_the_best_epoch(tmp_path):
+    """curves.png: a dashed line in MARK's grey at the best epoch, in both charts; none without
+    a best epoch."""
+    import numpy as np
+
+    from mnistcli.checkpoint import EpochStats
+    from mnistcli.render.figures import MARK, save_curves
+
+    history = [
+        EpochStats(e, 1 / e, 0.9 + e / 100, 1.2 / e, 0.9 + e / 110, 1e-3, 1.0, 1.0)
+        for e in range(1, 6)
+    ]
+
+    def columns(best):
+        save_curves(history, tmp_path / "c.png", best)
+        with Image.open(tmp_path / "c.png") as im:
+            pixels = np.asarray(im.convert("RGB"))
+        grey = (pixels == np.array(MARK, np.uint8)).all(axis=2)
+        return np.flatnonzero(grey.sum(axis=0) > 100)  # columns with a tall grey line
+
+    assert len(columns(None)) == 0
+    left, right = columns(2), columns(4)
+    assert len(left) >= 2 and len(right) >= 2  # one line in each of the two charts
+    assert (right > left).all()  # a later epoch, further right

@@ -16,6 +16,7 @@ TRAIN_COLOR = (31, 119, 180)  # blue
 VAL_COLOR = (255, 127, 14)  # orange
 INK = (40, 40, 40)
 GRID = (225, 225, 225)
+MARK = (120, 120, 120)  # the best epoch's dashed line
 
 
 def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -48,7 +49,9 @@ def _panel(
     series: Sequence[tuple[str, Sequence[float], tuple[int, int, int]]],
     fmt: str,
     legend_at_top: bool = True,
+    mark: int | None = None,
 ) -> None:
+    """One chart of `series` against epochs `xs`, with a dashed line at epoch `mark`."""
     left, top, right, bottom = box
     f_title, f_tick = font(18), font(13)
     draw.text(((left + right) // 2, top), title, fill=INK, font=f_title, anchor="mt")
@@ -79,6 +82,15 @@ def _panel(
         draw.text((X, plot[3] + 6), str(x), fill=INK, font=f_tick, anchor="mt")
     draw.rectangle(plot, outline=INK)
     draw.text(((plot[0] + plot[2]) // 2, bottom - 16), "epoch", fill=INK, font=f_tick, anchor="mt")
+    if mark is not None and x_lo <= mark <= x_hi:
+        X, _ = px(mark, lo)
+        for y in range(plot[1] + 2, plot[3], 10):  # dashed: 6 on, 4 off
+            draw.line([(X, y), (X, min(y + 6, plot[3]))], fill=MARK, width=2)
+        # the label: away from the legend's corner, and inside the plot at either end
+        right = plot[2] - X > 70  # room for the label on its right
+        y, v = (plot[3] - 4, "b") if legend_at_top else (plot[1] + 4, "t")
+        x, h = (X + 5, "l") if right else (X - 5, "r")
+        draw.text((x, y), f"best {mark}", fill=MARK, font=f_tick, anchor=h + v)
     for i, (label, ys, color) in enumerate(series):
         points = [px(x, y) for x, y in zip(xs, ys, strict=True)]
         if len(points) > 1:
@@ -92,8 +104,9 @@ def _panel(
         draw.text((lx + 32, ly), label, fill=INK, font=f_tick, anchor="lm")
 
 
-def save_curves(history: Sequence[EpochStats], path: Path) -> None:
-    """curves.png: loss and accuracy per epoch, train vs validation, side by side."""
+def save_curves(history: Sequence[EpochStats], path: Path, best: int | None = None) -> None:
+    """curves.png: loss and accuracy per epoch, train vs validation, side by side; a dashed line
+    marks the `best` epoch (the one the run keeps)."""
     if not history:
         return
     width, height = 1200, 480
@@ -110,6 +123,7 @@ def save_curves(history: Sequence[EpochStats], path: Path) -> None:
             ("validation", [h.val_loss for h in history], VAL_COLOR),
         ],
         ".3f",
+        mark=best,
     )
     _panel(
         draw,
@@ -122,6 +136,7 @@ def save_curves(history: Sequence[EpochStats], path: Path) -> None:
         ],
         ".2f",
         legend_at_top=False,
+        mark=best,
     )
     save_png(image, path)
 

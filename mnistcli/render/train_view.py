@@ -121,7 +121,7 @@ class CurvesFile:
         if isinstance(event, RunStarted):
             self.run_dir = event.run_dir
         elif isinstance(event, EpochDone) and self.run_dir is not None:
-            save_curves(event.history, self.run_dir / "curves.png")
+            save_curves(event.history, self.run_dir / "curves.png", event.best_epoch)
 
 
 class QuietView(CurvesFile):
