@@ -128,6 +128,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "elastic": Spec(float, 0.0),
         "ema": Spec(float, 0.0),
         "clean_epochs": Spec(int, 0),
+        "weight_decay": Spec(float, 0.0),
         "precision": Spec(str, _REFERENCE["precision"], "--precision"),
         "seed": Spec(int, 0, "--seed"),
         "limit": Spec(int, 0, "--limit"),
@@ -419,6 +420,7 @@ def validate(values: Mapping[str, Setting]) -> None:
         ("train.shear", 45, "the largest random shear in degrees, between 0 and 45"),
         ("train.label_smoothing", 0.5, "cross-entropy's label smoothing, between 0 and 0.5"),
         ("train.elastic", 100, "the strength of elastic distortions in pixels, between 0 and 100"),
+        ("train.weight_decay", 1, "Adam's decoupled weight decay, between 0 and 1 (0.01)"),
     ):
         value = values[key].value
         need(key, math.isfinite(value) and 0 <= value <= top, f"it is {what}")
@@ -500,6 +502,7 @@ class HyperParams:
     elastic: float = _train("elastic")  # distortion's alpha, px (Simard et al.: 34; 0: none)
     ema: float = _train("ema")  # decay of the weights' moving average, per step (0: none)
     clean_epochs: int = _train("clean_epochs")  # the last epochs train on unaltered images
+    weight_decay: float = _train("weight_decay")  # decoupled, as AdamW (0: none)
     precision: str = _train("precision")  # fp32, bf16 (autocast) or auto
     seed: int = _train("seed")
     val_size: int = _data("val_size")

@@ -32,8 +32,13 @@ def _unguarded(method: Callable[..., Any]) -> Callable[..., Any]:
 class Adam(torch.optim.Adam):
     """torch.optim.Adam (fused kernel) whose methods do not import torch._dynamo."""
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float) -> None:
-        super().__init__(params, lr=lr, fused=True)
+    def __init__(
+        self, params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
+    ) -> None:
+        # weight decay decoupled from the gradient, as AdamW (Loshchilov and Hutter) does it
+        super().__init__(
+            params, lr=lr, fused=True, weight_decay=weight_decay, decoupled_weight_decay=True
+        )
 
     add_param_group = _unguarded(torch.optim.Optimizer.add_param_group)
     zero_grad = _unguarded(torch.optim.Optimizer.zero_grad)

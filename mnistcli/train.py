@@ -381,7 +381,7 @@ def open_run(
     model, forward = _build(settings, hyper, device, world)
     train_set, val_set = _datasets(mnist, hyper, device)
     run_dir = _run_folder(settings, last_path, world)
-    optimizer = Adam(model.parameters(), lr=hyper.lr)  # torch's fused Adam, see optim.py
+    optimizer = Adam(model.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay)
     ema = ParameterEMA(model, hyper.ema) if hyper.ema > 0 else None
     if not world.is_main:
         emit = _ignore  # only rank 0 reports

@@ -50,6 +50,20 @@ def test_the_same_weights_as_torch_fused_adam_bit_for_bit(one_cycle):
     assert not all(torch.equal(a, b) for a, b in zip(ours, SimpleCNN().parameters(), strict=True))
 
 
+def test_weight_decay_is_adamws_bit_for_bit():
+    """[train] weight_decay: decoupled from the gradient, the very update of torch's AdamW."""
+    torch.manual_seed(0)
+    ours_model = SimpleCNN()
+    torch_model = copy.deepcopy(ours_model)
+    ours = _train(ours_model, Adam(ours_model.parameters(), lr=1e-3, weight_decay=0.05), 8)
+    adamw = torch.optim.AdamW(torch_model.parameters(), lr=1e-3, weight_decay=0.05, fused=True)
+    assert all(torch.equal(a, b) for a, b in zip(ours, _train(torch_model, adamw, 8), strict=True))
+    torch.manual_seed(0)
+    plain_model = SimpleCNN()  # the same start, no decay: different weights
+    plain = _train(plain_model, Adam(plain_model.parameters(), lr=1e-3), 8)
+    assert not all(torch.equal(a, b) for a, b in zip(ours, plain, strict=True))
+
+
 def test_state_dicts_are_torch_adams_and_load_both_ways():
     """A checkpoint's optimizer state from torch.optim.Adam (runs before this class) resumes in
     Adam, and Adam's loads into torch.optim.Adam: same keys, same tensors, same next step."""
