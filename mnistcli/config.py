@@ -379,6 +379,18 @@ def _apply_recipe(values: dict[str, Setting]) -> None:
             values[f"train.{key}"] = Setting(setting, f"recipe {recipe.value}")
 
 
+# Numbers between 0 and a top: (key, top, what it is, as validate's message says it)
+_BOUNDED = (
+    ("train.augment", 8, "the largest random shift in pixels, between 0 and 8"),
+    ("train.rotate", 45, "the largest random rotation in degrees, between 0 and 45"),
+    ("train.scale", 0.5, "the largest random change of size, between 0 and 0.5"),
+    ("train.shear", 45, "the largest random shear in degrees, between 0 and 45"),
+    ("train.label_smoothing", 0.5, "cross-entropy's label smoothing, between 0 and 0.5"),
+    ("train.elastic", 100, "the strength of elastic distortions in pixels, between 0 and 100"),
+    ("train.weight_decay", 1, "Adam's decoupled weight decay, between 0 and 1 (0.01)"),
+)
+
+
 def validate(values: Mapping[str, Setting]) -> None:
     """Range checks with a message that says which key, where it was set and what is allowed."""
 
@@ -413,15 +425,7 @@ def validate(values: Mapping[str, Setting]) -> None:
             value in choices,
             f"choose one of: {', '.join(choices)}{did_you_mean(value, list(choices))}",
         )
-    for key, top, what in (
-        ("train.augment", 8, "the largest random shift in pixels, between 0 and 8"),
-        ("train.rotate", 45, "the largest random rotation in degrees, between 0 and 45"),
-        ("train.scale", 0.5, "the largest random change of size, between 0 and 0.5"),
-        ("train.shear", 45, "the largest random shear in degrees, between 0 and 45"),
-        ("train.label_smoothing", 0.5, "cross-entropy's label smoothing, between 0 and 0.5"),
-        ("train.elastic", 100, "the strength of elastic distortions in pixels, between 0 and 100"),
-        ("train.weight_decay", 1, "Adam's decoupled weight decay, between 0 and 1 (0.01)"),
-    ):
+    for key, top, what in _BOUNDED:
         value = values[key].value
         need(key, math.isfinite(value) and 0 <= value <= top, f"it is {what}")
     ema = values["train.ema"].value
