@@ -442,3 +442,48 @@ def test_an_unforeseen_os_error_is_one_line_and_exit_1(capsys):
     assert info.value.exit_code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "/data/x.png: Permission denied" in err
+
+
+@pytest.mark.parametrize(
+    ("hyper", "says", "omits"),
+    [
+        ({}, ["up to 20 epochs", "patience 3"], ["label smoothing", "weight decay", "EMA"]),
+        (
+            {"epochs": 1, "augment": 2.0, "rotate": 8.0, "label_smoothing": 0.1},
+            ["up to 1 epoch,", "shifts up to 2px", "affine warps", "label smoothing 0.1"],
+            ["unaugmented"],
+        ),
+        (
+            {"augment": 2.0, "clean_epochs": 1, "weight_decay": 0.05, "ema": 0.999},
+            ["the last 1 epoch unaugmented", "weight decay 0.05", "EMA 0.999"],
+            ["affine warps"],
+        ),
+        ({"clean_epochs": 5}, [], ["unaugmented"]),  # nothing to leave out without augmentation
+    ],
+)
+def test_the_run_line_names_every_setting_that_changes_the_training(hyper, says, omits):
+    from mnistcli.config import HyperParams
+    from mnistcli.render.train_view import describe_run
+    from mnistcli.train import RunStarted
+
+    event = RunStarted(
+        run_dir=Path("runs/x"),
+        device="cpu",
+        precision="fp32",
+        hyper=HyperParams(**hyper),
+        parameters=421_642,
+        n_train=55_000,
+        n_val=5_000,
+        n_test=10_000,
+        batches_per_epoch=860,
+        start_epoch=1,
+        resumed=False,
+        history=(),
+        best_epoch=0,
+        epochs_without_gain=0,
+    )
+    line = describe_run(event)
+    for fragment in says:
+        assert fragment in line, (fragment, line)
+    for fragment in omits:
+        assert fragment not in line, (fragment, line)

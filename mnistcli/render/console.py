@@ -38,6 +38,11 @@ def make_consoles(*, no_color: bool = False, plain: bool = False) -> Consoles:
     return Consoles(out=out, err=err, live=live)
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 epoch', '3 epochs': a count and its noun, in the plural unless it is one."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def percent(fraction: float | None, digits: int = 2, *, below_100: bool = False) -> str:
     """A fraction as a percentage, 0.98765 -> '98.77%'; None -> '-'. With `below_100`, a value
     short of 1 never reads as 100% (0.9996 at one digit -> '99.9%')."""

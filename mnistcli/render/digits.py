@@ -20,13 +20,18 @@ Plain = Literal["blocks", "shades"]
 V = TypeVar("V")
 
 
+def row_pairs(rows: Sequence[Sequence[V]]) -> list[tuple[Sequence[V], Sequence[V] | None]]:
+    """The rows two at a time, as a line of half-block cells shows them: (upper, lower), the
+    lower None under an odd last row."""
+    return [(rows[i], rows[i + 1] if i + 1 < len(rows) else None) for i in range(0, len(rows), 2)]
+
+
 def half_block_lines(rows: Sequence[Sequence[V]], colour: Callable[[V], Color]) -> list[Text]:
     """Two pixel rows per line of "▀" cells: the upper pixel's colour in front, the lower one's
     behind (the terminal's own background under an odd last row). Every colour picture in the
     terminal views is drawn this way."""
     lines = []
-    for i in range(0, len(rows), 2):
-        top, bottom = rows[i], rows[i + 1] if i + 1 < len(rows) else None
+    for top, bottom in row_pairs(rows):
         line = Text()
         for j, value in enumerate(top):
             below = None if bottom is None else colour(bottom[j])
@@ -54,10 +59,8 @@ def digit_rows(pixels: Any, *, color: bool, crop: int = 0, plain: Plain = "block
         return half_block_lines(rows, lambda v: Color.from_rgb(v, v, v))
     if plain == "shades":
         return [Text("".join(shade(v / 256) * 2 for v in row)) for row in rows]
-    if len(rows) % 2:
-        rows.append([0] * len(rows[0]))
     ink = [[v >= INK_THRESHOLD for v in row] for row in rows]
     return [
-        Text("".join(HALF_BLOCKS[t, b] for t, b in zip(top, bottom, strict=True)))
-        for top, bottom in zip(ink[0::2], ink[1::2], strict=True)
+        Text("".join(HALF_BLOCKS[t, bool(bottom and bottom[j])] for j, t in enumerate(top)))
+        for top, bottom in row_pairs(ink)
     ]

@@ -23,7 +23,7 @@ from rich.text import Text
 from mnistcli.explain import Activations, LayerActivation
 from mnistcli.render.colorscale import Scale, diverging, heat
 from mnistcli.render.console import percent
-from mnistcli.render.digits import half_block_lines
+from mnistcli.render.digits import half_block_lines, row_pairs
 from mnistcli.render.predict_view import bar, pct
 
 if TYPE_CHECKING:
@@ -44,10 +44,9 @@ def map_lines(image: list[list[float]], scale: Scale, *, color: bool) -> list[Te
     if color:
         return half_block_lines(rows, lambda v: _rgb(scale.rgb(v)))
     lines = []
-    for i in range(0, len(rows), 2):  # the mean of the two pixels' magnitudes, as a glyph
-        top, bottom = rows[i], rows[i + 1] if i + 1 < len(rows) else None
-        line = (v if bottom is None else (v + bottom[j]) / 2 for j, v in enumerate(top))
-        lines.append(Text("".join(scale.glyph(mean) for mean in line)))
+    for top, bottom in row_pairs(rows):  # the mean of the two pixels' magnitudes, as a glyph
+        means = (v if bottom is None else (v + bottom[j]) / 2 for j, v in enumerate(top))
+        lines.append(Text("".join(scale.glyph(mean) for mean in means)))
     return lines
 
 

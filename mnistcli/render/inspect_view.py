@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import percent
+from mnistcli.render.console import percent, plural
 from mnistcli.summary import CheckpointInfo, ModelSummary
 
 
@@ -132,7 +132,7 @@ def checkpoint_table(c: CheckpointInfo) -> Table:
         ("checkpoint", f"{escape(c.path)} ({escape(c.kind)}, weights of epoch {c.epoch})"),
         ("weights", weights),
         ("trained", escape(c.created or "unknown")),
-        ("run", f"{state}, {c.epochs_run} epoch{'s' if c.epochs_run != 1 else ''} run"),
+        ("run", f"{state}, {plural(c.epochs_run, 'epoch')} run"),
     ]
     if c.best_epoch is not None:
         loss = "-" if c.best_val_loss is None else f"{c.best_val_loss:.4f}"

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnistcli.render.charts import curves
-from mnistcli.render.console import is_color, percent
+from mnistcli.render.console import is_color, percent, plural
 from mnistcli.render.figures import save_curves
 from mnistcli.train import (
     BatchDone,
@@ -43,6 +43,10 @@ def describe_run(e: RunStarted) -> str:
     extra += ", affine warps" if h.rotate or h.scale or h.shear else ""
     extra += f", elastic distortions ({h.elastic:g}px)" if h.elastic else ""
     extra += f", weights averaged (EMA {h.ema:g})" if h.ema else ""
+    extra += f", label smoothing {h.label_smoothing:g}" if h.label_smoothing else ""
+    extra += f", weight decay {h.weight_decay:g}" if h.weight_decay else ""
+    if h.clean_epochs and (h.augment or h.rotate or h.scale or h.shear or h.elastic):
+        extra += f", the last {plural(h.clean_epochs, 'epoch')} unaugmented"
     batch = f"batch {h.batch_size}"
     if e.world_size > 1:
         batch = f"batch {h.batch_size} x {e.world_size} processes = {h.batch_size * e.world_size}"
@@ -50,7 +54,7 @@ def describe_run(e: RunStarted) -> str:
         f"{verb} {h.model} ({e.parameters:,} parameters) on {e.device} ({e.precision}), "
         f"recipe {h.recipe}: "
         f"{e.n_train:,} train / {e.n_val:,} validation images, {batch}, "
-        f"lr {h.lr:g}{extra}, up to {h.epochs} epoch{'s' if h.epochs != 1 else ''}, "
+        f"lr {h.lr:g}{extra}, up to {plural(h.epochs, 'epoch')}, "
         f"{stop} -> {e.run_dir}"
     )
 
@@ -256,8 +260,7 @@ class LiveView(PlainView):
 def _event_text(event: EarlyStopped | TestDone) -> str:
     if isinstance(event, EarlyStopped):
         return (
-            f"early stop: no better validation accuracy for {event.patience} "
-            f"epoch{'s' if event.patience != 1 else ''}; "
+            f"early stop: no better validation accuracy for {plural(event.patience, 'epoch')}; "
             f"best epoch {event.best_epoch}"
         )
     return (
