@@ -17,16 +17,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import torch
-
-
-def _unguarded(method: Callable[..., Any]) -> Callable[..., Any]:
-    """The function under torch's wrappers (functools.wraps keeps each one's inner function as
-    __wrapped__: the dynamo guard, and the profiling hook torch.optim adds to a class's step on
-    its first instance), or the method itself where a torch release wraps nothing."""
-    return inspect.unwrap(method)
 
 
 class Adam(torch.optim.Adam):
@@ -40,15 +32,18 @@ class Adam(torch.optim.Adam):
             params, lr=lr, fused=True, weight_decay=weight_decay, decoupled_weight_decay=True
         )
 
-    add_param_group = _unguarded(torch.optim.Optimizer.add_param_group)
-    zero_grad = _unguarded(torch.optim.Optimizer.zero_grad)
-    state_dict = _unguarded(torch.optim.Optimizer.state_dict)
-    load_state_dict = _unguarded(torch.optim.Optimizer.load_state_dict)
+    # The functions under torch's wrappers: inspect.unwrap follows each functools.wraps'
+    # __wrapped__ (the dynamo guard, and the profiling hook torch.optim adds to a class's step
+    # on its first instance), and returns the method itself where a torch release wraps nothing.
+    add_param_group = inspect.unwrap(torch.optim.Optimizer.add_param_group)
+    zero_grad = inspect.unwrap(torch.optim.Optimizer.zero_grad)
+    state_dict = inspect.unwrap(torch.optim.Optimizer.state_dict)
+    load_state_dict = inspect.unwrap(torch.optim.Optimizer.load_state_dict)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         # torch's guard also turns gradients off around the update; that part is kept
         with torch.no_grad():
-            return _unguarded(torch.optim.Adam.step)(self, closure)
+            return inspect.unwrap(torch.optim.Adam.step)(self, closure)
 
 
 class ParameterEMA:
