@@ -455,9 +455,10 @@ def test_an_unforeseen_os_error_is_one_line_and_exit_1(capsys):
         ),
         (
             {"augment": 2.0, "clean_epochs": 1, "weight_decay": 0.05, "ema": 0.999},
-            ["the last 1 epoch unaugmented", "weight decay 0.05", "EMA 0.999"],
+            ["the last epoch unaugmented", "weight decay 0.05", "EMA 0.999"],
             ["affine warps"],
         ),
+        ({"augment": 1.0, "clean_epochs": 5}, ["the last 5 epochs unaugmented"], []),
         ({"clean_epochs": 5}, [], ["unaugmented"]),  # nothing to leave out without augmentation
     ],
 )

@@ -46,7 +46,8 @@ def describe_run(e: RunStarted) -> str:
     extra += f", label smoothing {h.label_smoothing:g}" if h.label_smoothing else ""
     extra += f", weight decay {h.weight_decay:g}" if h.weight_decay else ""
     if h.clean_epochs and (h.augment or h.rotate or h.scale or h.shear or h.elastic):
-        extra += f", the last {plural(h.clean_epochs, 'epoch')} unaugmented"
+        last = plural(h.clean_epochs, "epoch") if h.clean_epochs > 1 else "epoch"
+        extra += f", the last {last} unaugmented"
     batch = f"batch {h.batch_size}"
     if e.world_size > 1:
         batch = f"batch {h.batch_size} x {e.world_size} processes = {h.batch_size * e.world_size}"
