@@ -158,16 +158,28 @@ class RunState:
     epochs_without_gain: int = 0
     in_progress: EpochInProgress = field(default_factory=EpochInProgress)  # of epoch + 1
 
-    def record(self, stats: EpochStats) -> bool:
-        """Add a finished epoch; True when it is the best so far (early stopping counts the
-        epochs in a row that were not)."""
+    def record(self, stats: EpochStats, select: str, val_images: int) -> bool:
+        """Add a finished epoch; True when it becomes the chosen epoch (best.pt), by `select`:
+        "highest": the first epoch with the highest validation accuracy so far;
+        "latest-within-se": the latest epoch whose validation accuracy lies within one standard
+        error, sqrt(p(1-p)/n) on the `val_images`, of the highest p so far. On an annealed
+        schedule the later epochs are as good, and the highest is then a noise peak as often
+        as not (bench/README.md). Early stopping counts the epochs in a row that did not raise
+        the highest validation accuracy, whichever the rule."""
+        top = max((h.val_acc for h in self.history), default=-1.0)
         self.history.append(stats)
         self.epoch, self.step, self.in_progress = stats.epoch, 0, EpochInProgress()
-        if stats.val_acc > self.best.val_acc:
+        if stats.val_acc > top:
+            top, self.epochs_without_gain = stats.val_acc, 0
+        else:
+            self.epochs_without_gain += 1
+        if select == "latest-within-se":
+            kept = stats.val_acc >= top - math.sqrt(top * (1 - top) / val_images)
+        else:
+            kept = self.epochs_without_gain == 0
+        if kept:
             self.best = Best(stats.epoch, stats.val_acc, stats.val_loss)
-            self.epochs_without_gain = 0
             return True
-        self.epochs_without_gain += 1
         return False
 
     def to_checkpoint(
@@ -443,7 +455,7 @@ def _run_started(run: Run, parameters: int) -> RunStarted:
 
 def run_epoch(run: Run) -> bool:
     """Train the next epoch (from the batch a resumed run stopped at), validate it, save
-    last.pt (and best.pt when it is the best so far). False when asked to stop part-way."""
+    last.pt (and best.pt when it becomes the chosen epoch). False when asked to stop part-way."""
     state, hyper = run.state, run.hyper
     epoch = state.epoch + 1
     run.emit(EpochStarted(epoch, hyper.epochs, run.batches, first_batch=state.step))
@@ -468,7 +480,7 @@ def run_epoch(run: Run) -> bool:
         seconds=seconds,
         samples_per_s=totals.seen / max(seconds, 1e-9),
     )
-    is_best = state.record(stats)
+    is_best = state.record(stats, hyper.select, len(run.val_set))
     if is_best:
         run.best_state = ckpt.state_dict_copy(run.validated)
         run.save(run.checkpoint("best"))

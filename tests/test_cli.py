@@ -447,7 +447,8 @@ def test_an_unforeseen_os_error_is_one_line_and_exit_1(capsys):
 @pytest.mark.parametrize(
     ("hyper", "says", "omits"),
     [
-        ({}, ["up to 20 epochs", "patience 3"], ["label smoothing", "weight decay", "EMA"]),
+        ({}, ["up to 20 epochs", "patience 3"], ["label smoothing", "weight decay", "EMA", "SE"]),
+        ({"select": "latest-within-se"}, ["the latest epoch within 1 SE"], []),
         (
             {"epochs": 1, "augment": 2.0, "rotate": 8.0, "label_smoothing": 0.1},
             ["up to 1 epoch,", "shifts up to 2px", "affine warps", "label smoothing 0.1"],

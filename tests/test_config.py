@@ -75,6 +75,7 @@ def test_environment_typos_and_bad_values_are_errors(tmp_path):
         ({"train.clean_epochs": -1}, "train.clean_epochs = -1"),
         ({"train.rotate": 90.0}, "train.rotate"),
         ({"train.weight_decay": 2.0}, "decoupled weight decay, between 0 and 1"),
+        ({"train.select": "latest"}, "choose one of: highest, latest-within-se"),
     ],
 )
 def test_range_checks_name_the_key_and_source(tmp_path, flags, fragment):

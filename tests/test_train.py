@@ -47,6 +47,50 @@ def test_early_stopping_stops_after_patience_and_restores_best(tmp_path, tiny_mn
     assert any(not torch.equal(last.model_state[k], v) for k, v in best.model_state.items())
 
 
+def _stats(epoch: int, val_acc: float) -> trainer.EpochStats:
+    return trainer.EpochStats(epoch, 0.1, 0.9, 1.0 - val_acc, val_acc, 1e-3, 1.0, 100.0)
+
+
+@pytest.mark.parametrize(
+    ("select", "chosen"),
+    [
+        ("highest", [1, 2, 2, 2, 2, 2, 7, 7]),
+        # one standard error at 99.58% on 5,000 images is 0.091 points (at 99.70%: 0.077)
+        ("latest-within-se", [1, 2, 3, 4, 4, 6, 7, 7]),
+    ],
+)
+def test_the_chosen_epoch_follows_the_selection_rule(select, chosen):
+    """`select`: the first highest validation accuracy, or the latest epoch within one standard
+    error of the highest so far. Early stopping counts epochs without a new highest either way."""
+    state = trainer.RunState()
+    accs = [0.9900, 0.9958, 0.9950, 0.9952, 0.9930, 0.9956, 0.9970, 0.9958]
+    picked, waits = [], []
+    for epoch, acc in enumerate(accs, 1):
+        became = state.record(_stats(epoch, acc), select, val_images=5000)
+        assert became == (state.best.epoch == epoch)
+        picked.append(state.best.epoch)
+        waits.append(state.epochs_without_gain)
+    assert picked == chosen
+    assert waits == [0, 0, 1, 2, 3, 4, 0, 1]
+    assert state.best.val_acc == accs[chosen[-1] - 1]
+
+
+def test_latest_within_se_keeps_that_epoch_in_best_pt(tmp_path, tiny_mnist, monkeypatch):
+    """With 100 validation images one standard error at 70% is 4.6 points: epoch 4 (69%) is
+    kept, epoch 5 (65%) is not, and patience still runs out 3 epochs after the highest."""
+    calls = scripted_evaluate(monkeypatch, [0.50, 0.70, 0.60, 0.69, 0.65, 0.99], n_val=100)
+    settings = make_settings(
+        tmp_path, epochs=10, patience=3, val_size=100, batch_size=50, select="latest-within-se"
+    )
+    result = trainer.train(settings, tiny_mnist)
+    assert result.stop_reason == "early_stop" and result.epochs_run == 5
+    assert result.best_epoch == 4 and result.best_val_acc == 0.69
+    best = load_checkpoint(result.run_dir / "best.pt")
+    assert best.meta.epoch == 4 and best.meta.config["select"] == "latest-within-se"
+    for name, tensor in best.model_state.items():
+        assert torch.equal(calls["test_state"][name].cpu(), tensor)
+
+
 def test_patience_zero_runs_every_epoch(tmp_path, tiny_mnist, monkeypatch):
     scripted_evaluate(monkeypatch, [0.9, 0.1, 0.1, 0.1], n_val=100)
     settings = make_settings(tmp_path, epochs=4, patience=0, val_size=100, batch_size=100)

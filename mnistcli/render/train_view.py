@@ -45,6 +45,8 @@ def describe_run(e: RunStarted) -> str:
     extra += f", weights averaged (EMA {h.ema:g})" if h.ema else ""
     extra += f", label smoothing {h.label_smoothing:g}" if h.label_smoothing else ""
     extra += f", weight decay {h.weight_decay:g}" if h.weight_decay else ""
+    if h.select == "latest-within-se":
+        extra += ", keeping the latest epoch within 1 SE of the best validation accuracy"
     if h.clean_epochs and (h.augment or h.rotate or h.scale or h.shear or h.elastic):
         last = plural(h.clean_epochs, "epoch") if h.clean_epochs > 1 else "epoch"
         extra += f", the last {last} unaugmented"
