@@ -137,11 +137,17 @@ def history_of(result):
     ]
 
 
-WARPS = {"rotate": 12.0, "scale": 0.1, "shear": 10.0, "label_smoothing": 0.1}
+WARPS = {
+    "rotate": 12.0,
+    "scale": 0.1,
+    "shear": 10.0,
+    "label_smoothing": 0.1,
+    "select": "latest-within-se",
+}
 
 
-# mid-epoch (with the best recipe's affine warps and label smoothing; with elastic distortions
-# made on the device), and at an epoch boundary
+# mid-epoch (with the best recipe's affine warps, label smoothing and epoch selection; with
+# elastic distortions made on the device), and at an epoch boundary
 @pytest.mark.parametrize(
     ("stop_after_batches", "warps"),
     [(7, WARPS), (8, {"elastic": 34.0}), (9, {"ema": 0.9}), (10, {})],
@@ -189,7 +195,7 @@ def test_interrupted_run_resumes_to_the_same_history(
     assert started[0].resumed and started[0].best_epoch == cut.best_epoch
     assert started[0].history == cut.history
     assert history_of(resumed) == history_of(full)
-    assert resumed.test_acc == full.test_acc
+    assert resumed.best_epoch == full.best_epoch and resumed.test_acc == full.test_acc
 
 
 def test_a_moving_average_is_validated_and_kept_in_best_pt(tmp_path, tiny_mnist):
