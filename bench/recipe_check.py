@@ -26,6 +26,7 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -47,23 +48,29 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def run_seed(args: argparse.Namespace, mnist, work: Path, seed: int, hyper: dict) -> dict:
-    """One training run; its figures."""
-    import torch
-    from epoch_clock import EpochClock
-
+def seed_settings(args: argparse.Namespace, work: Path, seed: int, hyper: dict, threads: int = 0):
+    """The TrainSettings of one seed's run, in the work folder."""
     from mnistcli.config import DataSettings, HyperParams, TrainSettings
-    from mnistcli.train import train
 
-    clock = EpochClock()
-
-    settings = TrainSettings(
+    return TrainSettings(
         hyper=HyperParams(**{**hyper, "seed": seed}),
         data=DataSettings(work / "data-root", (str(args.data),)),
         device=args.device,
         runs_dir=work / "runs",
         name=f"{args.recipe}-seed{seed}",
+        threads=threads,
     )
+
+
+def run_seed(args: argparse.Namespace, mnist, work: Path, seed: int, hyper: dict) -> dict:
+    """One training run; its figures."""
+    import torch
+    from epoch_clock import EpochClock
+
+    from mnistcli.train import train
+
+    clock = EpochClock()
+    settings = seed_settings(args, work, seed, hyper)
     t0 = time.perf_counter()
     result = train(settings, mnist, on_event=clock)
     if args.device.startswith("cuda"):
@@ -83,18 +90,21 @@ def run_seed(args: argparse.Namespace, mnist, work: Path, seed: int, hyper: dict
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def recipe_parser(doc: str, seeds: list[int]) -> argparse.ArgumentParser:
+    """The arguments of every script that trains a recipe over seeds (this one, selection.py)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--recipe", default="best")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "mnist")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--target", type=float, default=0.996)
     parser.add_argument("--quick", action="store_true", help="2 epochs on 2,000 images")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    return parser
 
+
+def recipe_setup(args: argparse.Namespace, prefix: str) -> tuple[dict, Any, Path]:
+    """The recipe's settings (--quick and --set applied), MNIST, and a fresh work folder."""
     from mnistcli.config import RECIPES
     from mnistcli.data import load_mnist
 
@@ -104,8 +114,15 @@ def main() -> None:
     if args.quick:
         hyper |= {"epochs": 2, "limit": 2000, "val_size": 500}
     hyper |= parse_overrides(args.set)
-    work = Path(tempfile.mkdtemp(prefix="recipe-check-"))
-    mnist = load_mnist(work / "data-root", [str(args.data)])
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    return hyper, load_mnist(work / "data-root", [str(args.data)]), work
+
+
+def main() -> None:
+    parser = recipe_parser(__doc__, [0, 1, 2])
+    parser.add_argument("--target", type=float, default=0.996)
+    args = parser.parse_args()
+    hyper, mnist, work = recipe_setup(args, "recipe-check-")
     runs = []
     for seed in args.seeds:
         runs.append(run_seed(args, mnist, work, seed, hyper))

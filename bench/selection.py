@@ -2,7 +2,7 @@
 
     python bench/selection.py --recipe best --seeds 3 4            # 2 whole runs, ~6 min each
     python bench/selection.py --recipe reference --seeds 0 1
-    python bench/selection.py --recipe best --quick                # 3 epochs on 2,000 images
+    python bench/selection.py --recipe best --quick                # 2 epochs on 2,000 images
 
 Trains each seed through mnistcli's trainer and keeps, for every epoch, which validation images
 the validated model got right. Then, many times over, splits the validation images in two
@@ -13,7 +13,8 @@ the record only (it chooses nothing).
 
 Rules: "highest" (the first epoch with the highest accuracy: `select = "highest"`),
 "latest within 1 SE" (`select = "latest-within-se"`), "latest within 0.5 SE", and "last" (the
-final epoch). Writes the JSON to --out (default: bench/results/selection-<recipe>.json).
+final epoch). --set key=value changes one setting. Writes the JSON to --out (default:
+bench/results/selection-<recipe>.json).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import json
 import math
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,21 +65,14 @@ def split_half(val_right: list[list[bool]], splits: int, seed: int = 0) -> dict[
 def run_seed(args: argparse.Namespace, mnist, work: Path, seed: int, hyper: dict) -> dict:
     """One training run, with every epoch's right and wrong answers on validation and test."""
     import torch
+    from recipe_check import seed_settings
 
     from mnistcli import metrics
-    from mnistcli.config import DataSettings, HyperParams, TrainSettings
     from mnistcli.data import make_tensors
     from mnistcli.model import logits_in_batches
     from mnistcli.train import train
 
-    settings = TrainSettings(
-        hyper=HyperParams(**{**hyper, "seed": seed}),
-        data=DataSettings(work / "data-root", (str(args.data),)),
-        device=args.device,
-        runs_dir=work / "runs",
-        name=f"{args.recipe}-seed{seed}",
-        threads=args.threads,
-    )
+    settings = seed_settings(args, work, seed, hyper, args.threads)
     test = make_tensors(mnist.test_images, mnist.test_labels, args.device)
     val_size = settings.hyper.val_size
     val_right, test_acc = [], []
@@ -119,27 +112,13 @@ def run_seed(args: argparse.Namespace, mnist, work: Path, seed: int, hyper: dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="best")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "mnist")
+    from recipe_check import recipe_parser, recipe_setup
+
+    parser = recipe_parser(__doc__, [3, 4])
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's)")
     parser.add_argument("--splits", type=int, default=4000, help="random halvings per run")
-    parser.add_argument("--quick", action="store_true", help="3 epochs on 2,000 images")
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-
-    from mnistcli.config import RECIPES
-    from mnistcli.data import load_mnist
-
-    if args.recipe not in RECIPES:
-        raise SystemExit(f"unknown recipe {args.recipe!r}; known: {', '.join(RECIPES)}")
-    hyper = {**RECIPES[args.recipe], "recipe": args.recipe}
-    if args.quick:
-        hyper |= {"epochs": 3, "limit": 2000, "val_size": 500}
-    work = Path(tempfile.mkdtemp(prefix="selection-"))
-    mnist = load_mnist(work / "data-root", [str(args.data)])
+    hyper, mnist, work = recipe_setup(args, "selection-")
     runs = []
     for seed in args.seeds:
         runs.append(run_seed(args, mnist, work, seed, hyper))

@@ -6,20 +6,16 @@ with floors of their own, so a preprocessing change that loses digits fails the 
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import load_bench_script
 
 
 @pytest.fixture(scope="module")
 def robustness():
-    spec = importlib.util.spec_from_file_location("robustness", REPO / "bench" / "robustness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("robustness")
 
 
 def test_quick_subset_of_the_robustness_benchmark(robustness, trained_run, real_mnist):

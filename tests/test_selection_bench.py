@@ -3,21 +3,17 @@ the trainer's own, epoch for epoch."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
 
 import pytest
 
 from mnistcli import train as trainer
-from tests.helpers import REPO
+from tests.helpers import load_bench_script
 
 
 @pytest.fixture(scope="module")
 def selection():
-    spec = importlib.util.spec_from_file_location("selection", REPO / "bench" / "selection.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("selection")
 
 
 @pytest.mark.parametrize(
