@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
@@ -32,13 +31,15 @@ sys.path.insert(0, str(REPO))
 
 def choose(accs: list[float], n: int, rule: str) -> int:
     """The 0-based epoch a rule keeps, given each epoch's accuracy on n images."""
+    from mnistcli.metrics import standard_error
+
     top = max(accs)
     margin = {"highest": None, "latest within 1 SE": 1.0, "latest within 0.5 SE": 0.5}.get(rule)
     if rule == "last":
         return len(accs) - 1
     if margin is None:
         return accs.index(top)
-    floor = top - margin * math.sqrt(top * (1 - top) / n)
+    floor = top - margin * standard_error(top, n)
     return max(i for i, a in enumerate(accs) if a >= floor)
 
 

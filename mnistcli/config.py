@@ -521,6 +521,11 @@ class HyperParams:
     val_size: int = _data("val_size")
     limit: int = _train("limit")  # training images used, 0 for all
 
+    @property
+    def augments(self) -> bool:
+        """Whether training images are altered at all (shifts, affine warps or elastic)."""
+        return any(v > 0 for v in (self.augment, self.rotate, self.scale, self.shear, self.elastic))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

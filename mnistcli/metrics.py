@@ -185,6 +185,11 @@ def macro_average(scores: tuple[ClassScore, ...]) -> ClassScore:
     )
 
 
+def standard_error(p: float, n: int) -> float:
+    """The standard error of an accuracy `p` measured on `n` images: sqrt(p(1-p)/n)."""
+    return math.sqrt(p * (1 - p) / n)
+
+
 def wilson_interval(successes: int, n: int, level: float = CI_LEVEL) -> Interval:
     """Wilson score interval for a binomial proportion (Wilson 1927).
 

@@ -174,7 +174,7 @@ class RunState:
         else:
             self.epochs_without_gain += 1
         if select == "latest-within-se":
-            kept = stats.val_acc >= top - math.sqrt(top * (1 - top) / val_images)
+            kept = stats.val_acc >= top - metrics.standard_error(top, val_images)
         else:
             kept = self.epochs_without_gain == 0
         if kept:
@@ -612,7 +612,7 @@ def _epoch_warps(run: Run, epoch: int, perm: torch.Tensor) -> tuple[torch.Tensor
 
     hyper, world = run.hyper, run.world
     warps = (hyper.rotate, hyper.scale, hyper.shear)
-    if (hyper.augment <= 0 and not any(warps) and hyper.elastic <= 0) or _clean(hyper, epoch):
+    if not hyper.augments or _clean(hyper, epoch):
         return None, []
     key = (world.rank,) if world.is_distributed else ()
     sizes = [

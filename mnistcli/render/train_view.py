@@ -47,7 +47,7 @@ def describe_run(e: RunStarted) -> str:
     extra += f", weight decay {h.weight_decay:g}" if h.weight_decay else ""
     if h.select == "latest-within-se":
         extra += ", keeping the latest epoch within 1 SE of the best validation accuracy"
-    if h.clean_epochs and (h.augment or h.rotate or h.scale or h.shear or h.elastic):
+    if h.clean_epochs and h.augments:
         last = plural(h.clean_epochs, "epoch") if h.clean_epochs > 1 else "epoch"
         extra += f", the last {last} unaugmented"
     batch = f"batch {h.batch_size}"
