@@ -1,4 +1,5 @@
 import gzip
+import math
 import struct
 
 import pytest
@@ -53,14 +54,49 @@ def test_parse_idx_rejects_malformed_data(raw, images, fragment):
         data.parse_idx(raw, expect_images=images)
 
 
+@st.composite
+def idx_files(draw) -> tuple[bytes, bool, torch.Tensor]:
+    """A well-formed IDX file of images or labels with random sizes and contents, and the
+    tensor it holds."""
+    images = draw(st.booleans())
+    count = draw(st.integers(0, 6))
+    shape = (count, draw(st.integers(1, 5)), draw(st.integers(1, 5))) if images else (count,)
+    payload = draw(st.binary(min_size=math.prod(shape), max_size=math.prod(shape)))
+    header = struct.pack(">IIII", 2051, *shape) if images else struct.pack(">II", 2049, count)
+    return header + payload, images, torch.tensor(list(payload), dtype=torch.uint8).reshape(shape)
+
+
+@settings(max_examples=100, deadline=None)
+@given(idx_files())
+def test_parse_idx_reads_every_well_formed_file(file):
+    raw, images, expected = file
+    out = data.parse_idx(raw, expect_images=images)
+    assert out.dtype == torch.uint8 and out.shape == expected.shape
+    assert torch.equal(out, expected)
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=64), st.booleans())
-def test_parse_idx_on_random_bytes_returns_or_raises_data_error(raw, images):
-    try:
-        out = data.parse_idx(raw, expect_images=images)
-    except DataError:
-        return
-    assert out.dtype == torch.uint8 and out.dim() == (3 if images else 1)
+@given(idx_files(), st.sampled_from(["cut", "extend", "magic", "kind"]), st.data())
+def test_parse_idx_refuses_every_damaged_file_with_data_error(file, damage, draw):
+    """A valid file cut short, grown, with another magic number, or read as the other kind:
+    always DataError saying which, never another exception or a tensor."""
+    raw, images, _ = file
+    header = 16 if images else 8
+    if damage == "cut":
+        raw = raw[: draw.draw(st.integers(0, len(raw) - 1))]
+        fragment = "too short" if len(raw) < header else "promises"
+    elif damage == "extend":
+        raw += draw.draw(st.binary(min_size=1, max_size=32))
+        fragment = "promises"
+    elif damage == "magic":
+        magic = draw.draw(st.integers(0, 2**32 - 1).filter(lambda m: m not in (2049, 2051)))
+        raw = struct.pack(">I", magic) + raw[4:]
+        fragment = f"magic number is {magic}, expected {2051 if images else 2049}"
+    else:  # an images file where labels are expected, or the other way round
+        images = not images
+        fragment = "too short|magic number is"
+    with pytest.raises(DataError, match=fragment):
+        data.parse_idx(raw, expect_images=images)
 
 
 def test_mirrors_are_tried_in_order_and_bad_ones_skipped(tmp_path, fake_files):
@@ -105,6 +141,7 @@ def test_nothing_works_gives_one_error_listing_what_was_tried(tmp_path, fake_fil
     assert "\n" not in msg
 
 
+@pytest.mark.slow
 def test_real_mnist_is_verified_and_shaped(real_mnist):
     assert real_mnist.train_images.shape == (60000, 28, 28)
     assert real_mnist.test_images.shape == (10000, 28, 28)
