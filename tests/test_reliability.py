@@ -7,13 +7,13 @@ which existed before are unchanged (by hash) unless the case is meant to update 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
-import random
 import re
 import resource
 import signal
-import time
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,7 @@ SMALL = [
 ]
 
 
-# The kill test trains on 3,000 images (2-3 s of training): room for kills at random moments.
+# The kill test trains on 3,000 images: three epochs, so that a kill after one leaves another.
 KILL_RUN = ["--limit", "3000", *SMALL[2:]]
 
 
@@ -80,6 +80,7 @@ def history(run_dir: Path) -> list[tuple]:
     return [(h["epoch"], h["train_loss"], h["val_loss"], h["val_acc"]) for h in doc["history"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "code", "word"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")]
 )
@@ -101,34 +102,91 @@ def test_signal_saves_a_resumable_checkpoint(workdir, sig, code, word):
     assert [h[0] for h in history(workdir / "runs" / "sig")] == [1, 2, 3]
 
 
-def test_kill_9_at_random_moments_never_leaves_a_broken_checkpoint(workdir, real_mnist):
-    """Kill the trainer at seeded random moments; after each kill the checkpoints load and the
-    run resumes; the final history equals an uninterrupted run's."""
-    rng = random.Random(1234)
-    run_dir = workdir / "runs" / "k"
-    kills = 0
-    for _ in range(3):
-        resuming = (run_dir / "last.pt").exists()
-        args = ["--resume", "runs/k"] if resuming else [*KILL_RUN, "--name", "k"]
-        proc = start_cli("train", *args, cwd=workdir)
-        proc.stderr.readline()  # the run's first line: data loaded, training starts now
-        time.sleep(rng.uniform(0.1, 1.8))  # 9,000 images take 2 s or more: a kill lands in training
-        if proc.poll() is None:
-            proc.kill()
-            kills += 1
-        proc.communicate(timeout=60)
-        for name in ("last.pt", "best.pt"):
-            if (run_dir / name).exists():
-                load_checkpoint(run_dir / name)  # complete, never partial
-        if (run_dir / "last.pt").exists() and load_checkpoint(run_dir / "last.pt").meta.finished:
+def pause_before_replacing_last_pt() -> None:
+    """Runs in the child as `python -c SOURCE -m mnistcli ARGS`: mnistcli's command line, except
+    that the first rename over an existing last.pt waits. The new checkpoint is then complete in
+    its temporary file and the old one still in place; the child says so on stderr and sleeps
+    until it is killed. Only mnistcli/files.py sees the change (its `os` is replaced)."""
+    import os
+    import runpy
+    import sys
+    import time
+    import types
+    from pathlib import Path
+
+    import mnistcli.files
+
+    def replace(src: str, dst: str) -> None:
+        if Path(dst).name == "last.pt" and Path(dst).exists():
+            print(f"paused before renaming {Path(src).name} over last.pt", file=sys.stderr)
+            sys.stderr.flush()
+            time.sleep(600)
+        os.replace(src, dst)
+
+    patched = types.ModuleType("os")
+    patched.__dict__.update(os.__dict__, replace=replace)
+    mnistcli.files.os = patched
+    sys.argv = ["mnistcli", *sys.argv[3:]]  # sys.argv was ["-c", "-m", "mnistcli", ARGS]
+    runpy.run_module("mnistcli", run_name="__main__", alter_sys=True)
+
+
+PAUSE = (
+    "-c",
+    f"{inspect.getsource(pause_before_replacing_last_pt)}\n{pause_before_replacing_last_pt.__name__}()",
+)
+
+
+def kill_9_at(proc: subprocess.Popen, moment: str, run_dir: Path) -> str:
+    """Read the child's stderr until a line starting with `moment`, then kill -9 it there.
+    Asserts it was still running, so the kill landed at that moment; returns the line. After
+    the kill every checkpoint in `run_dir` loads (complete, never partial)."""
+    for line in proc.stderr:
+        if line.startswith(moment):
             break
-    if not (run_dir / "last.pt").exists():  # every kill came before the first save
-        code, _, err = run("train", *KILL_RUN, "--name", "k", cwd=workdir)
-        assert code == 0, err
-    elif not load_checkpoint(run_dir / "last.pt").meta.finished:
-        code, _, err = run("train", "--resume", "runs/k", cwd=workdir)
-        assert code == 0, err
-    assert kills >= 1
+    else:
+        raise AssertionError(f"the run ended before {moment!r}: {proc.communicate()}")
+    assert proc.poll() is None, "the run ended before the kill"
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    for name in ("last.pt", "best.pt"):
+        if (run_dir / name).exists():
+            load_checkpoint(run_dir / name)
+    return line
+
+
+@pytest.mark.slow
+def test_kill_9_never_leaves_a_broken_checkpoint(workdir, real_mnist):
+    """kill -9 at three moments the test sees: as training starts; with epoch N's last.pt
+    written to its temporary file but not yet renamed over epoch N-1's; just after an epoch was
+    saved and reported. After each kill the checkpoints load and the run resumes; the old
+    last.pt survives the second kill byte for byte, the temporary file it left is removed when
+    the run resumes, and the final history equals an uninterrupted run's."""
+    run_dir = workdir / "runs" / "k"
+
+    def start(python_args: tuple[str, ...] = ()) -> subprocess.Popen:
+        resume = (run_dir / "last.pt").exists()
+        args = ["--resume", "runs/k"] if resume else [*KILL_RUN, "--name", "k"]
+        return start_cli("train", *args, cwd=workdir, python_args=python_args)
+
+    kill_9_at(start(), "training ", run_dir)  # data loaded, the first epoch begins
+
+    proc = start(PAUSE)
+    line = kill_9_at(proc, "paused before renaming", run_dir)
+    temp = run_dir / line.split()[3]
+    assert temp.name.startswith(".last.pt.") and temp.stat().st_size > 0
+    before = hashes(run_dir)["last.pt"]
+    assert load_checkpoint(run_dir / "last.pt").meta.finished is False
+    # the killed child's leftovers: nothing renamed, the old last.pt untouched
+    assert temp.exists() and hashes(run_dir)["last.pt"] == before
+
+    line = kill_9_at(start(), "epoch ", run_dir)  # the resumed run's first epoch is saved
+    assert not temp.exists()  # a killed writer's temporary file, removed on resume
+    assert load_checkpoint(run_dir / "last.pt").meta.epoch == int(line.split()[1]) < 3
+
+    code, _, err = run("train", "--resume", "runs/k", cwd=workdir)
+    assert code == 0, err
+    assert not list(run_dir.glob(".*.tmp"))
     reference = trainer.train(
         make_settings(
             workdir / "ref", epochs=3, limit=3000, val_size=300, batch_size=50, patience=0
@@ -149,6 +207,7 @@ def limit_file_size(nbytes: int):
     return apply
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_keeps_previous_checkpoints(workdir):
     code, _, err = run(
         "train",
@@ -206,6 +265,7 @@ def test_full_disk_in_process_maps_to_training_error(tmp_path, tiny_mnist, monke
     assert not list(run_dir.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_unwritable_output_folder(workdir):
     blocker = workdir / "a-file"
     blocker.write_text("not a folder")
@@ -214,6 +274,7 @@ def test_unwritable_output_folder(workdir):
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_data_root_that_cannot_be_written_still_trains_from_the_mirror(tmp_path):
     blocker = tmp_path / "ro"
     blocker.write_text("a file where the data root's parent should be")
@@ -238,6 +299,7 @@ def test_data_root_that_cannot_be_written_still_trains_from_the_mirror(tmp_path)
     assert "test accuracy" in out and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_missing_or_partial_dataset(tmp_path):
     partial = tmp_path / "partial"
     partial.mkdir()
@@ -252,6 +314,7 @@ def test_missing_or_partial_dataset(tmp_path):
     assert "--data DIR" in err
 
 
+@pytest.mark.slow
 def test_malicious_checkpoint_is_refused_without_running_code(workdir):
     class Boom:
         def __reduce__(self):
@@ -303,6 +366,7 @@ def bad_images(folder: Path, digit) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_predict_bad_image_suite(tmp_path, trained_run, real_mnist):
     folder = tmp_path / "imgs"
     expected = bad_images(folder, real_mnist.test_images[0])
@@ -331,6 +395,7 @@ def test_predict_bad_image_suite(tmp_path, trained_run, real_mnist):
     assert hashes(folder) == before and hashes(trained_run) == checkpoint_before
 
 
+@pytest.mark.slow
 def test_eval_and_inspect_refuse_corrupt_checkpoints_without_damage(tmp_path, trained_run):
     copy = tmp_path / "run"
     copy.mkdir()
