@@ -379,6 +379,7 @@ def test_live_view_draws_progress_table_and_curves(tmp_path, tiny_mnist):
     assert (tmp_path / "runs" / "test" / "curves.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_real_terminal_gets_the_live_view(tmp_path, mnist_root):
     """On a pseudo-terminal, with colour allowed, training draws the live view: a table and
     curves redrawn in place (cursor movement), not one plain line per epoch."""

@@ -49,6 +49,7 @@ def matrix_rows(text: str) -> list[list[int]]:
 # --- printed output, --json and saved files ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_val_split_printed_json_and_files_agree(here, run_copy, mnist_root):
     args = ["eval", "--checkpoint", str(run_copy), "--split", "val", "--top", "4"]
     args += ["--gallery", "3", *data_args(mnist_root)]
@@ -92,6 +93,7 @@ def test_val_split_printed_json_and_files_agree(here, run_copy, mnist_root):
     assert "▀" in out or "▄" in out or "█" in out  # the digits are drawn
 
 
+@pytest.mark.slow
 def test_settings_reach_the_core(here, run_copy, mnist_root, monkeypatch):
     """Flags become the exact arguments of evaluate_model; --split val is the run's own split."""
     import mnistcli.metrics as metrics
@@ -118,6 +120,7 @@ def test_settings_reach_the_core(here, run_copy, mnist_root, monkeypatch):
     assert not list(run_copy.glob("eval*.json"))  # --no-save
 
 
+@pytest.mark.slow
 def test_full_test_set_as_a_subprocess(tmp_path, run_copy, mnist_root):
     save = tmp_path / "figures"
     proc = run_cli(
@@ -217,6 +220,7 @@ def test_digit_rows_reads_bytes_and_tensors_alike_and_crops_the_margin():
     assert style.bgcolor.get_truecolor() == (200, 200, 200)
 
 
+@pytest.mark.slow
 def test_a_history_in_another_form_only_drops_the_curves(here, trained_run, mnist_root):
     first = torch.load(trained_run / "best.pt", weights_only=True)["history"][0]
     outputs = {}
@@ -277,6 +281,7 @@ def bad_checkpoints(tmp: Path, trained_run: Path) -> dict[str, tuple[Path, str]]
     }
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_exit_2_with_one_line(here, trained_run):
     for name, (path, message) in bad_checkpoints(here, trained_run).items():
         result = runner.invoke(app, ["eval", "--checkpoint", str(path)])
@@ -315,6 +320,7 @@ def test_help_lists_the_options():
     assert "test" in result.stdout and "val" in result.stdout
 
 
+@pytest.mark.slow
 def test_unwritable_save_folder_is_one_line(here, run_copy, mnist_root):
     blocker = here / "a-file"
     blocker.write_text("in the way")

@@ -31,6 +31,7 @@ def digits(tmp_path_factory, real_mnist) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_inspect_image_json_lists_every_layer_in_forward_order(trained_run, digits):
     args = ["inspect", "--checkpoint", str(trained_run), "--image", str(digits / "d0.png")]
     result = runner.invoke(app, [*args, "--raw", "--json"])
@@ -47,6 +48,7 @@ def test_inspect_image_json_lists_every_layer_in_forward_order(trained_run, digi
     assert sum(doc["image"]["probabilities"]) == pytest.approx(1, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_inspect_image_draws_the_layers_and_saves_the_figures(trained_run, digits, tmp_path):
     args = ["inspect", "--checkpoint", str(trained_run), "--image", str(digits / "d1.png")]
     result = runner.invoke(app, [*args, "--raw", "--save", str(tmp_path / "figs")])
@@ -63,6 +65,7 @@ def test_inspect_image_draws_the_layers_and_saves_the_figures(trained_run, digit
     assert "wrote" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["missing.png", "notes.png", "."])
 def test_inspect_bad_image_is_one_line_and_exit_2(trained_run, digits, name):
     path = str(digits / name)
@@ -71,6 +74,7 @@ def test_inspect_bad_image_is_one_line_and_exit_2(trained_run, digits, name):
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_inspect_image_needs_a_checkpoint_and_save_needs_an_image(here, digits):
     result = runner.invoke(app, ["inspect", "--image", str(digits / "d0.png")])
     assert result.exit_code == 2 and "no checkpoint was loaded" in result.stderr
@@ -78,6 +82,7 @@ def test_inspect_image_needs_a_checkpoint_and_save_needs_an_image(here, digits):
     assert result.exit_code == 2 and "pass --image" in result.stderr
 
 
+@pytest.mark.slow
 def test_predict_explain_json_adds_a_28x28_saliency(trained_run, digits):
     files = [str(digits / f) for f in ("d0.png", "blank.png", "d2.png")]
     args = ["predict", *files, "--checkpoint", str(trained_run), "--raw", "--explain", "--json"]
@@ -93,6 +98,7 @@ def test_predict_explain_json_adds_a_28x28_saliency(trained_run, digits):
         assert min(values) >= 0 and max(values) > 0
 
 
+@pytest.mark.slow
 def test_predict_explain_draws_the_input_beside_its_saliency(trained_run, digits):
     args = ["predict", str(digits / "d0.png"), "--checkpoint", str(trained_run), "--raw"]
     result = runner.invoke(app, [*args, "--explain"])
@@ -105,6 +111,7 @@ def test_predict_explain_draws_the_input_beside_its_saliency(trained_run, digits
     assert blank.exit_code == 0 and "no digit found" in blank.stdout and "why" not in blank.stdout
 
 
+@pytest.mark.slow
 def test_subprocess_piped_output_has_no_escape_codes_and_errors_exit_2(trained_run, digits):
     ok = run_cli(
         "predict",

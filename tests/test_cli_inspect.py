@@ -73,6 +73,7 @@ def test_batch_size_comes_from_the_config(here):
     assert json.loads(result.stdout)["batch_size"] == 256  # the fast recipe's batch
 
 
+@pytest.mark.slow
 def test_checkpoint_details_and_weights_check(here, trained_run):
     payload = torch.load(trained_run / "best.pt", weights_only=True)
     result = runner.invoke(app, ["inspect", "--json", "--checkpoint", str(trained_run)])
@@ -98,12 +99,14 @@ def test_checkpoint_details_and_weights_check(here, trained_run):
     assert "limit=2000" in out
 
 
+@pytest.mark.slow
 def test_latest_run_is_shown_by_default(here, runs_copy):
     result = runner.invoke(app, ["inspect", "--json", "--out", str(runs_copy)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["checkpoint"]["path"] == str(runs_copy / "r1" / "best.pt")
 
 
+@pytest.mark.slow
 def test_a_corrupt_latest_run_is_a_warning_not_an_error(here, runs_copy):
     best = runs_copy / "r1" / "best.pt"
     best.write_bytes(best.read_bytes()[:300])
@@ -129,6 +132,7 @@ def test_bad_input_is_one_line_and_exit_2(here, args, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_refused(here, trained_run, monkeypatch):
     from mnistcli import model as model_module
 
@@ -140,6 +144,7 @@ def test_checkpoint_of_another_model_is_refused(here, trained_run, monkeypatch):
     assert "--model other does not match" in result.stderr
 
 
+@pytest.mark.slow
 def test_subprocess_corrupt_checkpoint_and_piped_output(tmp_path, trained_run):
     bad = tmp_path / "bad.pt"
     bad.write_bytes((trained_run / "best.pt").read_bytes()[:1000])
@@ -155,6 +160,7 @@ def test_subprocess_corrupt_checkpoint_and_piped_output(tmp_path, trained_run):
     assert "421,642" in proc.stdout and "verified: they load into simplecnn" in proc.stdout
 
 
+@pytest.mark.slow
 def test_inspect_never_imports_torchvision(tmp_path, trained_run):
     code = (
         "import sys\n"

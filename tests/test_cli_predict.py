@@ -48,6 +48,7 @@ def images(tmp_path, real_mnist) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_one_image_shows_the_digit_its_probability_and_the_top_k(trained_run, images, expected):
     result = runner.invoke(
         app, ["predict", str(images / "d0.png"), "--checkpoint", str(trained_run), "-k", "4"]
@@ -62,6 +63,7 @@ def test_one_image_shows_the_digit_its_probability_and_the_top_k(trained_run, im
     assert f"model: {trained_run / 'best.pt'}" in result.stderr
 
 
+@pytest.mark.slow
 def test_show_draws_the_28x28_input(trained_run, images):
     result = runner.invoke(
         app, ["predict", str(images / "d1.jpg"), "--checkpoint", str(trained_run), "--show"]
@@ -72,6 +74,7 @@ def test_show_draws_the_28x28_input(trained_run, images):
     assert any("██" in line for line in art) and "28x28 input" in result.stdout
 
 
+@pytest.mark.slow
 def test_many_images_give_a_table_and_a_summary(trained_run, images, expected):
     result = runner.invoke(app, ["predict", str(images), "--checkpoint", str(trained_run)])
     assert result.exit_code == 0, result.output
@@ -83,6 +86,7 @@ def test_many_images_give_a_table_and_a_summary(trained_run, images, expected):
     assert "5 images: 4 predicted, 1 no digit found" in result.stdout
 
 
+@pytest.mark.slow
 def test_json_is_one_object_per_image_and_nothing_else(trained_run, images, expected):
     args = ["predict", str(images / "d0.png"), str(images / "zz_blank.png"), str(images / "x.png")]
     result = runner.invoke(app, [*args, "--checkpoint", str(trained_run), "--json", "-k", "2"])
@@ -99,6 +103,7 @@ def test_json_is_one_object_per_image_and_nothing_else(trained_run, images, expe
     assert "model:" not in result.stderr
 
 
+@pytest.mark.slow
 def test_bad_files_are_reported_and_the_others_still_predicted(trained_run, images, tmp_path):
     (images / "notes.png").write_text("not an image")
     (tmp_path / "[red]x.png").write_bytes(b"\x89PNG\r\n\x1a\n")
@@ -125,6 +130,7 @@ def test_bad_files_are_reported_and_the_others_still_predicted(trained_run, imag
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_a_quoted_glob_is_expanded(trained_run, images):
     result = runner.invoke(
         app, ["predict", str(images / "d*.*"), "--checkpoint", str(trained_run), "--json"]
@@ -135,6 +141,7 @@ def test_a_quoted_glob_is_expanded(trained_run, images):
     assert paths == [str(images / name) for name in names]
 
 
+@pytest.mark.slow
 def test_raw_takes_mnist_format_images_as_they_are(trained_run, real_mnist, tmp_path, expected):
     Image.frombytes("L", (28, 28), bytes(real_mnist.test_images[2].flatten().tolist())).save(
         tmp_path / "raw.png"
@@ -148,6 +155,7 @@ def test_raw_takes_mnist_format_images_as_they_are(trained_run, real_mnist, tmp_
     assert "--raw needs a 28x28 image, this one is 32x32" in second["error"]
 
 
+@pytest.mark.slow
 def test_settings_come_from_flags_environment_and_config(trained_run, images, monkeypatch):
     """The core patched: the exact top-k, raw flag and device the command passes on."""
     import mnistcli.predict
@@ -170,6 +178,7 @@ def test_settings_come_from_flags_environment_and_config(trained_run, images, mo
     assert "between 1 and 10" in result.stderr
 
 
+@pytest.mark.slow
 def test_no_checkpoint_is_a_usage_error(tmp_path, images):
     result = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "runs")])
     assert result.exit_code == 2
@@ -185,6 +194,7 @@ def test_help_lists_the_options():
         assert option in result.output
 
 
+@pytest.mark.slow
 def test_real_subprocess_piped_without_torchvision(trained_run, images, tmp_path):
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     proc = run_cli(

@@ -40,6 +40,7 @@ def data_args(mnist_root: Path) -> list[str]:
 # --- training on the GPU -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compile"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_trains_a_few_hundred_steps(tmp_path, real_mnist, mnist_root, precision, compiled):
@@ -70,6 +71,7 @@ def history_of(result) -> list[tuple[int, float]]:
     return [(h.epoch, h.lr) for h in result.history]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_on_cuda(tmp_path, real_mnist, mnist_root, monkeypatch):
     hyper = {
         "epochs": 2,
@@ -124,6 +126,7 @@ def cuda_run(tmp_path_factory, real_mnist, mnist_root) -> Path:
     return result.run_dir
 
 
+@pytest.mark.slow
 def test_the_train_command_on_cuda(tmp_path, mnist_root):
     pytest.importorskip("plotext")  # the train command draws curves with it
     args = ["train", "--device", "cuda", "--epochs", "1", "--limit", "6000", "--val-size", "500"]
@@ -161,6 +164,7 @@ def predict_json(folder: Path, run: Path, device: str) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+@pytest.mark.slow
 def test_cuda_checkpoint_is_used_on_the_cpu(here, cuda_run, mnist_root, digit_pngs):
     test = load_checkpoint(cuda_run / "best.pt").meta.test
     assert test is not None
@@ -185,6 +189,7 @@ def test_cuda_checkpoint_is_used_on_the_cpu(here, cuda_run, mnist_root, digit_pn
     assert "verified: they load into simplecnn" in result.stdout
 
 
+@pytest.mark.slow
 def test_eval_and_predict_on_cuda_agree_with_the_cpu(here, cuda_run, mnist_root, digit_pngs):
     on_gpu = eval_json(cuda_run, "cuda", mnist_root)
     on_cpu = eval_json(cuda_run, "cpu", mnist_root)
@@ -200,6 +205,7 @@ def test_eval_and_predict_on_cuda_agree_with_the_cpu(here, cuda_run, mnist_root,
         assert g["probability"] == pytest.approx(c["probability"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_a_gpu_index_beyond_the_machine_is_a_one_line_error(here, cuda_run):
     count = torch.cuda.device_count()
     for command in ("eval", "predict"):
@@ -225,6 +231,7 @@ def test_train_refuses_a_gpu_index_beyond_the_machine(here):
 # --- the training loop on the GPU: resident data, no per-batch host synchronisation ------------
 
 
+@pytest.mark.slow
 def test_training_data_is_resident_on_the_gpu(tmp_path, real_mnist, mnist_root, monkeypatch):
     made = []
 
@@ -262,6 +269,7 @@ def sync_warnings(settings, mnist, interval: float, monkeypatch) -> int:
     return sum("synchronizing" in str(w.message) for w in caught)
 
 
+@pytest.mark.slow
 def test_no_host_synchronisation_per_batch(tmp_path, real_mnist, mnist_root, monkeypatch):
     # the fast recipe's path: bf16 autocast, random shifts, one-cycle schedule, fused Adam
     hyper = {"epochs": 1, "val_size": 1000, "batch_size": 64, "precision": "bf16"}

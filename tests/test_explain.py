@@ -40,6 +40,7 @@ def saliency(model, digits, predicted) -> torch.Tensor:
     return explain.saliency_maps(model, digits, predicted)
 
 
+@pytest.mark.slow
 def test_integrated_gradients_add_up_to_the_change_in_probability(model, digits, predicted):
     x = normalize(digits[:8])
     targets = torch.tensor(predicted[:8])
@@ -54,6 +55,7 @@ def test_integrated_gradients_add_up_to_the_change_in_probability(model, digits,
     assert model.training is False
 
 
+@pytest.mark.slow
 def test_saliency_is_28x28_non_negative_and_zero_on_black_pixels(saliency, digits):
     assert saliency.shape == (100, 28, 28) and saliency.dtype == torch.float32
     assert saliency.min() >= 0 and saliency.max() > 0
@@ -63,6 +65,7 @@ def test_saliency_is_28x28_non_negative_and_zero_on_black_pixels(saliency, digit
     assert all(v >= 0 and str(v) != "-0.0" for row in lists[0] for v in row)
 
 
+@pytest.mark.slow
 def test_deletion_blanking_salient_ink_costs_4x_more_than_random_ink(model, digits, saliency):
     result = explain.deletion_test(model, digits, saliency, fraction=0.15)
     assert result.images == 100
@@ -70,12 +73,14 @@ def test_deletion_blanking_salient_ink_costs_4x_more_than_random_ink(model, digi
     assert result.ratio >= 4, result
 
 
+@pytest.mark.slow
 def test_deletion_test_sees_through_random_scores(model, digits):
     scores = torch.rand(digits.shape, generator=torch.Generator().manual_seed(1))
     result = explain.deletion_test(model, digits, scores, fraction=0.15)
     assert 0.5 < result.ratio < 2, result  # random ranking: no better than random pixels
 
 
+@pytest.mark.slow
 def test_activations_follow_the_forward_pass(model, digits):
     acts = explain.capture_activations(model, digits[0])
     names = [layer.name for layer in acts.layers]
@@ -95,6 +100,7 @@ def test_activations_follow_the_forward_pass(model, digits):
     assert acts.filters_layer == "features.0"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("color", [True, False])
 def test_the_layer_view_fits_100_columns(model, digits, color):
     acts = explain.capture_activations(model, digits[0])
@@ -129,6 +135,7 @@ def test_map_grids_shrink_only_as_much_as_the_width_needs():
     assert art[0].replace("▒", " ").strip() == ""
 
 
+@pytest.mark.slow
 def test_explained_predictions_carry_the_same_saliency_as_the_maps(model, digits, saliency):
     from mnistcli.predict import Prediction
 
@@ -148,6 +155,7 @@ def test_explained_predictions_carry_the_same_saliency_as_the_maps(model, digits
     assert explained[1].to_dict()["saliency"] is None
 
 
+@pytest.mark.slow
 def test_inspect_model_returns_the_activations_of_the_image(trained_run, real_mnist, tmp_path):
     from PIL import Image
 

@@ -241,6 +241,7 @@ def test_preprocess_makes_an_mnist_style_digit():
     assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
 
 
+@pytest.mark.slow
 def test_an_mnist_digit_passes_through_almost_unchanged(real_mnist):
     digit = real_mnist.test_images[0]
     prep = imaging.preprocess(Image.frombytes("L", (28, 28), bytes(digit.flatten().tolist())))
@@ -307,6 +308,7 @@ def test_a_digit_touching_three_edges_is_found(width):
     assert prep.pixels[:, :2].sum() == 0 and prep.pixels[0].sum() == 0  # centred, not cut
 
 
+@pytest.mark.slow
 def test_mnist_digits_cropped_to_their_ink_are_found(real_mnist):
     """Issue 12: test digits 2000-2019 cropped exactly to their ink (touching all four edges),
     inverted to dark on light and enlarged 4x; 2 of them were "no digit found"."""
@@ -560,6 +562,7 @@ def photo(
     return Image.open(buf)
 
 
+@pytest.mark.slow
 def test_user_style_images_are_predicted_as_the_original_digits(trained_run, real_mnist):
     from mnistcli.checkpoint import load_model
 
@@ -652,6 +655,7 @@ def test_strokes_outside_mnists_range_are_brought_back():
     assert np.array_equal(imaging.fit_box_with_stroke(inside), imaging.fit_box(inside))
 
 
+@pytest.mark.slow
 def test_stroke_range_is_mnists_own(real_mnist):
     """STROKE_RANGE and STROKE_MEDIAN are what preprocess measures on MNIST's training digits
     (2.5th, 50th and 97.5th percentiles), so the correction leaves typical digits alone."""
@@ -669,6 +673,7 @@ def test_stroke_range_is_mnists_own(real_mnist):
     assert abs(hi - imaging.STROKE_RANGE[1]) < 0.15
 
 
+@pytest.mark.slow
 def test_marker_drawn_mnist_digits_come_out_with_mnists_stroke_width(real_mnist, monkeypatch):
     """MNIST test digits drawn over with a marker, dark on white: without the correction their
     strokes measure beyond MNIST's range; with it, at its end."""

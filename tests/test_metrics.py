@@ -184,6 +184,7 @@ def test_evaluate_model_end_to_end_across_batches(monkeypatch):
     assert "pixels" not in doc["misclassified"][0]
 
 
+@pytest.mark.slow
 def test_evaluate_model_agrees_with_the_trainer(trained_run, real_mnist):
     """An independent count of loss and accuracy: the model on the whole set in one pass."""
     from mnistcli.checkpoint import load_model
@@ -206,6 +207,7 @@ def test_evaluate_model_agrees_with_the_trainer(trained_run, real_mnist):
     )
 
 
+@pytest.mark.slow
 def test_confusion_matrix_on_real_data_matches_an_independent_count(trained_run, real_mnist):
     """Every cell of the matrix evaluate_model reports, on 4,000 real test images, against
     numpy's bincount of label * 10 + prediction, predictions made here by the model itself."""

@@ -88,6 +88,7 @@ def test_state_dicts_are_torch_adams_and_load_both_ways():
     back.load_state_dict(opt_b.state_dict())  # and the other way round
 
 
+@pytest.mark.slow
 def test_a_piped_training_run_imports_neither_torch_dynamo_nor_plotext(mnist_root, tmp_path):
     """Start-up that a run never uses: torch.optim's guards import torch._dynamo (about 1 s), the
     terminal chart imports plotext (0.25 s); with --json into a pipe neither is needed."""

@@ -208,6 +208,7 @@ def test_no_formula_for_other_layers():
     assert output_size_formulas(nn.Linear(3, 4), (1, 3), (1, 4)) == ()
 
 
+@pytest.mark.slow
 def test_checkpoint_info_reads_the_payload(trained_run):
     from mnistcli.checkpoint import load_checkpoint
 
