@@ -23,6 +23,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python bench/selfcheck.py
 	$(BIN)/python bench/bench.py
 
 bench-quick: $(STAMP)

@@ -168,16 +168,3 @@ def make_settings(tmp: Path, data_root: Path | None = None, **hyper):
         runs_dir=tmp / "runs",
         name="test",
     )
-
-
-def load_bench_script(name: str):
-    """A script of bench/ (bench/<name>.py) as a module, bench/ importable beside it."""
-    import importlib.util
-    import sys
-
-    if str(REPO / "bench") not in sys.path:
-        sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
