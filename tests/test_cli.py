@@ -64,19 +64,19 @@ def test_train_help_documents_the_options():
 @pytest.fixture
 def captured(monkeypatch, tmp_path):
     """Patch the trainer (and with it data loading); keep the settings the CLI built."""
-    import mnistcli.cli as cli
+    import mnistcli.cli.train as train_command
 
     seen = {}
 
     def no_data(values, log):  # run_training loads the data; these tests never get that far
         pytest.fail("building the settings must not load MNIST")
 
-    monkeypatch.setattr(cli, "load_data", no_data)
+    monkeypatch.setattr(train_command, "load_data", no_data)
 
     def fake_run(settings, values, *, quiet, plain, as_json):
         seen.update(settings=settings, quiet=quiet, plain=plain, as_json=as_json)
 
-    monkeypatch.setattr(cli, "run_training", fake_run)
+    monkeypatch.setattr(train_command, "run_training", fake_run)
     monkeypatch.chdir(tmp_path)
     return seen
 
@@ -194,11 +194,11 @@ def test_train_on_the_gpu_through_the_cli(monkeypatch, tmp_path, tiny_mnist):
     (The GPU half of the suite: run on a machine with CUDA, e.g. `pytest -m cuda`.)"""
     import torch
 
-    import mnistcli.cli as cli
+    import mnistcli.cli.train as train_command
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU here")
-    monkeypatch.setattr(cli, "load_data", lambda values, log: tiny_mnist)
+    monkeypatch.setattr(train_command, "load_data", lambda values, log: tiny_mnist)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(
         app,
@@ -322,9 +322,9 @@ def test_name_with_resume_and_a_folder_as_config_are_refused(captured, tmp_path)
 
 def test_train_json_on_tiny_data_is_one_document(monkeypatch, tmp_path, tiny_mnist):
     """The real trainer on synthetic data through the CLI: --json prints only the result."""
-    import mnistcli.cli as cli
+    import mnistcli.cli.train as train_command
 
-    monkeypatch.setattr(cli, "load_data", lambda values, log: tiny_mnist)
+    monkeypatch.setattr(train_command, "load_data", lambda values, log: tiny_mnist)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(
         app,
