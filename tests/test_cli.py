@@ -61,6 +61,34 @@ def test_train_help_documents_the_options():
         assert option in result.output
 
 
+SETTINGS_BY_COMMAND = {
+    "train": {
+        *("device", "runs_dir", "data.root", "data.val_size", "train.epochs", "train.patience"),
+        *("train.batch_size", "train.lr", "train.seed", "train.limit", "train.recipe"),
+        *("train.precision", "train.threads"),
+    },
+    "inspect": {"train.model", "train.batch_size", "runs_dir"},
+    "eval": {"device", "runs_dir", "data.root", "eval.batch_size", "eval.top", "eval.gallery"},
+    "predict": {"device", "runs_dir", "predict.top_k"},
+    "export": {"data.root", "export.format", "export.check_images"},
+}
+
+
+def test_each_commands_setting_options_are_schemas_keys_under_schemas_flags():
+    """The flag-to-setting map is read from the options themselves (cli.options.setting_flags):
+    each command sets the keys it always did, each through the flag SCHEMA names."""
+    from mnistcli.cli.options import setting_flags
+    from mnistcli.config import flag_name
+
+    assert set(SETTINGS_BY_COMMAND) == set(COMMANDS)
+    for name, command in COMMANDS.items():
+        params = {p.name: p for p in command.params}
+        flags = setting_flags(command.callback.__wrapped__, {n: n for n in params})
+        assert set(flags) == SETTINGS_BY_COMMAND[name], name
+        for key, param in flags.items():
+            assert params[param].opts[0] == flag_name(key), (name, key, params[param].opts)
+
+
 @pytest.fixture
 def captured(monkeypatch, tmp_path):
     """Patch the trainer (and with it data loading); keep the settings the CLI built."""
@@ -299,6 +327,20 @@ def test_help_of_every_command_never_imports_torch():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_usage_errors_are_one_line_through_the_runner_too():
+    """The app's own group draws usage errors (no import hook, no boxed panel), so CliRunner
+    sees what a user sees; `mnistcli` alone prints the help, with Typer's exit code 2."""
+    result = runner.invoke(app, ["eval", "--split", "train"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        "error: Invalid value for '--split': Value error, 'train' is not one of 'test', 'val'; "
+        "see 'mnistcli eval --help'\n"
+    )
+    result = runner.invoke(app, [])
+    assert (result.exit_code, result.stderr) == (2, "")
+    assert "Usage: mnistcli [OPTIONS] COMMAND [ARGS]..." in result.stdout
 
 
 def test_usage_errors_are_one_line_through_the_real_cli(tmp_path):
