@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -21,10 +21,13 @@ from mnistcli.cli import eval, export, inspect, predict, train
 from mnistcli.cli.options import GlobalOptions
 from mnistcli.errors import MnistcliError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 
-def _err_console():
+def _err_console() -> Console:
     from mnistcli.render.console import make_consoles
 
     return make_consoles(no_color=GlobalOptions.no_color).err

@@ -13,13 +13,18 @@ import enum
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from mnistcli.config import Setting, default_text, flag_name, resolve
 from mnistcli.errors import DataError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mnistcli.render.console import Consoles
 
 
 class GlobalOptions:
@@ -28,14 +33,16 @@ class GlobalOptions:
     no_color = False
 
 
-def consoles(*, plain: bool = False):
+def consoles(*, plain: bool = False) -> Consoles:
     """The stdout and stderr consoles, honouring --no-color (and --plain for train)."""
     from mnistcli.render.console import make_consoles
 
     return make_consoles(no_color=GlobalOptions.no_color, plain=plain)
 
 
-def setting_option(key: str, *short: str, help: str, default: str | None = None, **kwargs: Any):
+def setting_option(
+    key: str, *short: str, help: str, default: str | None = None, **kwargs: Any
+) -> Any:
     """A typer.Option for the flag that sets the config key `key` ("train.epochs"): the flag is
     SCHEMA's, the help ends with ' [default: ...]' from SCHEMA (or `default`, where the help
     words it otherwise). `setting_flags` reads the key back from the option."""
@@ -120,6 +127,6 @@ def settings_values(
     return values
 
 
-def stderr_log(quiet: bool, err) -> Callable[[str], None]:
+def stderr_log(quiet: bool, err: Console) -> Callable[[str], None]:
     """Messages (downloads, notes) on stderr, or nowhere with --quiet/--json."""
     return (lambda _m: None) if quiet else (lambda m: err.print(escape(m)))

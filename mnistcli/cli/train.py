@@ -6,7 +6,7 @@ import enum
 import json
 import signal
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -24,8 +24,11 @@ from mnistcli.cli.options import (
     settings_values,
     stderr_log,
 )
-from mnistcli.config import PRECISIONS, RECIPES, Setting, default_text
+from mnistcli.config import PRECISIONS, RECIPES, Setting, TrainSettings, default_text
 from mnistcli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mnistcli.data import Mnist
 
 Recipe = enum.Enum("Recipe", {name: name for name in RECIPES}, type=str)  # type: ignore[misc]
 Precision = enum.Enum("Precision", {p: p for p in PRECISIONS}, type=str)  # type: ignore[misc]
@@ -148,7 +151,7 @@ def train(
     run_training(settings, values, quiet=quiet or as_json, plain=plain, as_json=as_json)
 
 
-def load_data(values: dict[str, Setting], log: Callable[[str], None]):
+def load_data(values: dict[str, Setting], log: Callable[[str], None]) -> Mnist:
     from mnistcli.data import load_mnist
 
     return load_mnist(values["data.root"].value, values["data.mirrors"].value, on_message=log)
@@ -174,7 +177,7 @@ class StopFlag:
 
 
 def run_training(
-    settings, values: dict[str, Setting], *, quiet: bool, plain: bool, as_json: bool
+    settings: TrainSettings, values: dict[str, Setting], *, quiet: bool, plain: bool, as_json: bool
 ) -> None:
     """Load the data, pick a view, run the trainer, print the summary."""
     from mnistcli.device import resolve_device
