@@ -584,18 +584,21 @@ def train_settings(
     )
 
 
+_eval, _predict, _export = _default("eval"), _default("predict"), _default("export")
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """What `mnistcli eval` runs: which checkpoint, on which split, and what it writes."""
 
     data: DataSettings
-    device: str = "auto"
-    runs_dir: Path = Path("runs")
+    device: str = _top("device")
+    runs_dir: Path = Path(_top("runs_dir"))
     checkpoint: str | None = None  # a file, a run folder or 'latest'; None: the latest run
     split: str = "test"  # "test", or "val": the run's own validation images
-    batch_size: int = 256
-    top: int = 10  # confused pairs listed
-    gallery: int = 16  # mistakes kept for drawing
+    batch_size: int = _eval("batch_size")
+    top: int = _eval("top")  # confused pairs listed
+    gallery: int = _eval("gallery")  # mistakes kept for drawing
     save: Path | None = None  # where the files go; None: the checkpoint's run folder
     write_files: bool = True
 
@@ -604,10 +607,10 @@ class EvalSettings:
 class PredictSettings:
     """What `mnistcli predict` runs: which checkpoint, on what, and how many candidates."""
 
-    device: str = "auto"
-    runs_dir: Path = Path("runs")
+    device: str = _top("device")
+    runs_dir: Path = Path(_top("runs_dir"))
     checkpoint: str | None = None
-    top_k: int = 3
+    top_k: int = _predict("top_k")
     raw: bool = False  # no preprocessing: the images already are MNIST-style 28x28 digits
     explain: bool = False  # also each image's saliency (integrated gradients)
 
@@ -616,11 +619,11 @@ class PredictSettings:
 class InspectSettings:
     """What `mnistcli inspect` describes: a model by name, and the checkpoint to check."""
 
-    model: str = "simplecnn"
+    model: str = _train("model")
     model_given: bool = False  # --model was typed: a checkpoint of another model is refused
-    runs_dir: Path = Path("runs")
+    runs_dir: Path = Path(_top("runs_dir"))
     checkpoint: str | None = None  # None: the latest run's, when there is one
-    batch_size: int = 64  # for the batch activation figure
+    batch_size: int = _train("batch_size")  # for the batch activation figure
     image: Path | None = None  # also every layer's output for this image (needs a checkpoint)
     raw: bool = False  # take the image as is: a 28x28 MNIST-style digit
     save: Path | None = None  # with an image: write feature_maps.png and filters.png here
@@ -632,11 +635,11 @@ class ExportSettings:
     test digits the written file is checked."""
 
     data: DataSettings
-    runs_dir: Path = Path("runs")
+    runs_dir: Path = Path(_top("runs_dir"))
     checkpoint: str | None = None
-    format: str = "onnx"  # one of EXPORT_FORMATS
+    format: str = _export("format")  # one of EXPORT_FORMATS
     out: Path | None = None  # None: model.<format> next to the checkpoint
-    check_images: int = 0  # the first N test digits; 0: all
+    check_images: int = _export("check_images")  # the first N test digits; 0: all
 
 
 def eval_settings(

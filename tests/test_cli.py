@@ -61,22 +61,50 @@ def test_train_help_documents_the_options():
         assert option in result.output
 
 
+SETTINGS_BY_COMMAND = {
+    "train": {
+        *("device", "runs_dir", "data.root", "data.val_size", "train.epochs", "train.patience"),
+        *("train.batch_size", "train.lr", "train.seed", "train.limit", "train.recipe"),
+        *("train.precision", "train.threads"),
+    },
+    "inspect": {"train.model", "train.batch_size", "runs_dir"},
+    "eval": {"device", "runs_dir", "data.root", "eval.batch_size", "eval.top", "eval.gallery"},
+    "predict": {"device", "runs_dir", "predict.top_k"},
+    "export": {"data.root", "export.format", "export.check_images"},
+}
+
+
+def test_each_commands_setting_options_are_schemas_keys_under_schemas_flags():
+    """The flag-to-setting map is read from the options themselves (cli.options.setting_flags):
+    each command sets the keys it always did, each through the flag SCHEMA names."""
+    from mnistcli.cli.options import setting_flags
+    from mnistcli.config import flag_name
+
+    assert set(SETTINGS_BY_COMMAND) == set(COMMANDS)
+    for name, command in COMMANDS.items():
+        params = {p.name: p for p in command.params}
+        flags = setting_flags(command.callback.__wrapped__, {n: n for n in params})
+        assert set(flags) == SETTINGS_BY_COMMAND[name], name
+        for key, param in flags.items():
+            assert params[param].opts[0] == flag_name(key), (name, key, params[param].opts)
+
+
 @pytest.fixture
 def captured(monkeypatch, tmp_path):
     """Patch the trainer (and with it data loading); keep the settings the CLI built."""
-    import mnistcli.cli as cli
+    import mnistcli.cli.train as train_command
 
     seen = {}
 
     def no_data(values, log):  # run_training loads the data; these tests never get that far
         pytest.fail("building the settings must not load MNIST")
 
-    monkeypatch.setattr(cli, "load_data", no_data)
+    monkeypatch.setattr(train_command, "load_data", no_data)
 
     def fake_run(settings, values, *, quiet, plain, as_json):
         seen.update(settings=settings, quiet=quiet, plain=plain, as_json=as_json)
 
-    monkeypatch.setattr(cli, "run_training", fake_run)
+    monkeypatch.setattr(train_command, "run_training", fake_run)
     monkeypatch.chdir(tmp_path)
     return seen
 
@@ -194,11 +222,11 @@ def test_train_on_the_gpu_through_the_cli(monkeypatch, tmp_path, tiny_mnist):
     (The GPU half of the suite: run on a machine with CUDA, e.g. `pytest -m cuda`.)"""
     import torch
 
-    import mnistcli.cli as cli
+    import mnistcli.cli.train as train_command
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU here")
-    monkeypatch.setattr(cli, "load_data", lambda values, log: tiny_mnist)
+    monkeypatch.setattr(train_command, "load_data", lambda values, log: tiny_mnist)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(
         app,
@@ -301,6 +329,20 @@ def test_help_of_every_command_never_imports_torch():
     assert proc.stdout.strip() == "[]"
 
 
+def test_usage_errors_are_one_line_through_the_runner_too():
+    """The app's own group draws usage errors (no import hook, no boxed panel), so CliRunner
+    sees what a user sees; `mnistcli` alone prints the help, with Typer's exit code 2."""
+    result = runner.invoke(app, ["eval", "--split", "train"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        "error: Invalid value for '--split': Value error, 'train' is not one of 'test', 'val'; "
+        "see 'mnistcli eval --help'\n"
+    )
+    result = runner.invoke(app, [])
+    assert (result.exit_code, result.stderr) == (2, "")
+    assert "Usage: mnistcli [OPTIONS] COMMAND [ARGS]..." in result.stdout
+
+
 def test_usage_errors_are_one_line_through_the_real_cli(tmp_path):
     for args, fragment in (
         (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
@@ -322,9 +364,9 @@ def test_name_with_resume_and_a_folder_as_config_are_refused(captured, tmp_path)
 
 def test_train_json_on_tiny_data_is_one_document(monkeypatch, tmp_path, tiny_mnist):
     """The real trainer on synthetic data through the CLI: --json prints only the result."""
-    import mnistcli.cli as cli
+    import mnistcli.cli.train as train_command
 
-    monkeypatch.setattr(cli, "load_data", lambda values, log: tiny_mnist)
+    monkeypatch.setattr(train_command, "load_data", lambda values, log: tiny_mnist)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(
         app,

@@ -154,3 +154,38 @@ def test_settings_defaults_are_the_schemas(tmp_path):
     assert DataSettings(Path("."), ()).val_size == SCHEMA["data"]["val_size"].default
     resolved = train_settings(resolve({}, env={}, cwd=tmp_path))
     assert resolved.hyper == HyperParams()
+
+
+def test_command_settings_defaults_are_the_schemas():
+    """eval, predict, inspect and export settings take their defaults from SCHEMA too."""
+    import dataclasses
+
+    from mnistcli.config import (
+        SCHEMA,
+        EvalSettings,
+        ExportSettings,
+        InspectSettings,
+        PredictSettings,
+    )
+
+    checked = set()
+    sections = {
+        EvalSettings: "eval",
+        PredictSettings: "predict",
+        InspectSettings: "train",
+        ExportSettings: "export",
+    }
+    for cls, section in sections.items():
+        for f in dataclasses.fields(cls):
+            for where in (section, ""):
+                if f.name in SCHEMA[where]:
+                    spec = SCHEMA[where][f.name]
+                    assert f.default == spec.kind(spec.default), (cls.__name__, f.name)
+                    checked.add(f"{cls.__name__}.{f.name}")
+    assert checked == {
+        *("EvalSettings.device", "EvalSettings.runs_dir", "EvalSettings.batch_size"),
+        *("EvalSettings.top", "EvalSettings.gallery"),
+        *("PredictSettings.device", "PredictSettings.runs_dir", "PredictSettings.top_k"),
+        *("InspectSettings.model", "InspectSettings.runs_dir", "InspectSettings.batch_size"),
+        *("ExportSettings.runs_dir", "ExportSettings.format", "ExportSettings.check_images"),
+    }

@@ -9,19 +9,21 @@ from typing import TYPE_CHECKING
 
 from rich.color import Color
 from rich.columns import Columns
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from mnistcli.predict import Prediction
 from mnistcli.render.colorscale import heat, shade
+from mnistcli.render.console import is_color
 from mnistcli.render.digits import half_block_lines
 from mnistcli.render.predict_view import (
     CHART_WIDTH,
     digit_art,
     framed,
     headline,
+    predict_view,
     predictions_table,
     summary_line,
     top_k_chart,
@@ -109,3 +111,20 @@ def explain_view(
     parts: list[RenderableType] = [predictions_table(preds), Text("")]
     parts += [Columns(cells, padding=(1, 2)), Text(f"brighter = more responsible ({METHOD})")]
     return Group(*parts, Text(""), summary_line(preds))
+
+
+def print_predictions(
+    out: Console, preds: list[Prediction], explained: list[Explained] | None, *, show: bool
+) -> None:
+    """`mnistcli predict`'s view on stdout: predict_view, or with --explain, explain_view (each
+    input beside its saliency). A single image that failed shows nothing: its error line says
+    it all. (Here rather than in predict_view, which this module builds on.)"""
+    keep = [i for i, p in enumerate(preds) if len(preds) > 1 or not p.error]
+    if not keep:
+        return
+    color, width = is_color(out), out.width
+    if explained is not None:
+        view = explain_view([explained[i] for i in keep], color=color, width=width)
+    else:
+        view = predict_view([preds[i] for i in keep], show=show, color=color, width=width)
+    out.print(view)

@@ -3,16 +3,17 @@ a checkpoint holds. Formats what mnistcli.summary computed; computes nothing its
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import percent, plural
-from mnistcli.summary import CheckpointInfo, ModelSummary
+from mnistcli.render.console import is_color, percent, plural
+from mnistcli.summary import CheckpointInfo, Inspection, ModelSummary
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
@@ -167,3 +168,34 @@ def inspect_view(s: ModelSummary, checkpoint: CheckpointInfo | None) -> Renderab
     if checkpoint is not None:
         parts += [Text(), checkpoint_table(checkpoint)]
     return Group(*parts)
+
+
+def print_warnings(err: Console, found: Inspection) -> None:
+    """What describing the model ran into: a checkpoint that did not load, a blank image."""
+    if found.warning:
+        err.print(
+            f"[yellow]warning:[/] {escape(found.warning)}; describing the model alone",
+            soft_wrap=True,
+        )
+    if found.blank:
+        err.print(
+            f"[yellow]warning:[/] no digit found in {escape(str(found.image))}; showing what "
+            f"the layers make of a blank input",
+            soft_wrap=True,
+        )
+
+
+def print_inspection(out: Console, found: Inspection) -> None:
+    """The layer table and the rest of inspect_view; with --image, every layer's output."""
+    out.print(inspect_view(found.summary, found.checkpoint))
+    if found.activations is not None:
+        from mnistcli.render.feature_view import activations_view
+
+        view = activations_view(found.activations, color=is_color(out), width=out.width)
+        out.print(view)
+
+
+def print_written(err: Console, paths: list[Path]) -> None:
+    """'wrote PATH' for each file written."""
+    for path in paths:
+        err.print(f"wrote {escape(str(path))}", soft_wrap=True)
