@@ -6,6 +6,7 @@ with floors of their own, so a preprocessing change that loses digits fails the 
 
 from __future__ import annotations
 
+import functools
 import time
 
 import pytest
@@ -19,13 +20,12 @@ def robustness():
 
 
 def test_quick_subset_of_the_robustness_benchmark(robustness, trained_run, real_mnist):
-    from mnistcli.checkpoint import load_model
-    from mnistcli.predict import TorchBackend
+    from mnistcli.loading import load_model, module_logits
 
     model, _ = load_model(trained_run / "best.pt")
     digits = real_mnist.test_images.numpy()[robustness.sample(20)]
     start = time.perf_counter()
-    rows = robustness.score(digits, TorchBackend(model))
+    rows = robustness.score(digits, functools.partial(module_logits, model))
     print(robustness.table(rows, len(digits)), f"\n{time.perf_counter() - start:.1f} s")
     assert set(rows) == set(robustness.CONDITIONS) and len(rows) == 15
     assert all(r["no_digit"] == 0 for r in rows.values()), rows
