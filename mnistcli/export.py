@@ -45,8 +45,6 @@ if TYPE_CHECKING:
     from mnistcli.checkpoint import CheckpointMeta
     from mnistcli.config import ExportSettings
 
-# config.EXPORT_FORMATS -> the file each writes (config.validate checks a format a user gives)
-SUFFIXES = {"onnx": ".onnx", "safetensors": ".safetensors", "pt2": ".pt2"}
 TOLERANCE = 1e-4  # largest |logit difference| the self-check accepts
 PREPROCESSING = (
     "mnistcli {version}: make the image look like an MNIST digit first: grayscale "
@@ -103,8 +101,9 @@ class ExportResult:
 
 
 def default_out(checkpoint: Path, fmt: str) -> Path:
-    """model.onnx (.safetensors, .pt2) next to the checkpoint."""
-    return checkpoint.parent / f"model{SUFFIXES[fmt]}"
+    """model.onnx (.safetensors, .pt2) next to the checkpoint: each format (config.EXPORT_FORMATS,
+    checked by config.validate) is its file's suffix."""
+    return checkpoint.parent / f"model.{fmt}"
 
 
 def outputs(out: Path, fmt: str) -> tuple[Path, ...]:
