@@ -295,7 +295,7 @@ def recipe_run(
 def eval_seconds(mnist, checkpoint: Path, repeats: int = 3) -> float:
     """What `mnistcli eval` spends on the 10k test images once the model is loaded: inference
     in batches plus every metric (median of `repeats`)."""
-    from mnistcli.checkpoint import load_model
+    from mnistcli.loading import load_model
     from mnistcli.metrics import evaluate_model
 
     model, _ = load_model(checkpoint, channels_last=True)  # as eval loads it

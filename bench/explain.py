@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench import machine  # noqa: E402
 from mnistcli import explain  # noqa: E402
-from mnistcli.checkpoint import load_model  # noqa: E402
 from mnistcli.data import load_mnist, normalize  # noqa: E402
+from mnistcli.loading import load_model  # noqa: E402
 from mnistcli.model import logits_in_batches  # noqa: E402
 
 SHARED_MNIST = REPO.parent / "shared" / "mnist"

@@ -200,7 +200,7 @@ def checkpoint_for_eval(work: Path) -> Path:
 def cmd_eval(args: argparse.Namespace) -> None:
     """What `mnistcli eval` spends on the 10k test images once the model is loaded (median of
     5, after a warm-up), as bench.py measures it on the CPU; and the whole command's wall time."""
-    from mnistcli.checkpoint import load_model
+    from mnistcli.loading import load_model
     from mnistcli.metrics import evaluate_model
 
     checkpoint = checkpoint_for_eval(args.work)

@@ -7,7 +7,7 @@ commands interleaved so that a busy moment hurts all of them alike) and peak mem
 child's ru_maxrss from os.wait4, the largest over the repeats). The commands:
 
 - `import torch`: `python -c "import torch"`, the floor of any predict that uses torch;
-- `onnx backend`: mnistcli.export.OnnxModel alone on the digit read with Pillow (pixels / 255,
+- `onnx backend`: mnistcli.onnx_runtime.OnnxModel alone on the digit read with Pillow (pixels / 255,
   no preprocessing), asserting that torch was never imported: the floor of the ONNX path;
 - `mnistcli predict`: the whole command on model.onnx and one 112x112 dark-on-light digit, so
   the full MNIST-style preprocessing runs, as a user runs it.
@@ -43,7 +43,7 @@ import sys
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from mnistcli.export import OnnxModel
+from mnistcli.onnx_runtime import OnnxModel
 x = np.asarray(Image.open(sys.argv[1]).convert("L").resize((28, 28)), np.float32)[None, None] / 255
 logits = OnnxModel(Path(sys.argv[2]), threads=1)(x)
 assert "torch" not in sys.modules, "the ONNX path imported torch"

@@ -20,6 +20,7 @@ dataset. Prints a table and writes bench/results/robustness-<time>.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import platform
@@ -336,10 +337,9 @@ def main() -> None:
 
     import torch
 
-    from mnistcli.checkpoint import load_model
     from mnistcli.config import default_data_root
     from mnistcli.data import load_mnist
-    from mnistcli.predict import TorchBackend
+    from mnistcli.loading import load_model, module_logits
 
     mnist = load_mnist(Path(default_data_root()), [args.data])
     checkpoint = Path(args.checkpoint)
@@ -347,7 +347,7 @@ def main() -> None:
     indices = sample(args.n)
     digits = mnist.test_images.numpy()[indices]
     start = time.perf_counter()
-    rows = score(digits, TorchBackend(model))
+    rows = score(digits, functools.partial(module_logits, model))
     seconds = time.perf_counter() - start
     print(table(rows, len(digits)))
     metrics = checkpoint.parent / "metrics.json"  # the run's summary, when it is a run folder

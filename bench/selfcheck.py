@@ -14,6 +14,8 @@ failed check's name on stderr.
 
 from __future__ import annotations
 
+import functools
+
 import argparse
 import random
 import sys
@@ -81,9 +83,8 @@ def robustness_quick_subset(mnist, work: Path, data: Path) -> None:
     change that loses digits fails here before the full benchmark spends minutes."""
     import robustness
 
-    from mnistcli.checkpoint import load_model
     from mnistcli.config import DataSettings, HyperParams, TrainSettings
-    from mnistcli.predict import TorchBackend
+    from mnistcli.loading import load_model, module_logits
     from mnistcli.train import train
 
     settings = TrainSettings(
@@ -96,7 +97,7 @@ def robustness_quick_subset(mnist, work: Path, data: Path) -> None:
     model, _ = load_model(train(settings, mnist).run_dir / "best.pt")
     digits = mnist.test_images.numpy()[robustness.sample(20)]
     start = time.perf_counter()
-    rows = robustness.score(digits, TorchBackend(model))
+    rows = robustness.score(digits, functools.partial(module_logits, model))
     print(robustness.table(rows, len(digits)), f"\n{time.perf_counter() - start:.1f} s")
     check(set(rows) == set(robustness.CONDITIONS) and len(rows) == 15, "15 conditions", rows)
     check(all(r["no_digit"] == 0 for r in rows.values()), "no digit lost", rows)

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 FORMAT = "mnistcli-checkpoint"
 FORMAT_VERSION = 1  # the layout above; a reader refuses a newer one
-EXPORT_SUFFIXES = (".safetensors", ".onnx")  # `mnistcli export` files load_model reads
 
 # Fields every checkpoint has, and their stored types (the rest have defaults).
 REQUIRED: dict[str, type] = {
@@ -345,16 +344,6 @@ def load_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint.from_payload(payload, path)
 
 
-def load_checkpoint_or_export(path: Path) -> Checkpoint:
-    """load_checkpoint, or an export that holds weights (.safetensors with its sidecar, .onnx's
-    initializers) read as a checkpoint."""
-    if path.suffix in EXPORT_SUFFIXES:
-        from mnistcli.export import load_export
-
-        return load_export(path)
-    return load_checkpoint(path)
-
-
 def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
     """Copy a state dict into `model`, refusing any mismatch of names or shapes."""
     import torch
@@ -390,33 +379,3 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
 def state_dict_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights, detached and copied to the CPU (what a checkpoint stores)."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def load_model(
-    path: Path, device: torch.device | str = "cpu", *, channels_last: bool = False
-) -> tuple[nn.Module, CheckpointMeta]:
-    """A checkpoint's model, in eval mode on `device`, and its description; also reads the
-    exports that hold weights (.safetensors with its sidecar, .onnx's initializers).
-
-    `channels_last`: lay the weights out for fast CPU inference (eval, predict); the default
-    standard layout is what export writes and inspect describes."""
-    import torch
-
-    from mnistcli.errors import ConfigError
-    from mnistcli.model import build_model
-
-    checkpoint = load_checkpoint_or_export(path)
-    try:
-        model = build_model(checkpoint.meta.model)
-    except ConfigError:
-        raise CheckpointError(
-            f"checkpoint {path} is for model '{checkpoint.meta.model}', which this "
-            f"mnistcli does not know"
-        ) from None
-    load_weights(model, checkpoint.model_state, path)
-    model.to(device).eval()
-    if channels_last and torch.device(device).type == "cpu":
-        # NHWC convolutions run about twice as fast on the CPU (10k test images, 2 cores:
-        # 0.47 s instead of 0.99 s); the weights are only laid out differently.
-        model.to(memory_format=torch.channels_last)
-    return model, checkpoint.meta

@@ -1,10 +1,10 @@
 """Exported models: ONNX, safetensors and torch.export writers, each checking itself after
-writing, and the readers for what they wrote.
+writing.
 
-Every export takes the same input as the ONNX contract: (N, 1, 28, 28) float32, pixel values
-/ 255, bright ink on black (MNIST's form); the training normalisation is inside the model. The
-ONNX reader (`OnnxModel`) runs on onnxruntime and numpy only: it never imports torch, so
-`predict` on an exported model starts in a fraction of torch's import time.
+Every export takes the same input as the ONNX contract (onnx_runtime): (N, 1, 28, 28) float32,
+pixel values / 255, bright ink on black (MNIST's form); the training normalisation is inside the
+model. Every export carries the checkpoint's description as metadata, which loading.py reads
+back (loading.read_export): eval, predict and inspect open exports through loading.open_model.
 """
 
 from __future__ import annotations
@@ -20,9 +20,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistcli import __version__
-from mnistcli.config import EXPORT_FORMATS, did_you_mean
-from mnistcli.errors import CheckpointError, ConfigError, ExportError, OutputError
+from mnistcli.errors import ExportError, OutputError
 from mnistcli.files import staged
+from mnistcli.loading import (
+    EXPORT_FORMAT,
+    EXPORT_FORMAT_VERSION,
+    PT2_EXTRA,
+    load_checkpoint_or_export,
+    load_model,
+    load_safetensors,
+    onnx_meta,
+    read_export,
+    sidecar_path,
+)
+from mnistcli.onnx_runtime import CLASSES, INPUT, LABELS, OUTPUT, SIDE, OnnxModel
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -31,18 +42,10 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from mnistcli.checkpoint import Checkpoint, CheckpointMeta
+    from mnistcli.checkpoint import CheckpointMeta
     from mnistcli.config import ExportSettings
 
-FORMATS = EXPORT_FORMATS
-SUFFIXES = {"onnx": ".onnx", "safetensors": ".safetensors", "pt2": ".pt2"}
-INPUT, OUTPUT = "image", "logits"  # the ONNX contract's names
-SIDE, CLASSES = 28, 10
-LABELS = tuple(str(d) for d in range(CLASSES))  # logit i is the digit i
 TOLERANCE = 1e-4  # largest |logit difference| the self-check accepts
-EXPORT_FORMAT = "mnistcli-export"  # marker in the metadata every export carries
-EXPORT_FORMAT_VERSION = 1  # the metadata: a checkpoint's fields (format 1) plus the contract's
-PT2_EXTRA = "mnistcli.json"  # the metadata's name inside a .pt2 archive
 PREPROCESSING = (
     "mnistcli {version}: make the image look like an MNIST digit first: grayscale "
     "(transparency laid on white), inverted if the background is light so the ink is bright on "
@@ -51,216 +54,6 @@ PREPROCESSING = (
     "{std}) is inside the model. mnistcli.imaging.preprocess does all of it; "
     "'mnistcli predict --show' draws the result."
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading an ONNX export without torch
-
-
-def is_onnx(path: Path) -> bool:
-    """Whether `path` names an ONNX model (which runs on onnxruntime, not PyTorch)."""
-    return path.suffix.lower() == ".onnx"
-
-
-def open_onnx(path: Path, device: str) -> OnnxModel:
-    """An ONNX model for eval or predict: onnxruntime's CPU provider, so a GPU is refused."""
-    if device not in ("auto", "cpu"):
-        raise ConfigError(
-            f"--device {device}: an .onnx model runs on onnxruntime's CPU provider here; "
-            f"leave --device out, or use the .pt checkpoint on the GPU"
-        )
-    return OnnxModel(path)
-
-
-class OnnxModel:
-    """An ONNX model that keeps the contract, run by onnxruntime on the CPU.
-
-    `model(images)` maps (N, 1, 28, 28) float32 pixels / 255 to (N, 10) float32 logits, both
-    numpy arrays. Anything that breaks the contract is refused with a one-line CheckpointError.
-    """
-
-    def __init__(self, path: Path, *, threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        _check_file(path)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: warnings would clutter stderr
-        options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own types for every bad file
-            detail = " ".join(str(exc).split())[:120]
-            raise CheckpointError(
-                f"cannot load {path}: it is truncated, corrupt or not an ONNX model ({detail})"
-            ) from None
-        self.path = path
-        _check_contract(self.session, path)
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        import numpy as np
-
-        x = np.ascontiguousarray(images, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1:] != (1, SIDE, SIDE):
-            raise ValueError(f"expected (N, 1, {SIDE}, {SIDE}) images, got {x.shape}")
-        try:
-            (logits,) = self.session.run([OUTPUT], {INPUT: x})
-        except Exception as exc:
-            detail = " ".join(str(exc).split())[:160]
-            raise CheckpointError(f"{self.path} failed to run: {detail}") from None
-        if logits.shape != (x.shape[0], CLASSES) or logits.dtype != np.float32:
-            raise CheckpointError(
-                f"{self.path} breaks mnistcli's ONNX contract: it returned {logits.dtype} "
-                f"logits of shape {logits.shape} for {x.shape[0]} images, not ({x.shape[0]}, 10)"
-            )
-        return logits
-
-    def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """(N, 10) logits for (N, 1, 28, 28) inputs, in batches."""
-        import numpy as np
-
-        if len(images) == 0:
-            return np.zeros((0, CLASSES), np.float32)
-        parts = [self(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-        return np.concatenate(parts)
-
-    def meta(self) -> CheckpointMeta:
-        """What the exported checkpoint said about its run (model, epoch, config, history...),
-        from the metadata `mnistcli export` stored; read without torch."""
-        text = self.metadata.get("mnistcli")
-        if text is None:
-            raise CheckpointError(
-                f"{self.path} keeps the ONNX contract but was not written by 'mnistcli export' "
-                f"(no 'mnistcli' metadata); export the checkpoint with mnistcli"
-            )
-        return read_export(text, self.path, {}).meta
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise CheckpointError(f"model file {path} does not exist; write one with 'mnistcli export'")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; pass a model file such as {path}/model.onnx")
-
-
-def _check_contract(session: Any, path: Path) -> None:
-    """Exactly one input `image` float32 (batch, 1, 28, 28), one output `logits` (batch, 10)."""
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-
-    def shape(arg: Any) -> str:
-        return f"'{arg.name}' {arg.type} {list(arg.shape)}"
-
-    def dynamic(dim: Any) -> bool:
-        return not isinstance(dim, int)
-
-    ok = (
-        len(inputs) == 1
-        and len(outputs) == 1
-        and inputs[0].name == INPUT
-        and inputs[0].type == "tensor(float)"
-        and len(inputs[0].shape) == 4
-        and dynamic(inputs[0].shape[0])
-        and list(inputs[0].shape[1:]) == [1, SIDE, SIDE]
-        and outputs[0].name == OUTPUT
-        and outputs[0].type == "tensor(float)"
-        and len(outputs[0].shape) == 2
-        and outputs[0].shape[1] == CLASSES
-    )
-    if not ok:
-        got = ", ".join(shape(a) for a in inputs) + " -> " + ", ".join(shape(a) for a in outputs)
-        raise CheckpointError(
-            f"{path} breaks mnistcli's ONNX contract (one input 'image' float32 [N, 1, 28, 28] "
-            f"with a dynamic N, one output 'logits' [N, 10]); it has {got}"
-        )
-
-
-def read_export(text: str, path: Path, state: dict[str, Any]) -> Checkpoint:
-    """The metadata an export carries (JSON) and its weights as a Checkpoint, validated as
-    checkpoint.load_checkpoint validates one (no torch needed: `state` may be empty)."""
-    from mnistcli.checkpoint import FORMAT, FORMAT_VERSION, Checkpoint
-
-    try:
-        stored = json.loads(text)
-    except (ValueError, RecursionError):
-        stored = None
-    if not isinstance(stored, dict) or stored.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(
-            f"{path} has no readable mnistcli export metadata; export the checkpoint again "
-            f"with 'mnistcli export'"
-        )
-    version = stored.get("format_version")
-    if isinstance(version, int) and version > EXPORT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} was exported by a newer mnistcli (format {version}); upgrade mnistcli to "
-            f"read it"
-        )
-    raw = {**stored, "format": FORMAT, "format_version": FORMAT_VERSION, "model_state": state}
-    return Checkpoint.from_payload(raw, path)
-
-
-def load_export(path: Path) -> Checkpoint:
-    """A .safetensors or .onnx export as a Checkpoint with its weights (checkpoint.load_model
-    reads exports through this)."""
-    return load_safetensors(path) if path.suffix == ".safetensors" else load_onnx(path)
-
-
-def load_onnx(path: Path) -> Checkpoint:
-    """An ONNX export as a checkpoint, its weights read from the graph's initializers
-    (for `inspect`, which describes the PyTorch model; `OnnxModel` runs the file itself)."""
-    import onnx
-    import torch
-    from onnx import numpy_helper
-
-    from mnistcli.checkpoint import Checkpoint
-
-    meta = OnnxModel(path).meta()  # the contract and the metadata, checked
-    proto = onnx.load(str(path), load_external_data=False)
-    prefix = "net."  # with_normalisation's attribute: initializers keep the state dict's names
-    state = {
-        init.name.removeprefix(prefix): torch.from_numpy(numpy_helper.to_array(init).copy())
-        for init in proto.graph.initializer
-        if init.name.startswith(prefix)
-    }
-    return Checkpoint(meta, state)
-
-
-# ---------------------------------------------------------------------------------------------
-# safetensors: weights plus a JSON sidecar
-
-
-def sidecar_path(weights: Path) -> Path:
-    """model.safetensors -> model.safetensors.json (a name no run file can have)."""
-    return weights.with_name(weights.name + ".json")
-
-
-def load_safetensors(path: Path, sidecar: Path | None = None) -> Checkpoint:
-    """A .safetensors export and its sidecar as a checkpoint.
-
-    safetensors holds only tensors, so loading it cannot run code (like weights_only=True).
-    """
-    from safetensors.torch import load_file
-
-    _check_file(path)
-    sidecar = sidecar or sidecar_path(path)
-    try:
-        text = sidecar.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = "it is missing" if isinstance(exc, FileNotFoundError) else "it cannot be read"
-        raise CheckpointError(
-            f"{path} needs its sidecar {sidecar.name} (model, settings, labels), but {why}; "
-            f"export the checkpoint again with 'mnistcli export --format safetensors'"
-        ) from None
-    read_export(text, sidecar, {})  # a bad sidecar is said before the weights are read
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises SafetensorError, OSError, ...
-        detail = " ".join(str(exc).split())[:120]
-        raise CheckpointError(
-            f"cannot load {path}: it is truncated, corrupt or not a safetensors file ({detail})"
-        ) from None
-    return read_export(text, sidecar, state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,18 +100,10 @@ class ExportResult:
         }
 
 
-def check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise ConfigError(
-            f"unknown export format '{fmt}'{did_you_mean(fmt, list(FORMATS))}; "
-            f"choose one of {', '.join(FORMATS)}"
-        )
-    return fmt
-
-
 def default_out(checkpoint: Path, fmt: str) -> Path:
-    """model.onnx (.safetensors, .pt2) next to the checkpoint."""
-    return checkpoint.parent / f"model{SUFFIXES[check_format(fmt)]}"
+    """model.onnx (.safetensors, .pt2) next to the checkpoint: each format (config.EXPORT_FORMATS,
+    checked by config.validate) is its file's suffix."""
+    return checkpoint.parent / f"model.{fmt}"
 
 
 def outputs(out: Path, fmt: str) -> tuple[Path, ...]:
@@ -350,10 +135,8 @@ def export_model(
     predicted digit is the same; otherwise raise ExportError and leave nothing behind."""
     import numpy as np
 
-    from mnistcli.checkpoint import load_model
-
     start = time.perf_counter()
-    out = out if out is not None else default_out(checkpoint, check_format(fmt))
+    out = out if out is not None else default_out(checkpoint, fmt)
     check_writable(out, checkpoint)
     model, meta = load_model(checkpoint, "cpu")
     net = with_normalisation(model)
@@ -518,7 +301,7 @@ def write_pt2(net: nn.Module, paths: Sequence[Path], meta: dict[str, Any]) -> No
 
 def read_onnx(paths: Sequence[Path]) -> Callable[[np.ndarray], np.ndarray]:
     model = OnnxModel(paths[0])
-    model.meta()  # the metadata must read back too
+    onnx_meta(model)  # the metadata must read back too
     return model.logits
 
 
@@ -554,31 +337,15 @@ WRITERS = {"onnx": write_onnx, "safetensors": write_safetensors, "pt2": write_pt
 READERS = {"onnx": read_onnx, "safetensors": read_safetensors, "pt2": read_pt2}
 
 
-def onnx_logits_fn(
-    model: OnnxModel, batch_size: int = 1000
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """(N, 28, 28) uint8 images -> (N, 10) logits by onnxruntime, as torch tensors: the
-    `logits_fn` metrics.evaluate_model takes for `mnistcli eval` on a .onnx file."""
-    import numpy as np
-    import torch
-
-    def logits(images: torch.Tensor) -> torch.Tensor:
-        x = images.cpu().numpy()[:, None].astype(np.float32) / 255.0
-        return torch.from_numpy(model.logits(x, batch_size))
-
-    return logits
-
-
 def export_checkpoint(
     settings: ExportSettings, *, log: Callable[[str], None] = lambda _m: None
 ) -> ExportResult:
     """`mnistcli export`: find the checkpoint, refuse a bad --out or checkpoint before MNIST is
     loaded, then export it and check the written file on the first test digits."""
-    from mnistcli.checkpoint import load_checkpoint_or_export
     from mnistcli.data import load_mnist
     from mnistcli.runs import resolve_checkpoint
 
-    fmt = check_format(settings.format)
+    fmt = settings.format
     path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
     out = settings.out if settings.out is not None else default_out(path, fmt)
     check_writable(out, path)

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from mnistcli.checkpoint import CheckpointMeta, EpochStats
+    from mnistcli.checkpoint import EpochStats
     from mnistcli.config import EvalSettings, HyperParams
     from mnistcli.data import Tensors
+    from mnistcli.loading import LoadedModel
 
     # (N, 28, 28) uint8 images -> (N, C) logits: a model run by something other than PyTorch
     LogitsFn = Callable[[torch.Tensor], torch.Tensor]
@@ -270,7 +271,7 @@ def evaluate_model(
     """Run `model` over (N, 28, 28) uint8 `images` in large batches and compute every figure.
 
     `logits_fn`, when given, computes the logits from the images in place of `model` (an
-    exported model run by onnxruntime). (checkpoint.load_model already put the model in its
+    exported model run by onnxruntime). (loading.load_model already put the model in its
     fastest memory layout.)
     """
     from mnistcli.data import make_tensors
@@ -366,11 +367,13 @@ def evaluate_checkpoint(
     """Load the checkpoint, then MNIST, and evaluate it on the test split or on the validation
     split its own run held out (the trainer's split_indices, same seed and size)."""
     from mnistcli.data import load_mnist, split_indices
-    from mnistcli.runs import resolve_checkpoint
+    from mnistcli.loading import open_model
 
-    path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
-    backend = load_backend(path, settings.device, settings.batch_size)
-    meta, hyper = backend.meta, backend.meta.hyper
+    loaded = open_model(
+        settings.checkpoint, settings.device, runs_dir=settings.runs_dir, channels_last=True
+    )
+    meta = loaded.require_meta()
+    hyper = meta.hyper
     mnist = load_mnist(settings.data.root, list(settings.data.mirrors), on_message=log)
     if settings.split == "val":
         held_out = split_indices(len(mnist.train_labels), hyper.val_size, hyper.seed).val
@@ -381,23 +384,24 @@ def evaluate_checkpoint(
         )
     else:
         images, labels = mnist.test_images, mnist.test_labels
+    on_torch = loaded.module is not None  # else onnxruntime runs the file on the CPU
     evaluation = evaluate_model(
-        backend.model,
+        loaded.module,
         images,
         labels,
-        device=backend.device,
+        device=loaded.device if on_torch else "cpu",
         batch_size=settings.batch_size,
         top=settings.top,
         gallery=settings.gallery,
-        logits_fn=backend.logits_fn,
+        logits_fn=None if on_torch else _pixel_logits(loaded, settings.batch_size),
     )
     n_train = len(mnist.train_labels) - hyper.val_size
     return EvalReport(
-        checkpoint=path,
+        checkpoint=loaded.path,
         model=meta.model,
         epoch=meta.epoch,
         split=settings.split,
-        device=backend.shown,
+        device=loaded.device,
         evaluation=evaluation,
         hyper=hyper,
         n_train=min(hyper.limit, n_train) if hyper.limit else n_train,
@@ -406,31 +410,14 @@ def evaluate_checkpoint(
     )
 
 
-@dataclass(frozen=True)
-class Backend:
-    """What computes a checkpoint's logits: a PyTorch model on a device, or (an ONNX export)
-    onnxruntime running the exported file itself."""
+def _pixel_logits(model: LoadedModel, batch_size: int) -> LogitsFn:
+    """(N, 28, 28) uint8 images -> (N, 10) logits as torch tensors, from a model that takes
+    pixels / 255 (an .onnx run by onnxruntime): the `logits_fn` evaluate_model takes."""
+    import numpy as np
+    import torch
 
-    meta: CheckpointMeta
-    model: nn.Module | None
-    device: torch.device | str  # where the tensors go
-    shown: str  # the device as reports name it
-    logits_fn: LogitsFn | None = None
+    def logits(images: torch.Tensor) -> torch.Tensor:
+        x = images.cpu().numpy()[:, None].astype(np.float32) / 255.0
+        return torch.from_numpy(model.logits(x, batch_size))
 
-
-def load_backend(path: Path, device: str, batch_size: int) -> Backend:
-    """The model at `path` ready to evaluate: a .onnx file runs on onnxruntime (CPU), anything
-    else loads into PyTorch on `device` ('auto', 'cpu', 'cuda'...)."""
-    from mnistcli.checkpoint import load_model
-    from mnistcli.device import resolve_device
-    from mnistcli.export import is_onnx
-
-    if is_onnx(path):
-        from mnistcli.export import onnx_logits_fn, open_onnx
-
-        onnx = open_onnx(path, device)
-        logits_fn = onnx_logits_fn(onnx, batch_size)
-        return Backend(onnx.meta(), None, "cpu", "cpu (onnxruntime)", logits_fn)
-    resolved = resolve_device(device)
-    model, meta = load_model(path, resolved, channels_last=True)
-    return Backend(meta, model, resolved, str(resolved))
+    return logits

@@ -1,16 +1,15 @@
 """Paths, folders and globs -> batched predictions, one Prediction per image, in order.
 
-The model is reached through a backend: a function from a (N, 1, 28, 28) float32 numpy batch of
-prepared images (pixel values / 255, bright ink on black: imaging.Prepared.image) to (N, 10)
-float logits. The PyTorch model is one backend (TorchBackend, which adds the training
-normalisation); an exported model run by another runtime can be another, fed the same batch.
+The model is any function from a (N, 1, 28, 28) float32 numpy batch of prepared images (pixel
+values / 255, bright ink on black: imaging.Prepared.image) to (N, 10) float logits: a
+loading.LoadedModel (a checkpoint in PyTorch, an .onnx on onnxruntime) is one.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,10 +20,7 @@ from mnistcli.errors import ImageError
 from mnistcli.imaging import FORMATS, SUFFIXES, Prepared, load_image
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-Backend = Callable[[np.ndarray], np.ndarray]  # (N, 1, 28, 28) float32 in [0, 1] -> (N, 10)
+    from mnistcli.loading import PixelLogits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,62 +75,6 @@ def _expand(path: Path) -> list[Path | ImageError]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Backends
-
-
-@dataclass(frozen=True)
-class TorchBackend:
-    """A PyTorch model as a backend: the batch is standardised as in training (data.MEAN and
-    data.STD) and run under inference_mode on `device`."""
-
-    model: nn.Module
-    device: torch.device | str = "cpu"
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        from mnistcli.data import standardise
-
-        with torch.inference_mode():
-            x = standardise(torch.from_numpy(batch).to(self.device))
-            return self.model(x).float().cpu().numpy()
-
-
-@dataclass(frozen=True)
-class Predictor:
-    """A model ready to predict: its backend, a line that says what it is, and (for a PyTorch
-    checkpoint) the module itself, which --explain differentiates."""
-
-    backend: Backend
-    description: str  # "simplecnn, epoch 9", for the "model:" line
-    device: str  # where it runs, for the user
-    model: nn.Module | None = None
-
-
-def load_predictor(path: Path, device: str, *, need_module: bool = False) -> Predictor:
-    """A checkpoint or an export, ready to predict. An .onnx file runs on onnxruntime and this
-    path never imports torch (so one image is answered in a fraction of torch's start-up),
-    unless `need_module` asks for the PyTorch module (--explain needs gradients)."""
-    from mnistcli.errors import CheckpointError
-    from mnistcli.export import is_onnx, open_onnx
-
-    if is_onnx(path) and not need_module:
-        onnx = open_onnx(path, device)
-        try:
-            meta = onnx.meta()
-            description = f"{meta.model}, epoch {meta.epoch}"
-        except CheckpointError:  # keeps the contract but not written by mnistcli: usable still
-            description = "ONNX model"
-        return Predictor(onnx, description, "cpu (onnxruntime)")
-    from mnistcli.checkpoint import load_model
-    from mnistcli.device import resolve_device
-
-    dev = resolve_device(device)
-    model, meta = load_model(path, dev, channels_last=True)
-    return Predictor(TorchBackend(model, dev), f"{meta.model}, epoch {meta.epoch}", str(dev), model)
-
-
-# ---------------------------------------------------------------------------------------------
 # Predictions
 
 
@@ -165,7 +105,7 @@ class Prediction:
 
 
 def to_batch(prepared: Sequence[Prepared]) -> np.ndarray:
-    """Prepared images -> the (N, 1, 28, 28) float32 batch every backend takes."""
+    """Prepared images -> the (N, 1, 28, 28) float32 batch every model takes."""
     if not prepared:
         return np.zeros((0, 1, 28, 28), dtype=np.float32)
     return np.stack([p.image for p in prepared])[:, None]
@@ -180,7 +120,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def predict_paths(
     paths: Sequence[Path | ImageError],
-    backend: Backend,
+    model: PixelLogits,
     *,
     top_k: int = 3,
     raw: bool = False,
@@ -188,11 +128,11 @@ def predict_paths(
 ) -> Iterator[Prediction]:
     """Preprocess and classify, in order and in batches; a file that fails yields its error."""
     for start in range(0, len(paths), batch_size):
-        yield from _predict_batch(paths[start : start + batch_size], backend, top_k, raw)
+        yield from _predict_batch(paths[start : start + batch_size], model, top_k, raw)
 
 
 def _predict_batch(
-    paths: Sequence[Path | ImageError], backend: Backend, top_k: int, raw: bool
+    paths: Sequence[Path | ImageError], model: PixelLogits, top_k: int, raw: bool
 ) -> list[Prediction]:
     prepared: list[Prepared | ImageError] = []
     for item in paths:
@@ -201,7 +141,7 @@ def _predict_batch(
         except ImageError as exc:
             prepared.append(exc)
     ready = [p for p in prepared if isinstance(p, Prepared) and not p.blank]
-    probs = softmax(backend(to_batch(ready))) if ready else np.zeros((0, 10))
+    probs = softmax(model(to_batch(ready))) if ready else np.zeros((0, 10))
     out: list[Prediction] = []
     rows = iter(probs)
     for item, prep in zip(paths, prepared, strict=True):

@@ -376,8 +376,8 @@ def inspect_model(settings: InspectSettings) -> Inspection:
     described when it does, with a warning when it does not load.
     """
 
-    from mnistcli.checkpoint import load_model
     from mnistcli.errors import CheckpointError, ConfigError
+    from mnistcli.loading import open_model
     from mnistcli.model import MODELS, build_model
     from mnistcli.runs import checkpoint_to_describe
 
@@ -388,7 +388,9 @@ def inspect_model(settings: InspectSettings) -> Inspection:
     net, info, warning = None, None, None
     if path is not None:
         try:
-            net, meta = load_model(path, "cpu")
+            # the PyTorch model even for an .onnx (its weights read from the graph)
+            loaded = open_model(path, "cpu", need_module=True)
+            net, meta = loaded.module, loaded.require_meta()
         except CheckpointError as exc:
             if asked:
                 raise

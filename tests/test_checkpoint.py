@@ -9,6 +9,7 @@ import torch
 from mnistcli import checkpoint as ckpt
 from mnistcli import runs as run_folders
 from mnistcli.errors import CheckpointError
+from mnistcli.loading import load_model
 from mnistcli.model import SimpleCNN
 from tests.helpers import HalfWrite
 
@@ -41,7 +42,7 @@ def test_round_trip_with_rng_state_under_weights_only(tmp_path):
     save(payload(), path)
     loaded = ckpt.load_checkpoint(path)
     assert torch.equal(loaded.resume.rng["torch"], torch.get_rng_state())
-    model, meta = ckpt.load_model(path)
+    model, meta = load_model(path)
     assert meta.epoch == 1 and not model.training
 
 
@@ -110,20 +111,20 @@ def test_other_dicts_architectures_and_bad_weights_are_refused(tmp_path):
         ckpt.load_checkpoint(path)
     torch.save(payload(model_state={"fc.weight": torch.zeros(2, 2)}), path)
     with pytest.raises(CheckpointError, match="another architecture"):
-        ckpt.load_model(path)
+        load_model(path)
     state = SimpleCNN().state_dict()
     state["classifier.4.weight"] = torch.zeros(11, 128)
     torch.save(payload(model_state=state), path)
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        ckpt.load_model(path)
+        load_model(path)
     state = SimpleCNN().state_dict()
     state["classifier.4.bias"][0] = float("nan")
     torch.save(payload(model_state=state), path)
     with pytest.raises(CheckpointError, match="non-finite"):
-        ckpt.load_model(path)
+        load_model(path)
     torch.save(payload(model="resnet9000"), path)
     with pytest.raises(CheckpointError, match="does not know"):
-        ckpt.load_model(path)
+        load_model(path)
     torch.save(payload(history="oops"), path)
     with pytest.raises(CheckpointError, match="field 'history'"):
         ckpt.load_checkpoint(path)
@@ -171,7 +172,7 @@ def test_a_format_1_checkpoint_loads_and_round_trips_unchanged():
     assert again.keys() == raw.keys()
     for key in raw.keys() - {"model_state"}:
         assert again[key] == raw[key], key
-    model, _ = ckpt.load_model(V1_BEST)
+    model, _ = load_model(V1_BEST)
     assert sum(p.numel() for p in model.parameters()) == 421_642
 
 

@@ -30,7 +30,7 @@ def paper_digit(digit: torch.Tensor, scale: int = 5, margin: int = 60) -> Image.
 @pytest.fixture(scope="module")
 def expected(trained_run, real_mnist) -> list[int]:
     """The model's predictions on the first 4 original 28x28 test digits."""
-    from mnistcli.checkpoint import load_model
+    from mnistcli.loading import load_model
 
     model, _ = load_model(trained_run / "best.pt")
     with torch.inference_mode():

@@ -10,8 +10,8 @@ import torch
 from rich.console import Console
 
 from mnistcli import explain
-from mnistcli.checkpoint import load_model
 from mnistcli.data import normalize
+from mnistcli.loading import load_model
 from mnistcli.render.colorscale import Scale
 from mnistcli.render.feature_view import activations_view, map_grid, shrink_factor
 

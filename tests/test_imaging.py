@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 import struct
@@ -17,7 +18,8 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from mnistcli import imaging
 from mnistcli.data import normalize
 from mnistcli.errors import ImageError
-from mnistcli.predict import TorchBackend, to_batch
+from mnistcli.loading import module_logits
+from mnistcli.predict import to_batch
 
 
 def gray(rows: list[list[int]]) -> np.ndarray:
@@ -564,13 +566,13 @@ def photo(
 
 @pytest.mark.slow
 def test_user_style_images_are_predicted_as_the_original_digits(trained_run, real_mnist):
-    from mnistcli.checkpoint import load_model
+    from mnistcli.loading import load_model
 
     model, _ = load_model(trained_run / "best.pt")
     digits = real_mnist.test_images[:200]
     with torch.inference_mode():
         expected = model(normalize(digits)).argmax(1).numpy()
-    backend = TorchBackend(model)
+    backend = functools.partial(module_logits, model)
     rng = random.Random(0)
     rates = {}
     for mode in ("L", "RGB", "RGBA", "P", "photo"):

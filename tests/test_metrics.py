@@ -187,7 +187,7 @@ def test_evaluate_model_end_to_end_across_batches(monkeypatch):
 @pytest.mark.slow
 def test_evaluate_model_agrees_with_the_trainer(trained_run, real_mnist):
     """An independent count of loss and accuracy: the model on the whole set in one pass."""
-    from mnistcli.checkpoint import load_model
+    from mnistcli.loading import load_model
 
     model, _ = load_model(trained_run / "best.pt")
     images, labels = real_mnist.test_images[:2000], real_mnist.test_labels[:2000]
@@ -213,7 +213,7 @@ def test_confusion_matrix_on_real_data_matches_an_independent_count(trained_run,
     numpy's bincount of label * 10 + prediction, predictions made here by the model itself."""
     import numpy as np
 
-    from mnistcli.checkpoint import load_model
+    from mnistcli.loading import load_model
 
     model, _ = load_model(trained_run / "best.pt")
     images, labels = real_mnist.test_images[:4000], real_mnist.test_labels[:4000]

@@ -131,7 +131,7 @@ def reference_order(model: SimpleCNN) -> torch.nn.Module:
 
 def test_pooling_before_relu_computes_the_reference_function():
     """ReLU after max-pool is the same function as before it: same logits, same state_dict keys."""
-    from mnistcli.checkpoint import load_model
+    from mnistcli.loading import load_model
 
     model, _ = load_model(V1_BEST)
     assert {k.rsplit(".", 1)[0] for k in model.state_dict()} == {

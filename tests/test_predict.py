@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 from mnistcli.data import normalize
 from mnistcli.errors import ImageError
 from mnistcli.imaging import Prepared
-from mnistcli.predict import TorchBackend, collect_paths, predict_paths, softmax, to_batch
+from mnistcli.loading import module_logits
+from mnistcli.predict import collect_paths, predict_paths, softmax, to_batch
 
 # --- collecting paths ----------------------------------------------------------------------
 
@@ -75,7 +76,7 @@ def test_the_batch_is_pixels_over_255_and_the_torch_backend_standardises_as_trai
         return torch.zeros(x.shape[0], 10)
 
     before = batch.copy()
-    logits = TorchBackend(spy)(batch)  # type: ignore[arg-type]
+    logits = module_logits(spy, batch)
     assert logits.shape == (3, 10) and logits.dtype == np.float32
     assert torch.allclose(seen[0], normalize(torch.from_numpy(pixels)), atol=1e-6)
     assert np.array_equal(batch, before)  # the caller's batch is not changed in place

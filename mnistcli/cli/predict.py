@@ -83,33 +83,36 @@ def predict(
     and the exit code is 1. --explain shows which pixels decided each digit.
     """
     from mnistcli.config import predict_settings
-    from mnistcli.predict import collect_paths, load_predictor, predict_paths
-    from mnistcli.runs import resolve_checkpoint
+    from mnistcli.loading import open_model
+    from mnistcli.predict import collect_paths, predict_paths
 
     values = settings_values(setting_flags(predict, locals()), config)
     settings = predict_settings(values, checkpoint=checkpoint, raw=raw, explain=explain)
     cons = consoles()
-    path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
-    predictor = load_predictor(path, settings.device, need_module=settings.explain)
+    model = open_model(
+        settings.checkpoint,
+        settings.device,
+        runs_dir=settings.runs_dir,
+        need_module=settings.explain,
+        channels_last=True,
+    )
     if not as_json:
         cons.err.print(
-            f"model: {escape(str(path))} ({predictor.description}) on {predictor.device}",
+            f"model: {escape(str(model.path))} ({model.description}) on {model.device}",
             soft_wrap=True,
         )
     preds = []
-    for pred in predict_paths(
-        collect_paths(paths), predictor.backend, top_k=settings.top_k, raw=settings.raw
-    ):
+    for pred in predict_paths(collect_paths(paths), model, top_k=settings.top_k, raw=settings.raw):
         if pred.error:
             cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
         if as_json and not settings.explain:  # with --explain, once the saliency is known
             typer.echo(json.dumps(pred.to_dict()))
         preds.append(pred)
     explained = None
-    if settings.explain and predictor.model is not None:
+    if settings.explain and model.module is not None:
         from mnistcli.explain import explain_predictions
 
-        explained = explain_predictions(predictor.model, preds, predictor.device)
+        explained = explain_predictions(model.module, preds, model.device)
     if as_json:
         for item in explained or []:
             typer.echo(json.dumps(item.to_dict()))
