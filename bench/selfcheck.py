@@ -14,9 +14,8 @@ failed check's name on stderr.
 
 from __future__ import annotations
 
-import functools
-
 import argparse
+import functools
 import random
 import sys
 import tempfile
