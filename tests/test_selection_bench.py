@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from mnistcli import train as trainer
+from mnistcli.records import EpochStats
+from mnistcli.run_state import RunState
 from tests.helpers import load_bench_script
 
 
@@ -26,9 +27,9 @@ def test_the_bench_chooses_the_epoch_the_trainer_keeps(selection, rule, select):
     for _ in range(300):
         n = rng.choice([100, 500, 5000])
         accs = [rng.randint(int(0.9 * n), n) / n for _ in range(rng.randint(1, 30))]
-        state = trainer.RunState()
+        state = RunState()
         for epoch, acc in enumerate(accs, 1):
-            stats = trainer.EpochStats(epoch, 0.1, 0.9, 1 - acc, acc, 1e-3, 1.0, 1.0)
+            stats = EpochStats(epoch, 0.1, 0.9, 1 - acc, acc, 1e-3, 1.0, 1.0)
             state.record(stats, select, val_images=n)
         assert selection.choose(accs, n, rule) + 1 == state.best.epoch
 
