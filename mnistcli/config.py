@@ -30,7 +30,7 @@ PUBLIC_MIRRORS = (
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 SCHEDULES = ("constant", "onecycle")
-# How the epoch kept in best.pt is chosen on the validation split (train.RunState.record)
+# How the epoch kept in best.pt is chosen on the validation split (run_state.RunState.record)
 SELECTIONS = ("highest", "latest-within-se")
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the hardware runs it natively
 EXPORT_FORMATS = ("onnx", "safetensors", "pt2")  # what `mnistcli export` writes

@@ -8,8 +8,9 @@ has not improved for `patience` epochs. At the end the best weights are restored
 set is evaluated once, only to be reported.
 
 What the loop needs around it lives in its own modules and is called from here: opening a run,
-new or resumed from last.pt, and saving where it stands (run_state.py), the shuffled, sharded
-and augmented batches (augment.py, distributed.py), and the events a view draws (events.py).
+new or resumed from last.pt (resume.py), where it stands and saving it (run_state.py), the
+shuffled, sharded and augmented batches (augment.py, distributed.py), and the events a view
+draws (events.py).
 The trainer prints nothing.
 """
 
@@ -30,9 +31,10 @@ from mnistcli.errors import TrainingError
 from mnistcli.events import EarlyStopped, EpochDone, Event, TestDone, TrainResult
 from mnistcli.figures import save_curves
 from mnistcli.records import EpochStats, TestScore
-from mnistcli.run_state import EpochTally, Run, RunState, nan_error, open_run
+from mnistcli.resume import open_run
+from mnistcli.run_state import EpochTally, Run, nan_error
 
-__all__ = ["RunState", "TrainResult", "train"]
+__all__ = ["TrainResult", "train"]
 
 
 def train(

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnistcli import run_state
+from mnistcli import resume, run_state
 from mnistcli import train as trainer
 from mnistcli.checkpoint import load_checkpoint
 from mnistcli.cli import app
@@ -236,7 +236,7 @@ def test_training_data_is_resident_on_the_gpu(tmp_path, real_mnist, mnist_root, 
         return tensors
 
     real_make = trainer.make_tensors
-    monkeypatch.setattr(run_state, "make_tensors", recording)  # the training and validation sets
+    monkeypatch.setattr(resume, "make_tensors", recording)  # the training and validation sets
     monkeypatch.setattr(trainer, "make_tensors", recording)  # the test set
     allocated = []
 

@@ -197,7 +197,7 @@ def test_the_device_is_checked_before_the_ranks_first_wait_for_each_other(
 ):
     """open_run refuses a device before joining the process group (the first collective) and
     before any run folder is made."""
-    from mnistcli import device, distributed, run_state
+    from mnistcli import device, distributed, resume
     from mnistcli.errors import DeviceError
     from tests.helpers import make_settings
 
@@ -208,5 +208,5 @@ def test_the_device_is_checked_before_the_ranks_first_wait_for_each_other(
     settings = make_settings(tmp_path, epochs=1)
     world = World(rank=0, local_rank=0, size=2, local_size=2)
     with pytest.raises(DeviceError):
-        run_state.open_run(settings, tiny_mnist, lambda e: None, lambda: False, world=world)
+        resume.open_run(settings, tiny_mnist, lambda e: None, lambda: False, world=world)
     assert joined == [] and not (tmp_path / "runs").exists()
