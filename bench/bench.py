@@ -38,8 +38,9 @@ sys.path.insert(0, str(REPO))
 
 from mnistcli.config import RECIPES, DataSettings, HyperParams, TrainSettings  # noqa: E402
 from mnistcli.data import FILES, load_mnist  # noqa: E402
+from mnistcli.events import BatchDone, RunStarted  # noqa: E402
 from mnistcli.model import SimpleCNN  # noqa: E402
-from mnistcli.train import BatchDone, RunStarted, train  # noqa: E402
+from mnistcli.train import train  # noqa: E402
 
 TARGET_ACC = 0.9935
 
@@ -117,7 +118,7 @@ def mnistcli_throughput(
     hyper = {
         **RECIPES[recipe],
         "recipe": recipe,
-        "augment": 0.0,
+        "shift": 0.0,
         "schedule": "constant",
         **overrides,
     }

@@ -20,7 +20,7 @@ class EpochClock:
     precision: str | None = None
 
     def __call__(self, event: object) -> None:
-        from mnistcli.train import EpochDone, EpochStarted, RunStarted
+        from mnistcli.events import EpochDone, EpochStarted, RunStarted
 
         now = time.perf_counter()
         if isinstance(event, RunStarted):

@@ -3,17 +3,18 @@
 A checkpoint is stored as a plain dict of tensors, numbers, strings, lists and dicts, so it loads
 with `torch.load(weights_only=True)` and no allow-list: loading one can never run code from it.
 `Checkpoint.to_payload` writes that dict and `Checkpoint.from_payload` reads it; nothing else
-touches its keys. Layout (format_version 1): format, format_version, kind, model, epoch, step,
-history, best, wait, config, data, versions, created, finished, model_state; finished runs add
-stop_reason and test; last.pt adds optimizer_state, scheduler_state, rng (and partial
-mid-epoch); a run trained by several processes under torchrun adds world_size (absent: 1).
+touches its keys. Layout (format_version 2): format, format_version, kind, model, epoch, step,
+history, best, epochs_without_gain, config, data, versions, created, finished, model_state;
+finished runs add stop_reason and test; last.pt adds optimizer_state, scheduler_state, rng (and
+in_progress mid-epoch); a run trained by several processes under torchrun adds world_size
+(absent: 1). Format 1 differs only in two names, "wait" (epochs_without_gain) and "partial"
+(in_progress), and may hold "ema_state" from a setting since removed; both are read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import math
 import platform
 import re
 import typing
@@ -26,13 +27,14 @@ from mnistcli import __version__
 from mnistcli.config import HyperParams
 from mnistcli.errors import CheckpointError
 from mnistcli.files import write_atomic
+from mnistcli.records import Best, EpochStats, EpochTotals, TestScore
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 FORMAT = "mnistcli-checkpoint"
-FORMAT_VERSION = 1  # the layout above; a reader refuses a newer one
+FORMAT_VERSION = 2  # the layout above; a reader refuses a newer one, reads format 1
 
 # Fields every checkpoint has, and their stored types (the rest have defaults).
 REQUIRED: dict[str, type] = {
@@ -45,56 +47,6 @@ REQUIRED: dict[str, type] = {
     "history": list,
     "config": dict,
 }
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    """One finished epoch, as the trainer measured it."""
-
-    epoch: int  # 1-based
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    seconds: float
-    samples_per_s: float
-
-
-@dataclass(frozen=True)
-class Best:
-    """The best validated epoch so far; epoch 0 until one has been validated."""
-
-    epoch: int = 0
-    val_acc: float = -1.0
-    val_loss: float = math.inf
-
-    @property
-    def validated(self) -> bool:
-        return self.epoch > 0
-
-    def reported(self) -> tuple[float | None, float | None]:
-        """(val_acc, val_loss) for a report: None, not -1 and Infinity, before any validation."""
-        return (self.val_acc, self.val_loss) if self.validated else (None, None)
-
-
-@dataclass(frozen=True)
-class EpochInProgress:
-    """Running totals of an epoch stopped part-way, so a resume continues them exactly."""
-
-    loss_sum: float = 0.0  # summed over the images seen
-    correct: int = 0
-    seen: int = 0
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class TestScore:
-    """The test set, evaluated once on the restored best model at the end of a run."""
-
-    loss: float
-    acc: float
-    n: int
 
 
 @dataclass(frozen=True)
@@ -116,7 +68,7 @@ class CheckpointMeta:
     finished: bool = False
     stop_reason: str | None = None  # finished runs: "completed" or "early_stop"
     test: TestScore | None = None  # finished runs
-    in_progress: EpochInProgress | None = None  # last.pt of a run stopped mid-epoch
+    in_progress: EpochTotals | None = None  # last.pt of a run stopped mid-epoch
     world_size: int = 1  # processes that trained it together (torchrun); 1 when absent
 
     @property
@@ -126,13 +78,11 @@ class CheckpointMeta:
 
 @dataclass(frozen=True)
 class ResumeState:
-    """What only last.pt holds: the optimizer, the schedule, the random generators and (runs
-    with a moving average of the weights) the average."""
+    """What only last.pt holds: the optimizer, the schedule and the random generators."""
 
     optimizer: dict[str, Any]
     scheduler: dict[str, Any] | None
     rng: dict[str, Any]
-    ema: dict[str, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +94,7 @@ class Checkpoint:
     resume: ResumeState | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        """The dict that is saved (format_version 1)."""
+        """The dict that is saved (format_version 2)."""
         m = self.meta
         body: dict[str, Any] = {
             "format": FORMAT,
@@ -155,7 +105,7 @@ class Checkpoint:
             "step": m.step,
             "history": [dataclasses.asdict(h) for h in m.history or ()],
             "best": dataclasses.asdict(m.best),
-            "wait": m.epochs_without_gain,
+            "epochs_without_gain": m.epochs_without_gain,
             "config": dict(m.config),
             "data": dict(m.data),
             "versions": dict(m.versions),
@@ -169,10 +119,8 @@ class Checkpoint:
             body["optimizer_state"] = self.resume.optimizer
             body["scheduler_state"] = self.resume.scheduler
             body["rng"] = self.resume.rng
-            if self.resume.ema is not None:  # absent for runs without one: format 1 as it was
-                body["ema_state"] = self.resume.ema
         if m.in_progress is not None:
-            body["partial"] = dataclasses.asdict(m.in_progress)
+            body["in_progress"] = dataclasses.asdict(m.in_progress)
         if m.finished:
             body["stop_reason"] = m.stop_reason
             body["test"] = dataclasses.asdict(m.test) if m.test else None
@@ -204,14 +152,14 @@ class Checkpoint:
             history=_history(raw["history"]),
             epochs_run=len(raw["history"]),
             best=_record(raw, "best", Best, path) or Best(),
-            epochs_without_gain=_field(raw, "wait", int, 0, path),
+            epochs_without_gain=_field(raw, _key(raw, "epochs_without_gain"), int, 0, path),
             data={str(k): str(v) for k, v in _field(raw, "data", dict, {}, path).items()},
             versions={str(k): str(v) for k, v in _field(raw, "versions", dict, {}, path).items()},
             created=_field(raw, "created", str, None, path),
             finished=_field(raw, "finished", bool, False, path),
             stop_reason=_field(raw, "stop_reason", str, None, path),
             test=_record(raw, "test", TestScore, path),
-            in_progress=_record(raw, "partial", EpochInProgress, path),
+            in_progress=_record(raw, _key(raw, "in_progress"), EpochTotals, path),
             world_size=_field(raw, "world_size", int, 1, path),
         )
         resume = None
@@ -220,9 +168,18 @@ class Checkpoint:
                 optimizer=raw["optimizer_state"],
                 scheduler=_field(raw, "scheduler_state", dict, None, path),
                 rng=raw["rng"],
-                ema=_field(raw, "ema_state", dict, None, path),
             )
         return cls(meta=meta, model_state=raw["model_state"], resume=resume)
+
+
+# Format 1's names of the fields whose key now matches the field
+FORMAT_1_KEYS = {"epochs_without_gain": "wait", "in_progress": "partial"}
+
+
+def _key(raw: dict[str, Any], key: str) -> str:
+    """The key a field is stored under: its own name, or in format 1 (and exports made from
+    format 1 checkpoints) its old one."""
+    return key if key in raw or key not in FORMAT_1_KEYS else FORMAT_1_KEYS[key]
 
 
 def _is(value: Any, kind: Any) -> bool:

@@ -30,7 +30,7 @@ PUBLIC_MIRRORS = (
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 SCHEDULES = ("constant", "onecycle")
-# How the epoch kept in best.pt is chosen on the validation split (train.RunState.record)
+# How the epoch kept in best.pt is chosen on the validation split (run_state.RunState.record)
 SELECTIONS = ("highest", "latest-within-se")
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the hardware runs it natively
 EXPORT_FORMATS = ("onnx", "safetensors", "pt2")  # what `mnistcli export` writes
@@ -53,7 +53,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "lr": 1e-3,
         "schedule": "constant",
-        "augment": 0.0,
+        "shift": 0.0,
         "precision": "fp32",
     },
     # Tuned for wall time on a 2-core CPU (bench/README.md has the runs): a one-cycle schedule
@@ -65,7 +65,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "batch_size": 256,
         "lr": 3e-3,
         "schedule": "onecycle",
-        "augment": 1.5,
+        "shift": 1.5,
         "precision": "auto",
     },
     # For accuracy, within 15 textbook epochs of wall time on 2 CPU cores: the same SimpleCNN
@@ -83,7 +83,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "batch_size": 256,
         "lr": 3e-3,
         "schedule": "onecycle",
-        "augment": 2.0,
+        "shift": 2.0,
         "rotate": 8.0,
         "scale": 0.08,
         "shear": 6.0,
@@ -126,15 +126,11 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "batch_size": Spec(int, _REFERENCE["batch_size"], "--batch-size"),
         "lr": Spec(float, _REFERENCE["lr"], "--lr"),
         "schedule": Spec(str, _REFERENCE["schedule"]),
-        "augment": Spec(float, _REFERENCE["augment"]),
+        "shift": Spec(float, _REFERENCE["shift"]),
         "rotate": Spec(float, 0.0),
         "scale": Spec(float, 0.0),
         "shear": Spec(float, 0.0),
         "label_smoothing": Spec(float, 0.0),
-        "elastic": Spec(float, 0.0),
-        "ema": Spec(float, 0.0),
-        "clean_epochs": Spec(int, 0),
-        "weight_decay": Spec(float, 0.0),
         "precision": Spec(str, _REFERENCE["precision"], "--precision"),
         "select": Spec(str, "highest"),
         "seed": Spec(int, 0, "--seed"),
@@ -152,6 +148,17 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     "export": {
         "format": Spec(str, "onnx", "--format"),
         "check_images": Spec(int, 0, "--check-images", shown="all 10,000"),  # 0: all
+    },
+}
+
+
+# Keys that were settings once: a file or variable that sets one is refused with what to do.
+# The four removed ones: no recipe used them and the benchmarks found no gain (bench/README.md).
+RETIRED: dict[str, str] = {
+    "train.augment": "was renamed 'train.shift' (the largest random shift in pixels)",
+    **{
+        f"train.{key}": "was removed (no recipe used it; bench/README.md has what it did)"
+        for key in ("elastic", "ema", "clean_epochs", "weight_decay")
     },
 }
 
@@ -288,6 +295,8 @@ def read_config_file(path: Path) -> dict[str, Setting]:
             entries = [("", name, item)]
         for section, key, raw in entries:
             qualified = _qualified(section, key)
+            if qualified in RETIRED:
+                raise ConfigError(f"'{qualified}' in {path} {RETIRED[qualified]}; edit that line")
             if key not in SCHEMA[section]:
                 known = [_qualified(section, k) for k in SCHEMA[section]]
                 raise ConfigError(
@@ -304,10 +313,13 @@ def read_config_file(path: Path) -> dict[str, Setting]:
 def read_environment(env: Mapping[str, str], cwd: Path) -> dict[str, Setting]:
     """MNISTCLI_<SECTION>_<KEY> variables (MNISTCLI_DEVICE, MNISTCLI_TRAIN_EPOCHS, ...)."""
     by_name = {_env_name(s, k): (s, k) for s, keys in SCHEMA.items() for k in keys}
+    retired = {_env_name(*q.split(".")): why for q, why in RETIRED.items()}
     values: dict[str, Setting] = {}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
+        if name in retired:
+            raise ConfigError(f"environment variable {name}: the setting {retired[name]}; unset it")
         if name not in by_name:
             raise ConfigError(
                 f"unknown environment variable {name}"
@@ -388,13 +400,11 @@ def _apply_recipe(values: dict[str, Setting]) -> None:
 
 # Numbers between 0 and a top: (key, top, what it is, as validate's message says it)
 _BOUNDED = (
-    ("train.augment", 8, "the largest random shift in pixels, between 0 and 8"),
+    ("train.shift", 8, "the largest random shift in pixels, between 0 and 8"),
     ("train.rotate", 45, "the largest random rotation in degrees, between 0 and 45"),
     ("train.scale", 0.5, "the largest random change of size, between 0 and 0.5"),
     ("train.shear", 45, "the largest random shear in degrees, between 0 and 45"),
     ("train.label_smoothing", 0.5, "cross-entropy's label smoothing, between 0 and 0.5"),
-    ("train.elastic", 100, "the strength of elastic distortions in pixels, between 0 and 100"),
-    ("train.weight_decay", 1, "Adam's decoupled weight decay, between 0 and 1 (0.01)"),
 )
 
 
@@ -436,8 +446,6 @@ def validate(values: Mapping[str, Setting]) -> None:
     for key, top, what in _BOUNDED:
         value = values[key].value
         need(key, math.isfinite(value) and 0 <= value <= top, f"it is {what}")
-    ema = values["train.ema"].value
-    need("train.ema", math.isfinite(ema) and 0 <= ema < 1, "it is a decay between 0 and 1 (0.999)")
     need("train.seed", 0 <= values["train.seed"].value < 2**63, "it must be a non-negative integer")
     need(
         "train.limit",
@@ -464,7 +472,7 @@ def validate(values: Mapping[str, Setting]) -> None:
         1 <= values["eval.batch_size"].value <= 65536,
         "it must be between 1 and 65536",
     )
-    for key in ("train.clean_epochs", "eval.top", "eval.gallery"):
+    for key in ("eval.top", "eval.gallery"):
         need(key, values[key].value >= 0, "it must be 0 or more")
     need("predict.top_k", 1 <= values["predict.top_k"].value <= 10, "it must be between 1 and 10")
     need(
@@ -506,15 +514,11 @@ class HyperParams:
     batch_size: int = _train("batch_size")
     lr: float = _train("lr")
     schedule: str = _train("schedule")
-    augment: float = _train("augment")  # largest random shift, pixels (0: none)
+    shift: float = _train("shift")  # largest random shift, pixels (0: none)
     rotate: float = _train("rotate")  # largest random rotation, degrees (0: none)
     scale: float = _train("scale")  # largest random change of size (0.1: 0.9-1.1x; 0: none)
     shear: float = _train("shear")  # largest random shear, degrees (0: none)
     label_smoothing: float = _train("label_smoothing")  # F.cross_entropy's (0: none)
-    elastic: float = _train("elastic")  # distortion's alpha, px (Simard et al.: 34; 0: none)
-    ema: float = _train("ema")  # decay of the weights' moving average, per step (0: none)
-    clean_epochs: int = _train("clean_epochs")  # the last epochs train on unaltered images
-    weight_decay: float = _train("weight_decay")  # decoupled, as AdamW (0: none)
     precision: str = _train("precision")  # fp32, bf16 (autocast) or auto
     select: str = _train("select")  # how best.pt's epoch is chosen: see SELECTIONS
     seed: int = _train("seed")
@@ -522,17 +526,27 @@ class HyperParams:
     limit: int = _train("limit")  # training images used, 0 for all
 
     @property
-    def augments(self) -> bool:
-        """Whether training images are altered at all (shifts, affine warps or elastic)."""
-        return any(v > 0 for v in (self.augment, self.rotate, self.scale, self.shear, self.elastic))
+    def augmented(self) -> bool:
+        """Whether training images are altered at all (random shifts or affine warps)."""
+        return any(v > 0 for v in (self.shift, self.rotate, self.scale, self.shear))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> HyperParams:
+        """From a stored dict; runs saved before the rename call `shift` "augment", and the
+        settings removed since (elastic, ema, clean_epochs, weight_decay) are left out."""
         names = {f.name for f in dataclasses.fields(cls)}
+        if "augment" in raw and "shift" not in raw:
+            raw = {**raw, "shift": raw["augment"]}
         return cls(**{k: v for k, v in raw.items() if k in names})
+
+    @staticmethod
+    def removed_in_use(raw: Mapping[str, Any]) -> list[str]:
+        """The removed settings a stored dict sets to something other than their neutral 0
+        (a run that used them cannot be resumed as it was)."""
+        return [k for k in ("elastic", "ema", "clean_epochs", "weight_decay") if raw.get(k)]
 
 
 @dataclass(frozen=True)

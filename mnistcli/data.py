@@ -11,7 +11,6 @@ import contextlib
 import gzip
 import hashlib
 import io
-import math
 import struct
 import urllib.error
 import urllib.request
@@ -226,89 +225,3 @@ def make_tensors(
     images: torch.Tensor, labels: torch.Tensor, device: torch.device | str = "cpu"
 ) -> Tensors:
     return Tensors(x=normalize(images).to(device), y=labels.to(device))
-
-
-def random_shifts(n: int, max_shift: float, generator: torch.Generator) -> torch.Tensor:
-    """(n, 2) translations in pixels, uniform in [-max_shift, max_shift], drawn on the CPU."""
-    import torch
-
-    return (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift
-
-
-def random_affines(
-    n: int,
-    max_shift: float,
-    rotate: float,
-    scale: float,
-    shear: float,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """(n, 2, 3) random affine maps, drawn on the CPU: a rotation uniform in +-`rotate` degrees,
-    a shear in +-`shear` degrees, a scale in 1 +- `scale` and a translation in +-`max_shift`
-    pixels (the last column, in pixels). The shifts are drawn first, as `random_shifts` draws
-    them, then the rest."""
-    import math
-
-    import torch
-
-    shifts = random_shifts(n, max_shift, generator)
-    u = torch.rand(n, 3, generator=generator) * 2 - 1
-    angle = u[:, 0] * math.radians(rotate)
-    zoom = 1 + u[:, 1] * scale
-    slant = torch.tan(u[:, 2] * math.radians(shear))
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.empty(n, 2, 3)
-    # rotation @ shear, divided by the zoom: affine_grid maps output to input coordinates, so
-    # dividing the sampling grid by `zoom` enlarges the digit by `zoom`.
-    theta[:, 0, 0] = cos / zoom
-    theta[:, 0, 1] = (cos * slant - sin) / zoom
-    theta[:, 1, 0] = sin / zoom
-    theta[:, 1, 1] = (sin * slant + cos) / zoom
-    theta[:, :, 2] = shifts
-    return theta
-
-
-ELASTIC_SIGMA = 4.0  # pixels: the smoothing of elastic distortions (Simard et al., 2003)
-
-
-def elastic_fields(
-    n: int, size: int, alpha: float, generator: torch.Generator, sigma: float = ELASTIC_SIGMA
-) -> torch.Tensor:
-    """(n, size, size, 2) random displacement fields in pixels, on the generator's device: the
-    elastic distortion of Simard, Steinkraus and Platt (2003), "Best practices for convolutional
-    neural networks applied to visual document analysis": uniform(-1, 1) displacements at every
-    pixel, smoothed by a Gaussian of `sigma` pixels, times `alpha` pixels (they used 34 and 4)."""
-    import torch
-    import torch.nn.functional as F
-
-    device = generator.device
-    noise = torch.rand(n * 2, 1, size, size, generator=generator, device=device) * 2 - 1
-    radius = max(1, math.ceil(3 * sigma))
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    smooth = F.conv2d(noise, kernel.view(1, 1, 1, -1), padding=(0, radius))
-    smooth = F.conv2d(smooth, kernel.view(1, 1, -1, 1), padding=(radius, 0))
-    return (alpha * smooth).view(n, 2, size, size).permute(0, 2, 3, 1)
-
-
-def affine_by(
-    x: torch.Tensor, theta: torch.Tensor, fields: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Warp image i of (N, 1, H, W) `x` (square) by the affine map `theta[i]` ((N, 2, 3) on x's
-    device; linear part in normalised coordinates, translation in pixels), then by the
-    displacement field `fields[i]` ((N, H, W, 2) pixels, see elastic_fields) when given: one
-    bilinear resampling, with the blank background filling what comes in from outside."""
-    import torch.nn.functional as F
-
-    theta = theta.clone()
-    theta[:, :, 2] *= 2.0 / x.shape[-1]  # pixels -> normalised [-1, 1] coordinates
-    theta = theta.to(x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    if fields is not None:
-        grid = grid + fields.to(x.dtype) * (2.0 / x.shape[-1])
-    background = -MEAN / STD  # a blank pixel after normalisation
-    out = F.grid_sample(
-        x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-    )
-    return out + background

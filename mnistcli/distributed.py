@@ -88,13 +88,17 @@ def world_from_env(env: Mapping[str, str] | None = None) -> World:
 
 
 def rank_device(world: World, device: torch.device) -> torch.device:
-    """The device of this rank: on CUDA each rank of a machine takes GPU LOCAL_RANK."""
+    """The device of this rank: on CUDA each rank of a machine takes GPU LOCAL_RANK.
+
+    Every rank checks that the machine has a GPU for each of its LOCAL_WORLD_SIZE ranks, not
+    only for its own: all of them then refuse together, before any waits for the others (a
+    rank 0 left alone in the rendezvous would wait until torchrun killed it)."""
     import torch
 
     if not world.is_distributed or device.type != "cuda":
         return device
     count = torch.cuda.device_count()
-    if world.local_rank >= count:
+    if world.local_size > count:
         raise DeviceError(
             f"torchrun started {world.local_size} processes on this machine but it has "
             f"{count} CUDA device(s); use --nproc-per-node {count} or fewer"

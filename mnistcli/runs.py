@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistcli.checkpoint import EpochStats
 from mnistcli.errors import CheckpointError, ConfigError, TrainingError
 from mnistcli.files import write_atomic
+from mnistcli.records import EpochStats
 
 LATEST = "latest"  # runs/latest -> the newest run folder
 STALE_AFTER_SECONDS = 600  # a temporary file this old is left over, whoever wrote it

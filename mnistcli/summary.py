@@ -93,6 +93,7 @@ class CheckpointInfo:
     data: dict[str, str]  # file name -> checksum
     versions: dict[str, str]
     weights_loaded: bool
+    world_size: int = 1  # processes that trained it together (torchrun)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -334,6 +335,7 @@ def checkpoint_info(meta: CheckpointMeta, path: Path, *, weights_loaded: bool) -
         data=dict(meta.data),
         versions=dict(meta.versions),
         weights_loaded=weights_loaded,
+        world_size=meta.world_size,
     )
 
 

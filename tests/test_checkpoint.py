@@ -11,6 +11,7 @@ from mnistcli import runs as run_folders
 from mnistcli.errors import CheckpointError
 from mnistcli.loading import load_model
 from mnistcli.model import SimpleCNN
+from mnistcli.records import EpochTotals
 from tests.helpers import HalfWrite
 
 
@@ -167,11 +168,15 @@ def test_a_format_1_checkpoint_loads_and_round_trips_unchanged():
     assert meta.best == ckpt.Best(1, 1.0, raw["best"]["val_loss"])
     assert meta.test == ckpt.TestScore(loss=raw["test"]["loss"], acc=1.0, n=200)
     assert meta.hyper.batch_size == 50 and meta.data == {"synthetic": "0"}
-    # what this version writes for it is the same layout, field for field
+    # what this version writes for it is format 2: the same fields, "wait" under its field's
+    # name, and the setting "augment" under its new name "shift"
     again = loaded.to_payload()
-    assert again.keys() == raw.keys()
-    for key in raw.keys() - {"model_state"}:
+    assert again["format_version"] == 2 and again["epochs_without_gain"] == raw["wait"]
+    assert again.keys() == (raw.keys() - {"wait"}) | {"epochs_without_gain"}
+    for key in raw.keys() - {"model_state", "wait", "format_version"}:
         assert again[key] == raw[key], key
+    assert ckpt.Checkpoint.from_payload(again, V1_BEST) == loaded
+    assert meta.hyper.shift == raw["config"]["augment"] == 0.0
     model, _ = load_model(V1_BEST)
     assert sum(p.numel() for p in model.parameters()) == 421_642
 
@@ -179,6 +184,7 @@ def test_a_format_1_checkpoint_loads_and_round_trips_unchanged():
 def test_a_format_1_last_pt_stopped_mid_epoch_resumes(tmp_path, tiny_mnist):
     """A last.pt laid out as mnistcli 0.1.0 wrote it mid-epoch (keys as listed there)."""
     from mnistcli import train as trainer
+    from mnistcli.events import EpochStarted
     from tests.helpers import make_settings
 
     best = torch.load(V1_BEST, weights_only=True)
@@ -205,11 +211,11 @@ def test_a_format_1_last_pt_stopped_mid_epoch_resumes(tmp_path, tiny_mnist):
     torch.save(last, run_dir / "last.pt")
     torch.save(best | {"finished": False}, run_dir / "best.pt")
     meta = ckpt.load_checkpoint(run_dir / "last.pt").meta
-    assert meta.in_progress == ckpt.EpochInProgress(30.5, 141, 150, 0.04) and meta.step == 3
+    assert meta.in_progress == EpochTotals(30.5, 141, 150, 0.04) and meta.step == 3
     settings = dataclasses.replace(make_settings(tmp_path), resume=str(run_dir), name=None)
     started = []
     result = trainer.train(settings, tiny_mnist, on_event=started.append)
-    first = next(e for e in started if isinstance(e, trainer.EpochStarted))
+    first = next(e for e in started if isinstance(e, EpochStarted))
     assert (first.epoch, first.first_batch) == (2, 3)
     assert result.stop_reason == "completed" and [h.epoch for h in result.history] == [1, 2]
     assert result.history[0].train_loss == best["history"][0]["train_loss"]
@@ -230,3 +236,43 @@ def test_a_boolean_setting_is_checked_as_a_boolean(tmp_path, monkeypatch):
         ckpt.check_config({"mirror": 1}, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="setting 'epochs' is True, not a int"):
         ckpt.check_config({"epochs": True}, tmp_path / "c.pt")
+
+
+def test_format_2_writes_keys_named_as_their_fields(tmp_path):
+    """epochs_without_gain and in_progress are stored under their own names, and read back."""
+    meta = ckpt.CheckpointMeta(
+        kind="last",
+        model="simplecnn",
+        epoch=2,
+        config={},
+        step=3,
+        epochs_without_gain=1,
+        in_progress=EpochTotals(30.5, 141, 150, 0.04),
+    )
+    body = ckpt.Checkpoint(meta, SimpleCNN().state_dict()).to_payload()
+    assert body["format_version"] == 2
+    assert body["epochs_without_gain"] == 1 and "wait" not in body
+    assert body["in_progress"] == {"loss_sum": 30.5, "correct": 141, "seen": 150, "seconds": 0.04}
+    save(body, tmp_path / "last.pt")
+    assert ckpt.load_checkpoint(tmp_path / "last.pt").meta == meta
+
+
+def test_checkpoints_of_runs_with_the_removed_settings_at_zero_still_load(tmp_path):
+    """elastic, ema, clean_epochs and weight_decay were removed; a format 1 last.pt that lists
+    them (at their neutral 0) and calls `shift` "augment" loads, with its settings read."""
+    config = {
+        "epochs": 3,
+        "augment": 1.5,
+        "elastic": 0.0,
+        "ema": 0.0,
+        "clean_epochs": 0,
+        "weight_decay": 0.0,
+    }
+    body = payload(config=config, format_version=1, kind="last", wait=2)
+    torch.save(body, tmp_path / "last.pt")
+    loaded = ckpt.load_checkpoint(tmp_path / "last.pt")
+    assert loaded.meta.epochs_without_gain == 2
+    assert loaded.meta.hyper.shift == 1.5 and loaded.meta.hyper.epochs == 3
+    assert loaded.resume is not None
+    model, _ = load_model(tmp_path / "last.pt")
+    assert not model.training

@@ -337,8 +337,8 @@ def test_curves_png_marks_the_best_epoch(tmp_path):
     a best epoch."""
     import numpy as np
 
-    from mnistcli.checkpoint import EpochStats
-    from mnistcli.render.figures import MARK, save_curves
+    from mnistcli.figures import MARK, save_curves
+    from mnistcli.records import EpochStats
 
     history = [
         EpochStats(e, 1 / e, 0.9 + e / 100, 1.2 / e, 0.9 + e / 110, 1e-3, 1.0, 1.0)

@@ -97,6 +97,19 @@ def test_checkpoint_details_and_weights_check(here, trained_run):
     assert f"val acc {100 * payload['best']['val_acc']:.2f}%" in out
     assert "train-images-idx3-ubyte: " + payload["data"]["train-images-idx3-ubyte"] in out
     assert "limit=2000" in out
+    assert info["world_size"] == 1 and "processes" not in out
+
+
+def test_a_run_trained_under_torchrun_says_by_how_many_processes(here, runs_copy):
+    path = runs_copy / "r1" / "best.pt"
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "world_size": 2}, path)  # as rank 0 of `torchrun --nproc-per-node 2`
+    result = runner.invoke(app, ["inspect", "--json", "--checkpoint", str(path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["checkpoint"]["world_size"] == 2
+    result = runner.invoke(app, ["inspect", "--checkpoint", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "1 epoch run by 2 processes (torchrun)" in result.stdout
 
 
 @pytest.mark.slow

@@ -72,15 +72,37 @@ def test_environment_typos_and_bad_values_are_errors(tmp_path):
         ({"device": "gpu"}, "use auto, cpu, cuda, cuda:N or mps"),
         ({"data.val_size": 0}, "data.val_size"),
         ({"train.recipe": "fsat"}, "did you mean 'fast'"),
-        ({"train.clean_epochs": -1}, "train.clean_epochs = -1"),
+        ({"train.shift": 9.0}, "the largest random shift in pixels, between 0 and 8"),
         ({"train.rotate": 90.0}, "train.rotate"),
-        ({"train.weight_decay": 2.0}, "decoupled weight decay, between 0 and 1"),
         ({"train.select": "latest"}, "choose one of: highest, latest-within-se"),
     ],
 )
 def test_range_checks_name_the_key_and_source(tmp_path, flags, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         resolve(flags, env={}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("ema", "'train.ema' in {path} was removed (no recipe used it"),
+        ("elastic", "'train.elastic' in {path} was removed"),
+        ("clean_epochs", "'train.clean_epochs' in {path} was removed"),
+        ("weight_decay", "'train.weight_decay' in {path} was removed"),
+        ("augment", "'train.augment' in {path} was renamed 'train.shift'"),
+    ],
+)
+def test_a_removed_or_renamed_setting_is_a_one_line_error(tmp_path, key, says):
+    """Not "unknown key, did you mean": the file or variable names a setting that existed."""
+    path = write(tmp_path, f"[train]\n{key} = 0\n")
+    with pytest.raises(ConfigError) as info:
+        resolve({}, env={}, cwd=tmp_path)
+    message = str(info.value)
+    assert says.format(path=path) in message and "\n" not in message
+    assert "did you mean" not in message
+    variable = f"MNISTCLI_TRAIN_{key.upper()}"
+    with pytest.raises(ConfigError, match=f"environment variable {variable}: the setting was"):
+        resolve({}, env={variable: "0"}, cwd=tmp_path / "elsewhere")
 
 
 def test_relative_paths_in_file_resolve_against_the_file(tmp_path):

@@ -15,9 +15,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from mnistcli import resume, run_state
 from mnistcli import train as trainer
 from mnistcli.checkpoint import load_checkpoint
 from mnistcli.cli import app
+from mnistcli.events import BatchDone, EpochStarted
 from tests.helpers import SHARED_MNIST, make_settings, run_cli
 
 pytestmark = [
@@ -79,7 +81,7 @@ def test_interrupted_run_resumes_on_cuda(tmp_path, real_mnist, mnist_root, monke
         "limit": 3200,
         "val_size": 1000,
         "batch_size": 64,
-        "augment": 1.0,
+        "shift": 1.0,
         "schedule": "onecycle",
         "lr": 3e-3,
         "precision": "bf16",
@@ -89,10 +91,10 @@ def test_interrupted_run_resumes_on_cuda(tmp_path, real_mnist, mnist_root, monke
     batches = {"n": 0}
 
     def count(event):
-        if isinstance(event, trainer.BatchDone):
+        if isinstance(event, BatchDone):
             batches["n"] += 1
 
-    monkeypatch.setattr(trainer, "PROGRESS_INTERVAL", 0.0)  # an event every batch
+    monkeypatch.setattr(run_state, "PROGRESS_INTERVAL", 0.0)  # an event every batch
     cut = trainer.train(
         settings, real_mnist, on_event=count, should_stop=lambda: batches["n"] >= 30
     )
@@ -241,11 +243,12 @@ def test_training_data_is_resident_on_the_gpu(tmp_path, real_mnist, mnist_root, 
         return tensors
 
     real_make = trainer.make_tensors
-    monkeypatch.setattr(trainer, "make_tensors", recording)
+    monkeypatch.setattr(resume, "make_tensors", recording)  # the training and validation sets
+    monkeypatch.setattr(trainer, "make_tensors", recording)  # the test set
     allocated = []
 
     def on_event(event):
-        if isinstance(event, trainer.EpochStarted):
+        if isinstance(event, EpochStarted):
             allocated.append(torch.cuda.memory_allocated())
 
     settings = cuda_settings(tmp_path, mnist_root, epochs=1, limit=20_000, val_size=1000)
@@ -258,7 +261,7 @@ def test_training_data_is_resident_on_the_gpu(tmp_path, real_mnist, mnist_root, 
 def sync_warnings(settings, mnist, interval: float, monkeypatch) -> int:
     """Host synchronisations during one training run, counted by CUDA's sync debug mode."""
     with monkeypatch.context() as patch:
-        patch.setattr(trainer, "PROGRESS_INTERVAL", interval)
+        patch.setattr(run_state, "PROGRESS_INTERVAL", interval)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
@@ -273,7 +276,7 @@ def sync_warnings(settings, mnist, interval: float, monkeypatch) -> int:
 def test_no_host_synchronisation_per_batch(tmp_path, real_mnist, mnist_root, monkeypatch):
     # the fast recipe's path: bf16 autocast, random shifts, one-cycle schedule, fused Adam
     hyper = {"epochs": 1, "val_size": 1000, "batch_size": 64, "precision": "bf16"}
-    hyper |= {"augment": 1.5, "schedule": "onecycle", "lr": 3e-3}
+    hyper |= {"shift": 1.5, "schedule": "onecycle", "lr": 3e-3}
     small = cuda_settings(tmp_path / "a", mnist_root, limit=40 * 64, **hyper)
     large = cuda_settings(tmp_path / "b", mnist_root, limit=160 * 64, **hyper)
     trainer.train(cuda_settings(tmp_path / "warm", mnist_root, limit=640, **hyper), real_mnist)

@@ -160,21 +160,6 @@ def test_validation_split_is_disjoint_reproducible_and_seeded():
     assert len(limited.train) == 50 and torch.equal(limited.val, a.val)
 
 
-def test_normalize_and_shift_a_batch():
-    images = torch.zeros(3, 28, 28, dtype=torch.uint8)
-    images[:, 10:18, 10:18] = 255
-    x = data.normalize(images)
-    assert x.shape == (3, 1, 28, 28)
-    assert x.min().item() == pytest.approx(-data.MEAN / data.STD, rel=1e-5)
-    same = data.affine_by(x, data.random_affines(3, 0.0, 0, 0, 0, torch.Generator()))
-    assert torch.allclose(same, x, atol=1e-5)
-    shifts = data.random_affines(3, 2.0, 0, 0, 0, torch.Generator().manual_seed(0))
-    moved = data.affine_by(x, shifts)
-    assert moved.shape == x.shape and not torch.allclose(moved, x)
-    # background stays background after the shift
-    assert moved[:, :, 0, 0].allclose(torch.full((3, 1), -data.MEAN / data.STD), atol=1e-5)
-
-
 def test_url_mirror_over_http_on_loopback(tmp_path, fake_files):
     """A base-URL mirror: the .gz files are fetched over HTTP, verified and cached."""
     import functools
@@ -203,63 +188,3 @@ def test_url_mirror_over_http_on_loopback(tmp_path, fake_files):
     assert (tmp_path / "root" / "train-labels-idx1-ubyte").read_bytes() == fake_files[
         "train-labels-idx1-ubyte"
     ]
-
-
-def test_affine_maps_without_warps_are_the_shifts():
-    shifts = data.random_shifts(6, 1.5, torch.Generator().manual_seed(4))
-    theta = data.random_affines(6, 1.5, 0.0, 0.0, 0.0, torch.Generator().manual_seed(4))
-    assert torch.equal(theta[:, :, 2], shifts)  # the same draws, in the same order
-    assert torch.equal(theta[:, :, :2], torch.eye(2).expand(6, 2, 2))
-    x = data.normalize(torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8))
-    # a whole-pixel shift moves the pixels (x by +2: content 2 columns to the left, as
-    # affine_grid maps output to input coordinates)
-    theta[:, :, 2] = torch.tensor([2.0, 0.0])
-    moved = data.affine_by(x, theta)
-    assert torch.allclose(moved[..., :-2], x[..., 2:], atol=1e-5)
-
-
-def test_affine_maps_stay_within_their_ranges():
-    theta = data.random_affines(2000, 2.0, 12.0, 0.1, 10.0, torch.Generator().manual_seed(0))
-    linear = theta[:, :, :2]
-    zoom = 1 / linear.det().abs().sqrt()  # rotation and shear keep the area: det = 1 / zoom^2
-    assert 0.9 - 1e-5 <= zoom.min() < 0.92 and 1.08 < zoom.max() <= 1.1 + 1e-5
-    assert theta[:, :, 2].abs().max() <= 2.0 and theta[:, :, 2].abs().max() > 1.9
-    # the first column is the rotation's (cos, sin) over the zoom: its angle is the rotation
-    angle = torch.rad2deg(torch.atan2(linear[:, 1, 0], linear[:, 0, 0]))
-    assert angle.abs().max() <= 12 + 1e-4 and angle.abs().max() > 11.5
-    again = data.random_affines(2000, 2.0, 12.0, 0.1, 10.0, torch.Generator().manual_seed(0))
-    assert torch.equal(theta, again)
-
-
-def test_elastic_fields_are_smooth_seeded_and_scale_with_alpha():
-    fields = data.elastic_fields(200, 28, 34.0, torch.Generator().manual_seed(3))
-    assert fields.shape == (200, 28, 28, 2) and fields.dtype == torch.float32
-    again = data.elastic_fields(200, 28, 34.0, torch.Generator().manual_seed(3))
-    assert torch.equal(fields, again)
-    assert not torch.equal(fields, data.elastic_fields(200, 28, 34.0, torch.Generator()))
-    # Simard et al.'s alpha 34, sigma 4: displacements of about a pixel, a few at most
-    assert 0.7 < fields.std() < 1.5 and fields.abs().max() < 6
-    # smooth: neighbours move nearly together (white noise would differ by sqrt(2) x its spread)
-    step = (fields[:, 1:] - fields[:, :-1]).std()
-    assert step < 0.25 * fields.std()
-    half = data.elastic_fields(200, 28, 17.0, torch.Generator().manual_seed(3))
-    assert torch.allclose(half * 2, fields)
-
-
-def test_elastic_fields_of_zero_leave_the_affine_warp_alone():
-    x = data.normalize(torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8))
-    theta = data.random_affines(4, 1.5, 10.0, 0.1, 5.0, torch.Generator().manual_seed(1))
-    zero = torch.zeros(4, 28, 28, 2)
-    assert torch.equal(data.affine_by(x, theta, zero), data.affine_by(x, theta))
-    bent = data.affine_by(x, theta, data.elastic_fields(4, 28, 34.0, torch.Generator()))
-    assert bent.shape == x.shape and not torch.allclose(bent, data.affine_by(x, theta))
-
-
-def test_a_quarter_turn_rotates_the_image():
-    x = data.normalize(torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8))
-    theta = torch.tensor([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]])  # exactly 90 degrees
-    out = data.affine_by(x, theta)
-    assert torch.allclose(out, torch.rot90(x, 1, dims=(2, 3)), atol=1e-4) or torch.allclose(
-        out, torch.rot90(x, -1, dims=(2, 3)), atol=1e-4
-    )
-    assert not torch.allclose(out, x, atol=1e-2)

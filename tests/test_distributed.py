@@ -175,3 +175,38 @@ def test_a_rank_that_dies_ends_the_run(tmp_path, mnist_root):
     assert proc.returncode != 0
     assert time.monotonic() - started < 90
     assert not _workers(proc.pid)
+
+
+def test_every_rank_refuses_more_processes_than_gpus(monkeypatch):
+    """`torchrun --nproc-per-node 2 ... --device cuda` on a machine with one GPU: rank 0 (which
+    has a GPU of its own) refuses too, so that no rank is left waiting for the other."""
+    from mnistcli.distributed import rank_device
+    from mnistcli.errors import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for rank in (0, 1):
+        world = World(rank=rank, local_rank=rank, size=2, local_size=2)
+        with pytest.raises(DeviceError, match="use --nproc-per-node 1 or fewer"):
+            rank_device(world, torch.device("cuda"))
+    one = World(rank=0, local_rank=0, size=2, local_size=1)  # one process here, one elsewhere
+    assert rank_device(one, torch.device("cuda")) == torch.device("cuda", 0)
+
+
+def test_the_device_is_checked_before_the_ranks_first_wait_for_each_other(
+    tmp_path, tiny_mnist, monkeypatch
+):
+    """open_run refuses a device before joining the process group (the first collective) and
+    before any run folder is made."""
+    from mnistcli import device, distributed, resume
+    from mnistcli.errors import DeviceError
+    from tests.helpers import make_settings
+
+    joined = []
+    monkeypatch.setattr(distributed, "start", lambda world, dev: joined.append(dev))
+    monkeypatch.setattr(device, "resolve_device", lambda name: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    settings = make_settings(tmp_path, epochs=1)
+    world = World(rank=0, local_rank=0, size=2, local_size=2)
+    with pytest.raises(DeviceError):
+        resume.open_run(settings, tiny_mnist, lambda e: None, lambda: False, world=world)
+    assert joined == [] and not (tmp_path / "runs").exists()

@@ -22,6 +22,7 @@ import torch
 from mnistcli import train as trainer
 from mnistcli.checkpoint import load_checkpoint
 from mnistcli.errors import TrainingError
+from mnistcli.events import EpochStarted
 from tests.helpers import SHARED_MNIST, HalfWrite, make_settings, run_cli, start_cli
 
 # A small real-MNIST run that takes a few seconds: 3 epochs of 1,500 images.
@@ -250,7 +251,7 @@ def test_full_disk_in_process_maps_to_training_error(tmp_path, tiny_mnist, monke
     before = {}
 
     def on_event(event):
-        if isinstance(event, trainer.EpochStarted) and event.epoch == 2:
+        if isinstance(event, EpochStarted) and event.epoch == 2:
             before.update(hashes(run_dir))
 
     with pytest.raises(TrainingError) as failure:

@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from mnistcli import train as trainer
+from mnistcli.records import EpochStats
+from mnistcli.run_state import RunState
 
 
 def kept_by_rule(accs: list[float], n: int, select: str) -> int:
@@ -23,10 +24,10 @@ def kept_by_rule(accs: list[float], n: int, select: str) -> int:
     return max(i for i, a in enumerate(accs) if a >= floor) + 1
 
 
-def record_all(accs: list[float], n: int, select: str) -> trainer.RunState:
-    state = trainer.RunState()
+def record_all(accs: list[float], n: int, select: str) -> RunState:
+    state = RunState()
     for epoch, acc in enumerate(accs, 1):
-        state.record(trainer.EpochStats(epoch, 0.1, 0.9, 1 - acc, acc, 1e-3, 1.0, 1.0), select, n)
+        state.record(EpochStats(epoch, 0.1, 0.9, 1 - acc, acc, 1e-3, 1.0, 1.0), select, n)
     return state
 
 

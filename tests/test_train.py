@@ -5,11 +5,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mnistcli import metrics
+from mnistcli import events as ev
+from mnistcli import metrics, run_state
 from mnistcli import runs as run_folders
 from mnistcli import train as trainer
 from mnistcli.checkpoint import load_checkpoint
 from mnistcli.errors import CheckpointError, ConfigError, TrainingError
+from mnistcli.records import EpochStats
 from tests.helpers import make_settings
 
 
@@ -36,7 +38,7 @@ def test_early_stopping_stops_after_patience_and_restores_best(tmp_path, tiny_mn
     result = trainer.train(settings, tiny_mnist, on_event=events.append)
     assert result.stop_reason == "early_stop"
     assert result.epochs_run == 5 and result.best_epoch == 2 and result.best_val_acc == 0.70
-    stops = [e for e in events if isinstance(e, trainer.EarlyStopped)]
+    stops = [e for e in events if isinstance(e, ev.EarlyStopped)]
     assert len(stops) == 1 and stops[0].epoch == 5
     best = load_checkpoint(result.run_dir / "best.pt")
     last = load_checkpoint(result.run_dir / "last.pt")
@@ -47,8 +49,8 @@ def test_early_stopping_stops_after_patience_and_restores_best(tmp_path, tiny_mn
     assert any(not torch.equal(last.model_state[k], v) for k, v in best.model_state.items())
 
 
-def _stats(epoch: int, val_acc: float) -> trainer.EpochStats:
-    return trainer.EpochStats(epoch, 0.1, 0.9, 1.0 - val_acc, val_acc, 1e-3, 1.0, 100.0)
+def _stats(epoch: int, val_acc: float) -> EpochStats:
+    return EpochStats(epoch, 0.1, 0.9, 1.0 - val_acc, val_acc, 1e-3, 1.0, 100.0)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +64,7 @@ def _stats(epoch: int, val_acc: float) -> trainer.EpochStats:
 def test_the_chosen_epoch_follows_the_selection_rule(select, chosen):
     """`select`: the first highest validation accuracy, or the latest epoch within one standard
     error of the highest so far. Early stopping counts epochs without a new highest either way."""
-    state = trainer.RunState()
+    state = run_state.RunState()
     accs = [0.9900, 0.9958, 0.9950, 0.9952, 0.9930, 0.9956, 0.9970, 0.9958]
     picked, waits = [], []
     for epoch, acc in enumerate(accs, 1):
@@ -123,9 +125,7 @@ def test_training_learns_and_writes_the_run_folder(tmp_path, tiny_mnist):
 def test_same_seed_gives_the_same_metrics(tmp_path, tiny_mnist):
     runs = []
     for name in ("a", "b"):
-        settings = make_settings(
-            tmp_path / name, epochs=2, val_size=100, batch_size=64, augment=1.0
-        )
+        settings = make_settings(tmp_path / name, epochs=2, val_size=100, batch_size=64, shift=1.0)
         runs.append(trainer.train(settings, tiny_mnist).history)
     strip = [[(h.train_loss, h.val_loss, h.val_acc) for h in run] for run in runs]
     assert strip[0] == strip[1]
@@ -146,11 +146,11 @@ WARPS = {
 }
 
 
-# mid-epoch (with the best recipe's affine warps, label smoothing and epoch selection; with
-# elastic distortions made on the device), and at an epoch boundary
+# mid-epoch (with the best recipe's affine warps, label smoothing and epoch selection; without
+# augmentation), and at an epoch boundary
 @pytest.mark.parametrize(
     ("stop_after_batches", "warps"),
-    [(7, WARPS), (8, {"elastic": 34.0}), (9, {"ema": 0.9}), (10, {})],
+    [(7, WARPS), (9, {"shift": 0.0}), (10, {})],
 )
 def test_interrupted_run_resumes_to_the_same_history(
     tmp_path, tiny_mnist, stop_after_batches, warps
@@ -160,7 +160,7 @@ def test_interrupted_run_resumes_to_the_same_history(
         "patience": 0,
         "val_size": 100,
         "batch_size": 50,
-        "augment": 1.0,
+        "shift": 1.0,
         "schedule": "onecycle",
         "lr": 3e-3,
         **warps,
@@ -171,11 +171,11 @@ def test_interrupted_run_resumes_to_the_same_history(
     batches = {"n": 0}
 
     def count(event):
-        if isinstance(event, trainer.BatchDone):
+        if isinstance(event, ev.BatchDone):
             batches["n"] += 1
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer, "PROGRESS_INTERVAL", 0.0)  # an event every batch
+        patch.setattr(run_state, "PROGRESS_INTERVAL", 0.0)  # an event every batch
         cut = trainer.train(
             settings,
             tiny_mnist,
@@ -188,7 +188,7 @@ def test_interrupted_run_resumes_to_the_same_history(
     resumed = trainer.train(
         dataclasses.replace(settings, resume=str(cut.run_dir), name=None),
         tiny_mnist,
-        on_event=lambda e: started.append(e) if isinstance(e, trainer.RunStarted) else None,
+        on_event=lambda e: started.append(e) if isinstance(e, ev.RunStarted) else None,
     )
     assert resumed.run_dir == cut.run_dir
     # the view is told where the run stood: its best epoch and patience counter, not re-derived
@@ -196,23 +196,6 @@ def test_interrupted_run_resumes_to_the_same_history(
     assert started[0].history == cut.history
     assert history_of(resumed) == history_of(full)
     assert resumed.best_epoch == full.best_epoch and resumed.test_acc == full.test_acc
-
-
-def test_a_moving_average_is_validated_and_kept_in_best_pt(tmp_path, tiny_mnist):
-    """With train.ema, validation scores the average; best.pt holds it, last.pt holds the
-    trained weights and the average (to resume both)."""
-    hyper = {"epochs": 1, "patience": 0, "val_size": 100, "batch_size": 50, "ema": 0.9}
-    result = trainer.train(make_settings(tmp_path, **hyper), tiny_mnist)
-    best = load_checkpoint(result.run_dir / "best.pt")
-    last = load_checkpoint(result.run_dir / "last.pt")
-    assert last.resume is not None and last.resume.ema is not None
-    for key, averaged in best.model_state.items():
-        assert torch.equal(averaged, last.resume.ema[key])
-    assert any(not torch.equal(best.model_state[k], v) for k, v in last.model_state.items())
-    plain = trainer.train(make_settings(tmp_path / "plain", **{**hyper, "ema": 0.0}), tiny_mnist)
-    assert load_checkpoint(plain.run_dir / "last.pt").resume.ema is None
-    assert result.history[0].train_loss == plain.history[0].train_loss  # the same training
-    assert result.history[0].val_loss != plain.history[0].val_loss  # another model validated
 
 
 def test_resume_refuses_finished_runs_and_changed_settings(tmp_path, tiny_mnist):
@@ -245,7 +228,7 @@ def test_nan_loss_stops_and_keeps_previous_checkpoints(tmp_path, tiny_mnist, mon
     state = {"epoch2": False}
 
     def on_event(event):
-        if isinstance(event, trainer.EpochDone) and event.stats.epoch == 1:
+        if isinstance(event, ev.EpochDone) and event.stats.epoch == 1:
             state["epoch2"] = True
 
     def poisoned(logits, target, *args, **kwargs):
@@ -272,7 +255,7 @@ def test_bf16_autocast_trains_and_saves_float32_weights(tmp_path, tiny_mnist):
 
 def test_interrupted_before_any_validation_writes_strict_json(tmp_path, tiny_mnist, monkeypatch):
     settings = make_settings(tmp_path, epochs=2, val_size=100, batch_size=50)
-    monkeypatch.setattr(trainer, "PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(run_state, "PROGRESS_INTERVAL", 0.0)
     result = trainer.train(settings, tiny_mnist, should_stop=lambda: True)
     assert result.stop_reason == "interrupted" and result.best_epoch == 0
     doc = result.to_dict()
@@ -296,20 +279,55 @@ def test_a_refused_device_leaves_no_run_folder(tmp_path, tiny_mnist):
         run_folders.create_run(tmp_path / "runs", "a" * 300)
 
 
-def test_clean_epochs_train_on_unaltered_images(tmp_path, tiny_mnist):
-    """`clean_epochs`: the last epochs draw no warps. With every epoch clean, an augmented run
-    is the very run without augmentation; with the last one clean, the epochs before it are
-    those of the fully augmented run, and the last one differs."""
+def test_steps_run_in_train_mode_and_validation_in_eval_mode_without_gradients(
+    tmp_path, tiny_mnist, monkeypatch
+):
+    """The train/eval pair: dropout on for every optimizer step, off (and no autograd) for
+    every validation and the test set, epoch after epoch."""
+    from mnistcli import model as models
 
-    def history(**hyper):
-        folder = tmp_path / str(len(list(tmp_path.iterdir())))
-        settings = make_settings(folder, epochs=3, val_size=100, batch_size=50, **hyper)
-        return [(s.train_loss, s.val_acc) for s in trainer.train(settings, tiny_mnist).history]
+    seen = []
+    real_build = models.build_model
 
-    warped = dict(augment=2.0, rotate=10.0)
-    plain = history()
-    assert history(**warped, clean_epochs=3) == plain
-    augmented = history(**warped)
-    last_clean = history(**warped, clean_epochs=1)
-    assert augmented != plain
-    assert last_clean[:2] == augmented[:2] and last_clean[2] != augmented[2]
+    def recording(name):
+        net = real_build(name)
+        net.register_forward_pre_hook(
+            lambda module, _: seen.append((module.training, torch.is_inference_mode_enabled()))
+        )
+        return net
+
+    monkeypatch.setattr(models, "build_model", recording)
+    settings = make_settings(tmp_path, epochs=2, val_size=100, batch_size=100, limit=300)
+    trainer.train(settings, tiny_mnist)
+    steps = [s for s in seen if s[0]]
+    scored = [s for s in seen if not s[0]]
+    assert len(steps) == 2 * 3  # 300 training images, batches of 100, 2 epochs
+    assert all(not inference for _, inference in steps)
+    assert len(scored) == 3 and all(inference for _, inference in scored)  # 2 val, 1 test
+    # the order of the loop: 3 steps, validation, 3 steps, validation, then the test set
+    assert [t for t, _ in seen[:8]] == [True, True, True, False, True, True, True, False]
+
+
+def test_a_run_trained_by_calling_train_writes_its_curves(tmp_path, tiny_mnist):
+    """curves.png comes from the run itself, not from a view: no on_event at all here."""
+    from PIL import Image
+
+    settings = make_settings(tmp_path, epochs=2, val_size=100, batch_size=100)
+    result = trainer.train(settings, tiny_mnist)
+    with Image.open(result.run_dir / "curves.png") as image:
+        assert image.size == (1200, 480)
+
+
+def test_a_run_that_used_a_removed_setting_is_not_resumed(tmp_path, tiny_mnist):
+    """A last.pt trained with ema (removed) at a real value cannot go on as it started."""
+    settings = make_settings(tmp_path, epochs=2, val_size=100, batch_size=100)
+    cut = trainer.train(settings, tiny_mnist, should_stop=lambda: True)
+    last = torch.load(cut.run_dir / "last.pt", weights_only=True)
+    last["config"]["ema"] = 0.999
+    torch.save(last, cut.run_dir / "last.pt")
+    again = dataclasses.replace(settings, resume=str(cut.run_dir), name=None)
+    with pytest.raises(ConfigError, match=r"train\.ema = 0\.999, a setting this mnistcli removed"):
+        trainer.train(again, tiny_mnist)
+    last["config"]["ema"] = 0.0  # at its neutral value it resumes
+    torch.save(last, cut.run_dir / "last.pt")
+    assert trainer.train(again, tiny_mnist).stop_reason == "completed"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mnistcli.train import EpochStats
+from mnistcli.records import EpochStats
 
 
 def curves(history: Sequence[EpochStats], width: int, height: int, *, color: bool) -> str:

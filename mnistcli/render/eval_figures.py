@@ -10,9 +10,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from mnistcli.errors import OutputError
+from mnistcli.figures import INK, font, save_png
 from mnistcli.metrics import EvalReport, Mistake
 from mnistcli.render.console import percent
-from mnistcli.render.figures import INK, font, save_png
 from mnistcli.runs import eval_paths, write_json
 
 WHITE = (255, 255, 255)

@@ -11,9 +11,9 @@ from PIL import Image, ImageDraw
 
 from mnistcli.errors import OutputError
 from mnistcli.explain import Activations, LayerActivation
+from mnistcli.figures import INK, font, png_bytes
 from mnistcli.files import write_atomic
 from mnistcli.render.colorscale import Scale
-from mnistcli.render.figures import INK, font, png_bytes
 
 BACKGROUND = (255, 255, 255)
 MAP_PX = 84  # each feature map is drawn this many pixels wide

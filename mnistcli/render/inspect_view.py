@@ -133,7 +133,7 @@ def checkpoint_table(c: CheckpointInfo) -> Table:
         ("checkpoint", f"{escape(c.path)} ({escape(c.kind)}, weights of epoch {c.epoch})"),
         ("weights", weights),
         ("trained", escape(c.created or "unknown")),
-        ("run", f"{state}, {plural(c.epochs_run, 'epoch')} run"),
+        ("run", f"{state}, {plural(c.epochs_run, 'epoch')} run{_by(c.world_size)}"),
     ]
     if c.best_epoch is not None:
         loss = "-" if c.best_val_loss is None else f"{c.best_val_loss:.4f}"
@@ -153,6 +153,11 @@ def checkpoint_table(c: CheckpointInfo) -> Table:
     for name, value in rows:
         grid.add_row(name, value)
     return grid
+
+
+def _by(world_size: int) -> str:
+    """Who trained the run, when more than one process did (torchrun)."""
+    return f" by {world_size} processes (torchrun)" if world_size > 1 else ""
 
 
 def _pairs(mapping: dict[str, Any]) -> str:

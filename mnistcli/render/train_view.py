@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
@@ -18,20 +16,19 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.charts import curves
-from mnistcli.render.console import is_color, percent, plural
-from mnistcli.render.figures import save_curves
-from mnistcli.train import (
+from mnistcli.events import (
     BatchDone,
     EarlyStopped,
     EpochDone,
     EpochStarted,
-    EpochStats,
     Event,
     RunStarted,
     TestDone,
     TrainResult,
 )
+from mnistcli.records import EpochStats
+from mnistcli.render.charts import curves
+from mnistcli.render.console import is_color, percent, plural
 
 
 def describe_run(e: RunStarted) -> str:
@@ -39,17 +36,11 @@ def describe_run(e: RunStarted) -> str:
     verb = f"resuming at epoch {e.start_epoch}:" if e.resumed else "training"
     stop = f"patience {h.patience}" if h.patience else "no early stopping"
     extra = f", {h.schedule} lr" if h.schedule != "constant" else ""
-    extra += f", shifts up to {h.augment:g}px" if h.augment else ""
+    extra += f", shifts up to {h.shift:g}px" if h.shift else ""
     extra += ", affine warps" if h.rotate or h.scale or h.shear else ""
-    extra += f", elastic distortions ({h.elastic:g}px)" if h.elastic else ""
-    extra += f", weights averaged (EMA {h.ema:g})" if h.ema else ""
     extra += f", label smoothing {h.label_smoothing:g}" if h.label_smoothing else ""
-    extra += f", weight decay {h.weight_decay:g}" if h.weight_decay else ""
     if h.select == "latest-within-se":
         extra += ", keeping the latest epoch within 1 SE of the best validation accuracy"
-    if h.clean_epochs and h.augments:
-        last = plural(h.clean_epochs, "epoch") if h.clean_epochs > 1 else "epoch"
-        extra += f", the last {last} unaugmented"
     batch = f"batch {h.batch_size}"
     if e.world_size > 1:
         batch = f"batch {h.batch_size} x {e.world_size} processes = {h.batch_size * e.world_size}"
@@ -112,38 +103,26 @@ def epochs_table(
     return table
 
 
-class CurvesFile:
-    """Writes curves.png after each epoch: the one place every view (quiet, plain, live) does."""
+class QuietView:
+    """--quiet: nothing while training (the run still writes curves.png)."""
 
-    def __init__(self) -> None:
-        self.run_dir: Path | None = None
-
-    def __enter__(self) -> CurvesFile:
+    def __enter__(self) -> QuietView:
         return self
 
     def __exit__(self, *exc: object) -> None:
         return None
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self.run_dir = event.run_dir
-        elif isinstance(event, EpochDone) and self.run_dir is not None:
-            save_curves(event.history, self.run_dir / "curves.png", event.best_epoch)
+        return None
 
 
-class QuietView(CurvesFile):
-    """--quiet: nothing while training; curves.png is still written."""
-
-
-class PlainView(CurvesFile):
+class PlainView(QuietView):
     """One line per epoch on stderr: readable in CI logs and files (like Keras verbose=2)."""
 
     def __init__(self, err: Console) -> None:
-        super().__init__()
         self.err = err
 
     def __call__(self, event: Event) -> None:
-        super().__call__(event)
         if isinstance(event, RunStarted):
             self.err.print(escape(describe_run(event)), soft_wrap=True)
             for s in event.history:
@@ -224,7 +203,6 @@ class LiveView(PlainView):
         self.live.update(self._group())
 
     def __call__(self, event: Event) -> None:
-        CurvesFile.__call__(self, event)
         if isinstance(event, RunStarted):
             self.header = Text(describe_run(event))
             if event.history:  # a resumed run: its epochs so far, as the trainer judged them

@@ -1,4 +1,7 @@
-"""PNG figures drawn with pillow (no matplotlib): training curves."""
+"""PNG figures drawn with Pillow (no matplotlib): the helpers every figure shares, and the
+training curves (curves.png) that a run writes after each epoch. A core module, not in render/,
+because the trainer itself writes curves.png (a run trained by calling `train()` has them too);
+it imports Pillow only."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from mnistcli.files import write_atomic
-from mnistcli.train import EpochStats
+from mnistcli.records import EpochStats
 
 TRAIN_COLOR = (31, 119, 180)  # blue
 VAL_COLOR = (255, 127, 14)  # orange
