@@ -61,7 +61,7 @@ def load(args: argparse.Namespace):
 
 
 def settings(args: argparse.Namespace, name: str, **hyper):
-    from mnistcli.config import DataSettings, HyperParams, TrainSettings
+    from mnistcli.settings import DataSettings, HyperParams, TrainSettings
 
     return TrainSettings(
         hyper=HyperParams(**hyper),

@@ -36,7 +36,7 @@ def parse_overrides(items: list[str]) -> dict:
     """`key=value` pairs, each value coerced to the type of the HyperParams field."""
     import dataclasses
 
-    from mnistcli.config import HyperParams
+    from mnistcli.settings import HyperParams
 
     kinds = {f.name: type(getattr(HyperParams(), f.name)) for f in dataclasses.fields(HyperParams)}
     out = {}
@@ -50,7 +50,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 def seed_settings(args: argparse.Namespace, work: Path, seed: int, hyper: dict, threads: int = 0):
     """The TrainSettings of one seed's run, in the work folder."""
-    from mnistcli.config import DataSettings, HyperParams, TrainSettings
+    from mnistcli.settings import DataSettings, HyperParams, TrainSettings
 
     return TrainSettings(
         hyper=HyperParams(**{**hyper, "seed": seed}),

@@ -82,8 +82,8 @@ def robustness_quick_subset(mnist, work: Path, data: Path) -> None:
     change that loses digits fails here before the full benchmark spends minutes."""
     import robustness
 
-    from mnistcli.config import DataSettings, HyperParams, TrainSettings
     from mnistcli.loading import load_model, module_logits
+    from mnistcli.settings import DataSettings, HyperParams, TrainSettings
     from mnistcli.train import train
 
     settings = TrainSettings(

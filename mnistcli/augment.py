@@ -16,8 +16,8 @@ from mnistcli.data import MEAN, STD
 if TYPE_CHECKING:
     import torch
 
-    from mnistcli.config import HyperParams
     from mnistcli.distributed import World
+    from mnistcli.settings import HyperParams
 
 
 def seeded_generator(*key: int, device: torch.device | None = None) -> torch.Generator:

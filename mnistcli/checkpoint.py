@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistcli import __version__
-from mnistcli.config import HyperParams
 from mnistcli.errors import CheckpointError
 from mnistcli.files import write_atomic
 from mnistcli.records import Best, EpochStats, EpochTotals, TestScore
+from mnistcli.settings import HyperParams
 
 if TYPE_CHECKING:
     import torch

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistcli.config import HyperParams
 from mnistcli.records import Best, EpochStats, TestScore
+from mnistcli.settings import HyperParams
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from mnistcli.checkpoint import CheckpointMeta
-    from mnistcli.config import ExportSettings
+    from mnistcli.settings import ExportSettings
 
 TOLERANCE = 1e-4  # largest |logit difference| the self-check accepts
 PREPROCESSING = (

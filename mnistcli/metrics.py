@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from torch import nn
 
     from mnistcli.checkpoint import EpochStats
-    from mnistcli.config import EvalSettings, HyperParams
     from mnistcli.data import Tensors
     from mnistcli.loading import LoadedModel
+    from mnistcli.settings import EvalSettings, HyperParams
 
     # (N, 28, 28) uint8 images -> (N, C) logits: a model run by something other than PyTorch
     LogitsFn = Callable[[torch.Tensor], torch.Tensor]

@@ -17,12 +17,13 @@ from torch import nn
 from mnistcli import checkpoint as ckpt
 from mnistcli import distributed, runs
 from mnistcli.checkpoint import Checkpoint
-from mnistcli.config import HyperParams, TrainSettings, flag_name
+from mnistcli.config import flag_name
 from mnistcli.data import Mnist, Tensors, make_tensors, split_indices
 from mnistcli.distributed import World
 from mnistcli.errors import CheckpointError, ConfigError
 from mnistcli.events import Event, RunStarted
 from mnistcli.run_state import Run, RunState
+from mnistcli.settings import HyperParams, TrainSettings
 
 
 def open_run(

@@ -26,12 +26,12 @@ from mnistcli import checkpoint as ckpt
 from mnistcli import distributed, metrics, runs
 from mnistcli.augment import affine_by, epoch_warps, seeded_generator
 from mnistcli.checkpoint import Checkpoint
-from mnistcli.config import HyperParams, TrainSettings
 from mnistcli.data import Mnist, Tensors
 from mnistcli.distributed import World
 from mnistcli.errors import TrainingError
 from mnistcli.events import BatchDone, EpochStarted, Event, TrainResult
 from mnistcli.records import Best, EpochStats, EpochTotals, TestScore
+from mnistcli.settings import HyperParams, TrainSettings
 
 PROGRESS_INTERVAL = 0.1  # seconds between BatchDone events (each costs one device sync)
 # Under torchrun the ranks agree every this many batches whether one was asked to stop (one

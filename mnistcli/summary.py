@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from mnistcli.checkpoint import CheckpointMeta
-    from mnistcli.config import InspectSettings
     from mnistcli.explain import Activations
+    from mnistcli.settings import InspectSettings
 
 MNIST_IMAGE = (1, 28, 28)  # (channels, height, width) of one MNIST image
 

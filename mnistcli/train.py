@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from mnistcli import checkpoint as ckpt
 from mnistcli import distributed
-from mnistcli.config import TrainSettings
 from mnistcli.data import Mnist, make_tensors
 from mnistcli.errors import TrainingError
 from mnistcli.events import EarlyStopped, EpochDone, Event, TestDone, TrainResult
@@ -33,6 +32,7 @@ from mnistcli.figures import save_curves
 from mnistcli.records import EpochStats, TestScore
 from mnistcli.resume import open_run
 from mnistcli.run_state import EpochTally, Run, nan_error
+from mnistcli.settings import TrainSettings
 
 __all__ = ["TrainResult", "train"]
 

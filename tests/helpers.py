@@ -159,7 +159,7 @@ def synthetic_mnist(n_train: int = 600, n_test: int = 200, seed: int = 0):
 
 def make_settings(tmp: Path, data_root: Path | None = None, **hyper):
     """TrainSettings for a test run in `tmp`, with hyper-parameters overridden by keyword."""
-    from mnistcli.config import DataSettings, HyperParams, TrainSettings
+    from mnistcli.settings import DataSettings, HyperParams, TrainSettings
 
     return TrainSettings(
         hyper=HyperParams(**hyper),

@@ -224,10 +224,10 @@ def test_a_format_1_last_pt_stopped_mid_epoch_resumes(tmp_path, tiny_mnist):
 
 def test_a_boolean_setting_is_checked_as_a_boolean(tmp_path, monkeypatch):
     """check_config reads HyperParams' real types: a new bool field needs no table."""
-    from mnistcli import config
+    from mnistcli.settings import HyperParams
 
     @dataclasses.dataclass(frozen=True)
-    class WithFlag(config.HyperParams):
+    class WithFlag(HyperParams):
         mirror: bool = False
 
     monkeypatch.setattr(ckpt, "HyperParams", WithFlag)

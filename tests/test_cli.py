@@ -501,9 +501,9 @@ def test_an_unforeseen_os_error_is_one_line_and_exit_1(capsys):
     ],
 )
 def test_the_run_line_names_every_setting_that_changes_the_training(hyper, says, omits):
-    from mnistcli.config import HyperParams
     from mnistcli.events import RunStarted
     from mnistcli.render.train_view import describe_run
+    from mnistcli.settings import HyperParams
 
     event = RunStarted(
         run_dir=Path("runs/x"),

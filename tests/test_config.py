@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from mnistcli.config import RECIPES, read_config_file, resolve, train_settings
+from mnistcli.config import RECIPES, read_config_file, resolve
 from mnistcli.errors import ConfigError
+from mnistcli.settings import train_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -168,7 +169,8 @@ def test_settings_defaults_are_the_schemas(tmp_path):
     """The typed settings take their defaults from SCHEMA, and resolving nothing gives them."""
     import dataclasses
 
-    from mnistcli.config import SCHEMA, DataSettings, HyperParams
+    from mnistcli.config import SCHEMA
+    from mnistcli.settings import DataSettings, HyperParams
 
     for f in dataclasses.fields(HyperParams):
         section = "data" if f.name == "val_size" else "train"
@@ -182,13 +184,8 @@ def test_command_settings_defaults_are_the_schemas():
     """eval, predict, inspect and export settings take their defaults from SCHEMA too."""
     import dataclasses
 
-    from mnistcli.config import (
-        SCHEMA,
-        EvalSettings,
-        ExportSettings,
-        InspectSettings,
-        PredictSettings,
-    )
+    from mnistcli.config import SCHEMA
+    from mnistcli.settings import EvalSettings, ExportSettings, InspectSettings, PredictSettings
 
     checked = set()
     sections = {

@@ -159,8 +159,8 @@ def test_explained_predictions_carry_the_same_saliency_as_the_maps(model, digits
 def test_inspect_model_returns_the_activations_of_the_image(trained_run, real_mnist, tmp_path):
     from PIL import Image
 
-    from mnistcli.config import InspectSettings
     from mnistcli.errors import CheckpointError, InputError
+    from mnistcli.settings import InspectSettings
     from mnistcli.summary import inspect_model
 
     image = tmp_path / "d.png"

@@ -82,10 +82,10 @@ def eval_model(
     Also writes confusion_matrix.png, misclassified.png and eval.json (with --split val:
     *_val.png and eval_val.json) into the run folder, or --save DIR.
     """
-    from mnistcli.config import eval_settings
     from mnistcli.metrics import evaluate_checkpoint
     from mnistcli.render.eval_figures import save_eval_files
     from mnistcli.render.eval_view import print_eval
+    from mnistcli.settings import eval_settings
 
     values = settings_values(setting_flags(eval_model, locals()), config, data)
     settings = eval_settings(

@@ -70,9 +70,9 @@ def export_cmd(
     written file is run on the MNIST test digits against the PyTorch model: every logit within
     1e-4 and every predicted digit the same, or it fails and leaves no file.
     """
-    from mnistcli.config import export_settings
     from mnistcli.export import export_checkpoint
     from mnistcli.render.export_view import export_lines
+    from mnistcli.settings import export_settings
 
     values = settings_values(setting_flags(export_cmd, locals()), config, data)
     settings = export_settings(values, checkpoint=checkpoint, out=out)

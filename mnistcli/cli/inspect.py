@@ -91,8 +91,8 @@ def inspect_model(
     With --image, also what every layer outputs for that image: feature maps, the first
     convolution's filters, the hidden units and the logits (--save DIR: the same as PNGs).
     """
-    from mnistcli.config import inspect_settings
     from mnistcli.render.inspect_view import print_inspection, print_warnings, print_written
+    from mnistcli.settings import inspect_settings
     from mnistcli.summary import inspect_model as describe_model
 
     values = settings_values(setting_flags(inspect_model, locals()), config)

@@ -82,9 +82,9 @@ def predict(
     that cannot be read gets a one-line error, the others are still predicted,
     and the exit code is 1. --explain shows which pixels decided each digit.
     """
-    from mnistcli.config import predict_settings
     from mnistcli.loading import open_model
     from mnistcli.predict import collect_paths, predict_paths
+    from mnistcli.settings import predict_settings
 
     values = settings_values(setting_flags(predict, locals()), config)
     settings = predict_settings(values, checkpoint=checkpoint, raw=raw, explain=explain)

@@ -24,8 +24,9 @@ from mnistcli.cli.options import (
     settings_values,
     stderr_log,
 )
-from mnistcli.config import PRECISIONS, RECIPES, Setting, TrainSettings, default_text
+from mnistcli.config import PRECISIONS, RECIPES, Setting, default_text
 from mnistcli.errors import ConfigError
+from mnistcli.settings import TrainSettings
 
 if TYPE_CHECKING:
     from mnistcli.data import Mnist
@@ -142,7 +143,7 @@ def train(
     epoch elsewhere. Writes runs/<name>/ with best.pt, last.pt, metrics.csv, metrics.json,
     config.json and curves.png; Ctrl-C saves a checkpoint that --resume continues.
     """
-    from mnistcli.config import train_settings
+    from mnistcli.settings import train_settings
 
     values = settings_values(setting_flags(train, locals()), config, data)
     if resume is not None and name is not None:
