@@ -36,11 +36,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mnistcli.config import RECIPES, TrainSettings  # noqa: E402
+from mnistcli.config import RECIPES  # noqa: E402
 from mnistcli.data import FILES, load_mnist  # noqa: E402
 from mnistcli.events import BatchDone, RunStarted  # noqa: E402
 from mnistcli.model import SimpleCNN  # noqa: E402
-from mnistcli.settings import DataSettings, HyperParams  # noqa: E402
+from mnistcli.settings import DataSettings, HyperParams, TrainSettings  # noqa: E402
 from mnistcli.train import train  # noqa: E402
 
 TARGET_ACC = 0.9935
