@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from mnistcli import imaging
+from mnistcli import imaging, strokes
 from mnistcli.data import normalize
 from mnistcli.errors import ImageError
 from mnistcli.loading import module_logits
@@ -190,17 +190,17 @@ def test_ink_bbox_of_a_large_image_works_on_the_reduced_mask():
 
 
 def test_fit_box_scales_the_longer_side_to_20_and_keeps_the_aspect():
-    assert imaging.fit_box(np.ones((80, 40), np.float32)).shape == (20, 10)
-    assert imaging.fit_box(np.ones((3, 5), np.float32)).shape == (12, 20)  # small ink enlarged
-    assert imaging.fit_box(np.ones((200, 1), np.float32)).shape == (20, 1)
-    out = imaging.fit_box(np.random.default_rng(0).random((123, 77), dtype=np.float32))
+    assert strokes.fit_box(np.ones((80, 40), np.float32)).shape == (20, 10)
+    assert strokes.fit_box(np.ones((3, 5), np.float32)).shape == (12, 20)  # small ink enlarged
+    assert strokes.fit_box(np.ones((200, 1), np.float32)).shape == (20, 1)
+    out = strokes.fit_box(np.random.default_rng(0).random((123, 77), dtype=np.float32))
     assert out.min() >= 0 and out.max() <= 1
 
 
 def test_downscaling_is_antialiased():
     stripes = np.zeros((200, 200), np.float32)
     stripes[:, ::2] = 1.0  # one-pixel stripes average to grey, not to aliased bars
-    out = imaging.fit_box(stripes)
+    out = strokes.fit_box(stripes)
     assert np.abs(out - 0.5).max() < 0.05
 
 
@@ -635,26 +635,26 @@ def _ring(width_at_4x: int) -> np.ndarray:
 
 
 def test_stroke_width_measures_drawn_strokes():
-    widths = [imaging.stroke_width(imaging.fit_box(_ring(w))) for w in (4, 8, 12, 16)]
+    widths = [strokes.stroke_width(strokes.fit_box(_ring(w))) for w in (4, 8, 12, 16)]
     assert widths == sorted(widths)  # thicker pens measure thicker
     # an 8 px pen at 4x is 2 px in 28x28, a little less in the 20 px box (the ring is 22 px
     # tall); the measure runs a little low on curves
     assert 1.6 < widths[1] < 2.4 and 2.8 < widths[3] < 4.2
-    assert imaging.stroke_width(np.zeros((20, 20), np.float32)) == 0.0
+    assert strokes.stroke_width(np.zeros((20, 20), np.float32)) == 0.0
 
 
 def test_strokes_outside_mnists_range_are_brought_back():
     """A fine pen is thickened to MNIST's median width, a marker thinned to the range's top."""
-    lo, hi = imaging.STROKE_RANGE
-    for pen, target in ((4, imaging.STROKE_MEDIAN), (24, hi)):  # a fine pen and a marker
-        before = imaging.box_stroke_width(_ring(pen))
-        after = imaging.box_stroke_width(imaging.fit_box_with_stroke(_ring(pen)))
+    lo, hi = strokes.STROKE_RANGE
+    for pen, target in ((4, strokes.STROKE_MEDIAN), (24, hi)):  # a fine pen and a marker
+        before = strokes.box_stroke_width(_ring(pen))
+        after = strokes.box_stroke_width(strokes.fit_box_with_stroke(_ring(pen)))
         assert not lo <= before <= hi
         assert abs(after - target) <= 0.25, (pen, before, after)
         assert abs(after - before) > 0.5
     inside = _ring(12)
-    assert lo <= imaging.box_stroke_width(inside) <= hi
-    assert np.array_equal(imaging.fit_box_with_stroke(inside), imaging.fit_box(inside))
+    assert lo <= strokes.box_stroke_width(inside) <= hi
+    assert np.array_equal(strokes.fit_box_with_stroke(inside), strokes.fit_box(inside))
 
 
 @pytest.mark.slow
@@ -668,25 +668,25 @@ def test_stroke_range_is_mnists_own(real_mnist):
         gray, inverted = imaging.make_ink_bright(imaging.to_grayscale(Image.fromarray(digit)))
         crop = imaging.ink_crop(gray)
         assert crop is not None and not inverted
-        widths.append(imaging.box_stroke_width(crop))
+        widths.append(strokes.box_stroke_width(crop))
     lo, mid, hi = np.percentile(widths, [2.5, 50, 97.5])
-    assert abs(lo - imaging.STROKE_RANGE[0]) < 0.08
-    assert abs(mid - imaging.STROKE_MEDIAN) < 0.08
-    assert abs(hi - imaging.STROKE_RANGE[1]) < 0.15
+    assert abs(lo - strokes.STROKE_RANGE[0]) < 0.08
+    assert abs(mid - strokes.STROKE_MEDIAN) < 0.08
+    assert abs(hi - strokes.STROKE_RANGE[1]) < 0.15
 
 
 @pytest.mark.slow
 def test_marker_drawn_mnist_digits_come_out_with_mnists_stroke_width(real_mnist, monkeypatch):
     """MNIST test digits drawn over with a marker, dark on white: without the correction their
     strokes measure beyond MNIST's range; with it, at its end."""
-    hi = imaging.STROKE_RANGE[1]
+    hi = strokes.STROKE_RANGE[1]
     papers = []
     for digit in real_mnist.test_images[:40].numpy():
         big = Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC)
         papers.append(ImageChops.invert(big.filter(ImageFilter.MaxFilter(13))))
 
     def median_width():
-        widths = [imaging.box_stroke_width(imaging.preprocess(p).pixels / 255) for p in papers]
+        widths = [strokes.box_stroke_width(imaging.preprocess(p).pixels / 255) for p in papers]
         return np.median(widths)
 
     corrected = median_width()
@@ -698,5 +698,5 @@ def test_marker_drawn_mnist_digits_come_out_with_mnists_stroke_width(real_mnist,
 @pytest.mark.parametrize("shape", [(1, 1), (20, 1), (1, 20), (2, 2)])
 def test_stroke_width_of_slivers(shape):
     """A 1 in its 20x20 box can be one pixel wide."""
-    assert imaging.stroke_width(np.ones(shape, np.float32)) > 0
-    assert imaging.fit_box_with_stroke(np.ones(shape, np.float32)).max() > 0
+    assert strokes.stroke_width(np.ones(shape, np.float32)) > 0
+    assert strokes.fit_box_with_stroke(np.ones(shape, np.float32)).max() > 0
