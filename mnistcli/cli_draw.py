@@ -1,10 +1,10 @@
 """`mnistcli draw`: its options and its command, added to the Typer app by `register(app)`.
 
 The shared options and the error handling come from mnistcli.cli; they are imported when
-register() runs (at the end of building the app), so this module never imports the app.
+register() runs (at the end of building the app), so this module never imports the app. (No
+`from __future__ import annotations` here: Typer reads the command's annotations, which name
+the options imported inside register(), so they must be evaluated where they are defined.)
 """
-
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated

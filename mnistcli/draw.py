@@ -31,14 +31,22 @@ if TYPE_CHECKING:
 class DrawModel:
     """The one place the draw app reaches a model: a reading of a prepared image and, on
     demand, the PyTorch module. (Kept to this small surface so that it can be pointed at the
-    project's single model loader without touching the app.)"""
+    project's single model loader without touching the app.)
 
-    def __init__(self, path: Path, device: str) -> None:
+    `threads` sets torch's CPU threads (for the whole process) once torch is in use: the app
+    asks for 1, since it runs one 28x28 image at a time, where a second thread only adds
+    synchronisation, and on a busy 2-core machine waiting for it cost 90 ms a reading instead
+    of 0.3 ms (bench/README.md, draw latency)."""
+
+    def __init__(self, path: Path, device: str, *, threads: int | None = None) -> None:
         from mnistcli.predict import load_predictor
 
         self.path = path
         self._device = device
+        self._threads = threads
         predictor = load_predictor(path, device)
+        if predictor.model is not None:
+            self._set_threads()
         self.backend = predictor.backend
         self.description = predictor.description  # "simplecnn, epoch 9"
         self.where = predictor.device  # "cpu", "cpu (onnxruntime)"
@@ -60,8 +68,15 @@ class DrawModel:
 
             predictor = load_predictor(self.path, self._device, need_module=True)
             self._module, self._module_device = predictor.model, predictor.device
+            self._set_threads()
         assert self._module is not None
         return self._module
+
+    def _set_threads(self) -> None:
+        if self._threads is not None:
+            import torch
+
+            torch.set_num_threads(self._threads)
 
     @property
     def module_device(self) -> str:

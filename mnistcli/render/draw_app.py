@@ -18,7 +18,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from rich.color import Color
@@ -29,7 +29,8 @@ from rich.text import Text
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Container, Horizontal, VerticalScroll
+from textual.containers import Container, Horizontal, Vertical, VerticalScroll
+from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
@@ -39,7 +40,6 @@ from mnistcli.draw import DrawModel, MnistDigits, Reading, activations, read_dra
 from mnistcli.draw import to_canvas as saliency_on_canvas
 from mnistcli.errors import MnistcliError
 from mnistcli.render.colorscale import heat
-from mnistcli.render.digits import digit_rows
 from mnistcli.render.feature_view import layer_block
 from mnistcli.render.predict_view import bar, pct
 
@@ -128,29 +128,83 @@ def too_small_message(width: int, height: int, side: int, saving: bool) -> str:
 
 
 PAPER = 24  # the canvas background, a dark grey so its edge shows on a black terminal
-LEVELS = 64  # grey levels the canvas is drawn in (Style objects are cached per pair)
+HEAT = np.array([heat(t) for t in np.linspace(0.3, 1.0, 256)], dtype=np.uint8)  # saliency
 
 
-class CanvasView(Widget):
-    """The drawing, two pixel rows per line of "▀"; the mouse draws and erases on it."""
+class PictureView(Widget):
+    """A picture of (2 x lines, columns) RGB colours drawn as lines of "▀" (the upper half in
+    the foreground colour, the lower half behind it), as digits.half_block_lines draws them.
+
+    Built for redrawing many times a second: a new picture refreshes only the lines that
+    changed, and a line's Strip is kept (by its colours), so an unchanged line costs a lookup.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._colours: np.ndarray | None = None  # (2 x lines, columns, 3) uint8
+        self._strips: dict[bytes, Strip] = {}
+        self._styles: dict[bytes, Style] = {}
+
+    def show(self, colours: np.ndarray) -> None:
+        """Draw `colours` ((2 x lines, columns, 3) uint8), refreshing the lines that changed."""
+        old, self._colours = self._colours, colours
+        if old is None or old.shape != colours.shape:
+            self.refresh()
+            return
+        lines = colours.shape[0] // 2
+        changed = (old != colours).reshape(lines, -1).any(axis=1)
+        if changed.any():
+            first, last = np.flatnonzero(changed)[[0, -1]]
+            self.refresh(Region(0, int(first), colours.shape[1], int(last - first + 1)))
+
+    def render_line(self, y: int) -> Strip:
+        colours = self._colours
+        if colours is None or 2 * y + 1 >= colours.shape[0]:
+            return Strip.blank(self.size.width, Style())
+        pair = colours[2 * y : 2 * y + 2]
+        key = pair.tobytes()
+        strip = self._strips.get(key)
+        if strip is None:
+            if len(self._strips) > 4096:  # a long session: forget old lines
+                self._strips.clear()
+            cells = pair.transpose(1, 0, 2).reshape(pair.shape[1], 6)
+            strip = Strip([Segment("▀", self._style(cell)) for cell in cells])
+            self._strips[key] = strip
+        return strip
+
+    def _style(self, cell: np.ndarray) -> Style:
+        key = cell.tobytes()
+        style = self._styles.get(key)
+        if style is None:
+            r, g, b, r2, g2, b2 = (int(v) for v in cell)
+            style = Style(color=Color.from_rgb(r, g, b), bgcolor=Color.from_rgb(r2, g2, b2))
+            self._styles[key] = style
+        return style
+
+
+def greys(values: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 grey levels as (h, w, 3) RGB."""
+    return np.repeat(values[:, :, None], 3, axis=2)
+
+
+class CanvasView(PictureView):
+    """The drawing, two pixel rows per line at full size; the mouse draws and erases on it."""
 
     DEFAULT_CSS = "CanvasView { width: 56; height: 28; }"
 
-    def __init__(self, canvas: Canvas, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, canvas: Canvas, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.canvas = canvas
         self.scale = FULL
         self.overlay: np.ndarray | None = None  # (side, side) saliency in [0, 1], or None
         self.cursor: tuple[float, float] | None = None  # canvas pixels, shown once keys move it
         self.pen_down = False
-        self._styles: dict[tuple[tuple[int, int, int], tuple[int, int, int]], Style] = {}
-        self._colours: list[list[tuple[int, int, int]]] = []
 
     def set_scale(self, scale: Scale) -> None:
         self.scale = scale
         cols, lines = scale.cells(self.canvas.side)
         self.styles.width, self.styles.height = cols, lines
-        self.refresh()
+        self.refresh_drawing()
 
     def to_canvas(self, x: int, y: int) -> tuple[float, float]:
         """The canvas pixel under the middle of character cell (x, y)."""
@@ -186,51 +240,35 @@ class CanvasView(Widget):
     # -- drawing ----------------------------------------------------------------------------
 
     def refresh_drawing(self) -> None:
-        self._colours = []
-        self.refresh()
-
-    def _cell_colours(self) -> list[list[tuple[int, int, int]]]:
-        """The colour of every half cell, (2 x lines) rows of `cols`: the ink averaged over
-        the pixels each half covers, in greys, or in heat colours where the saliency is."""
+        """Redraw the canvas: the ink averaged over the pixels each half cell covers, in
+        greys, in heat colours where the saliency overlay is, and the keyboard cursor."""
         scale = self.scale
         side = self.canvas.side
-        half_h = scale.down // 2
-        rows, cols = side // half_h, side // scale.across
-        ink = self.canvas.ink.reshape(rows, half_h, cols, scale.across).mean(axis=(1, 3))
-        grey = np.round(PAPER + ink * (255 - PAPER)).astype(int)
-        grey = (grey * (LEVELS - 1) // 255) * 255 // (LEVELS - 1)
-        colours = [[(g, g, g) for g in row] for row in grey.tolist()]
-        if self.overlay is not None:
-            sal = self.overlay.reshape(rows, half_h, cols, scale.across).max(axis=(1, 3))
-            dim = np.round(PAPER + ink * (110 - PAPER)).astype(int).tolist()
-            for r, row in enumerate(sal.tolist()):
-                for c, value in enumerate(row):
-                    if value > 0.04:
-                        colours[r][c] = heat(0.3 + 0.7 * min(1.0, value))
-                    else:
-                        g = dim[r][c]
-                        colours[r][c] = (g, g, g)
+        half = scale.down // 2
+        rows, cols = side // half, side // scale.across
+        ink = self.canvas.ink.reshape(rows, half, cols, scale.across).mean(axis=(1, 3))
+        if self.overlay is None:
+            colours = greys(np.round(PAPER + ink * (255 - PAPER)).astype(np.uint8))
+        else:  # the ink dimmed, the salient pixels in colour
+            colours = greys(np.round(PAPER + ink * (110 - PAPER)).astype(np.uint8))
+            sal = self.overlay.reshape(rows, half, cols, scale.across).max(axis=(1, 3))
+            hot = sal > 0.04
+            colours[hot] = HEAT[np.round(np.clip(sal[hot], 0, 1) * 255).astype(int)]
         if self.cursor is not None:
             cx, cy = self.cursor
-            r = min(rows - 1, max(0, int(cy // half_h)))
+            r = min(rows - 1, max(0, int(cy // half)))
             c = min(cols - 1, max(0, int(cx // scale.across)))
-            colours[r][c] = (230, 60, 60) if self.pen_down else (60, 200, 230)
-        return colours
+            colours[r, c] = (230, 60, 60) if self.pen_down else (60, 200, 230)
+        self.show(colours)
 
-    def _style(self, top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Style:
-        style = self._styles.get((top, bottom))
-        if style is None:
-            style = Style(color=Color.from_rgb(*top), bgcolor=Color.from_rgb(*bottom))
-            self._styles[(top, bottom)] = style
-        return style
 
-    def render_line(self, y: int) -> Strip:
-        if not self._colours:
-            self._colours = self._cell_colours()
-        if 2 * y + 1 >= len(self._colours):
-            return Strip.blank(self.size.width)
-        top, bottom = self._colours[2 * y], self._colours[2 * y + 1]
-        return Strip([Segment("▀", self._style(t, b)) for t, b in zip(top, bottom, strict=True)])
+class InputView(PictureView):
+    """The 28x28 image the model saw, in its own greys (bright ink on black)."""
+
+    DEFAULT_CSS = "InputView { width: 28; height: 14; }"
+
+    def set_pixels(self, pixels: np.ndarray) -> None:
+        self.show(greys(pixels))
 
 
 def bars_view(reading: Reading | None, width: int) -> RenderableType:
@@ -258,12 +296,6 @@ def bars_view(reading: Reading | None, width: int) -> RenderableType:
         line.append(" ◀" if best else "", style="bold green")
         lines.append(line)
     return Group(*lines)
-
-
-def input_view(reading: Reading | None) -> RenderableType:
-    """The 28x28 image the model saw, in true greys, under a title."""
-    pixels = np.zeros((28, 28), np.uint8) if reading is None else reading.pixels
-    return Group(Text("the model's input, 28x28", style="dim"), *digit_rows(pixels, color=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +375,9 @@ class DrawApp(App[None]):
                 yield self.view
             with VerticalScroll(id="side", can_focus=False):
                 with Horizontal(id="reading"):
-                    yield Static(id="input")
+                    with Vertical(id="input"):
+                        yield Static(Text("the model's input, 28x28", style="dim"))
+                        yield InputView(id="seen")
                     yield Static(id="bars")
                 yield Static(id="insight")
         yield Static(id="status")
@@ -380,6 +414,11 @@ class DrawApp(App[None]):
         self._update_bars()
 
     @property
+    def up_to_date(self) -> bool:
+        """Whether the reading shown is of the drawing as it is now."""
+        return self._read_version == self.version and not self._read_scheduled
+
+    @property
     def too_small(self) -> bool:
         return self._scale is None
 
@@ -405,7 +444,9 @@ class DrawApp(App[None]):
         self.query_one("#counts", Static).update(f"saved in {self.folder.root}:  {counts}")
 
     def set_status(self, message: str, style: str = "") -> None:
-        self.query_one("#status", Static).update(Text(message, style=style, no_wrap=True))
+        # one line, whatever it says: no new layout needed
+        status = self.query_one("#status", Static)
+        status.update(Text(message, style=style, no_wrap=True), layout=False)
 
     # -- reading the drawing ------------------------------------------------------------------
 
@@ -447,8 +488,10 @@ class DrawApp(App[None]):
         if self.too_small:
             return
         bars_width = self._side_width() - INPUT_WIDTH
-        self.query_one("#input", Static).update(input_view(self.reading))
-        self.query_one("#bars", Static).update(bars_view(self.reading, bars_width))
+        # the same size every time: redraw them without laying the screen out again
+        pixels = np.zeros((28, 28), np.uint8) if self.reading is None else self.reading.pixels
+        self.query_one(InputView).set_pixels(pixels)
+        self.query_one("#bars", Static).update(bars_view(self.reading, bars_width), layout=False)
 
     # -- saliency and feature maps -------------------------------------------------------------
 
@@ -619,5 +662,5 @@ def run_draw(
     checkpoint: Path, device: str, *, save_to: Path | None, digits: MnistDigits | None
 ) -> None:
     """Load the model (any error is raised here, before the screen opens), then run the app."""
-    model = DrawModel(checkpoint, device)
+    model = DrawModel(checkpoint, device, threads=1)
     DrawApp(model, save_to=save_to, digits=digits).run()
