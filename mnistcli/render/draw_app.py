@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import textwrap
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -90,37 +91,43 @@ def keys_text(saving: bool) -> str:
     return "  ".join(parts)
 
 
-def footer_lines(width: int, saving: bool) -> int:
-    """Lines the footer takes at `width`: the keys, wrapped, the status and the saved counts."""
-    keys = textwrap.wrap(keys_text(saving), max(1, width), break_on_hyphens=False)
-    return len(keys) + 1 + (1 if saving else 0)
+def footer_lines(width: int, texts: Sequence[str]) -> int:
+    """Lines the footer takes at `width`: the status line, then `texts` (the keys, the saved
+    counts) wrapped as the screen wraps them."""
+    wrapped = (textwrap.wrap(t, max(1, width), break_on_hyphens=False) for t in texts)
+    return 1 + sum(max(1, len(lines)) for lines in wrapped)
 
 
-def needed_size(scale: Scale, side: int, saving: bool, width: int) -> tuple[int, int]:
+def needed_size(scale: Scale, side: int, footer: Sequence[str], width: int) -> tuple[int, int]:
     """The terminal (columns, lines) the layout needs with the canvas drawn at `scale`."""
     cols, lines = scale.cells(side)
     need_width = cols + 2 + SIDE_MIN  # the canvas in its frame, then the reading
-    need_lines = max(lines + 2, INPUT_LINES) + footer_lines(max(width, need_width), saving)
+    need_lines = max(lines + 2, INPUT_LINES) + footer_lines(max(width, need_width), footer)
     return need_width, need_lines
 
 
-def choose_scale(width: int, height: int, side: int, saving: bool) -> Scale | None:
+def choose_scale(width: int, height: int, side: int, footer: Sequence[str]) -> Scale | None:
     """The largest scale whose layout fits the terminal; None when none does."""
     for scale in (FULL, HALF):
-        need_width, need_lines = needed_size(scale, side, saving, width)
+        need_width, need_lines = needed_size(scale, side, footer, width)
         if width >= need_width and height >= need_lines:
             return scale
     return None
 
 
-def too_small_message(width: int, height: int, side: int, saving: bool) -> str:
-    small = needed_size(HALF, side, saving, width)
-    full = needed_size(FULL, side, saving, width)
+def too_small_message(width: int, height: int, side: int, footer: Sequence[str]) -> str:
+    small = needed_size(HALF, side, footer, width)
+    full = needed_size(FULL, side, footer, width)
     return (
         f"The terminal is {width}x{height}; mnistcli draw needs at least "
         f"{small[0]}x{small[1]} ({full[0]}x{full[1]} for the full-size canvas).\n"
         f"Enlarge the window (or make the font smaller); q quits."
     )
+
+
+def counts_text(root: Path, counts: dict[int, int]) -> str:
+    """The footer's line of drawings saved per digit."""
+    return f"saved in {root}:  " + "  ".join(f"{d}:{n}" for d, n in counts.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +283,8 @@ def bars_view(reading: Reading | None, width: int) -> RenderableType:
     lines: list[Text] = []
     if reading is None or reading.probabilities is None:
         head = Text("no digit found", style="yellow")
-        head.append("  draw one", style="dim")
+        if width >= 24:
+            head.append("  draw one", style="dim")
         lines.append(head)
         probs = np.zeros(10)
         top = None
@@ -401,14 +409,15 @@ class DrawApp(App[None]):
     def fit_to(self, width: int, height: int) -> None:
         """Lay the app out for a terminal of width x height, or say that it is too small."""
         saving = self.folder is not None
-        scale = choose_scale(width, height, self.canvas.side, saving)
+        footer = self._footer_texts()
+        scale = choose_scale(width, height, self.canvas.side, footer)
         self._scale = scale
         small = self.query_one("#too-small", Static)
         for part in ("#main", "#status", "#keys", *(("#counts",) if saving else ())):
             self.query_one(part).display = scale is not None
         small.display = scale is None
         if scale is None:
-            small.update(too_small_message(width, height, self.canvas.side, saving))
+            small.update(too_small_message(width, height, self.canvas.side, footer))
             return
         self.view.set_scale(scale)
         self._update_bars()
@@ -437,11 +446,17 @@ class DrawApp(App[None]):
             marks.append("pen down")
         frame.border_subtitle = " · ".join(marks)
 
+    def _footer_texts(self) -> list[str]:
+        texts = [keys_text(self.folder is not None)]
+        if self.folder is not None:
+            texts.append(counts_text(self.folder.root, self.folder.counts))
+        return texts
+
     def _update_counts(self) -> None:
         if self.folder is None:
             return
-        counts = "  ".join(f"{d}: {n}" for d, n in self.folder.counts.items())
-        self.query_one("#counts", Static).update(f"saved in {self.folder.root}:  {counts}")
+        text = counts_text(self.folder.root, self.folder.counts)
+        self.query_one("#counts", Static).update(Text(text))
 
     def set_status(self, message: str, style: str = "") -> None:
         # one line, whatever it says: no new layout needed
@@ -572,7 +587,7 @@ class DrawApp(App[None]):
         self._update_frame_title()
         if self.show_saliency:
             self.set_status(
-                "saliency: where the pixels that spoke for the top digit are (integrated gradients)"
+                "saliency: the pixels that spoke for the top digit glow (integrated gradients)"
             )
         self._schedule_insight()
 
