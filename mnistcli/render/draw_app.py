@@ -389,7 +389,7 @@ class DrawApp(App[None]):
                     yield Static(id="bars")
                 yield Static(id="insight")
         yield Static(id="status")
-        yield Static(keys_text(self.folder is not None), id="keys")
+        yield Static(Text(keys_text(self.folder is not None)), id="keys")
         if self.folder is not None:
             yield Static(id="counts")
         yield Static(id="too-small")
@@ -417,7 +417,8 @@ class DrawApp(App[None]):
             self.query_one(part).display = scale is not None
         small.display = scale is None
         if scale is None:
-            small.update(too_small_message(width, height, self.canvas.side, footer))
+            message = too_small_message(width, height, self.canvas.side, footer)
+            small.update(Text(message, justify="center"))
             return
         self.view.set_scale(scale)
         self._update_bars()
