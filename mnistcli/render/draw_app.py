@@ -314,6 +314,9 @@ class DrawApp(App[None]):
     """Draw a digit; the model reads it as you draw."""
 
     TITLE = "mnistcli draw"
+    # no text selection: a drag draws, and a selection following it would repaint the whole
+    # screen on every mouse event (4x the work of a stroke segment, measured)
+    ALLOW_SELECT = False
     CSS = """
     Screen { layout: vertical; }
     #main { height: 1fr; }
