@@ -257,8 +257,8 @@ async def test_the_layout_fits_the_terminal_or_says_how_large_it_must_be(model):
         assert app.view.scale == FULL and tuple(app.view.size) == (56, 28)
 
 
-def test_an_unreadable_checkpoint_is_one_line_and_exit_2_before_the_screen_opens(
-    tmp_path, monkeypatch
+def test_a_bad_checkpoint_or_no_terminal_is_one_line_and_exit_2_before_the_screen_opens(
+    tmp_path, monkeypatch, trained_run
 ):
     from mnistcli.cli_draw import register
 
@@ -275,6 +275,10 @@ def test_an_unreadable_checkpoint_is_one_line_and_exit_2_before_the_screen_opens
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert opened == []
+    # a good checkpoint, but no terminal to draw in (the runner pipes both ends)
+    result = runner.invoke(app, ["draw", "--checkpoint", str(trained_run)])
+    assert result.exit_code == 2 and opened == []
+    assert "needs a terminal" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 ONNX_SCRIPT = """

@@ -14,6 +14,7 @@ this module only draws them and turns events into calls.
 
 from __future__ import annotations
 
+import sys
 import textwrap
 import time
 from collections.abc import Sequence
@@ -682,4 +683,9 @@ def run_draw(
 ) -> None:
     """Load the model (any error is raised here, before the screen opens), then run the app."""
     model = DrawModel(checkpoint, device, threads=1)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise MnistcliError(
+            "mnistcli draw is a full-screen app and needs a terminal; its input or output is "
+            "redirected here: run it in a terminal window"
+        )
     DrawApp(model, save_to=save_to, digits=digits).run()
