@@ -147,7 +147,7 @@ def test_sources_and_errors_name_the_flag_the_user_typed(tmp_path):
     values = resolve(
         {"runs_dir": Path("r"), "data.root": Path("d"), "train.batch_size": 8}, env={}, cwd=tmp_path
     )
-    assert values["runs_dir"].source == "--out" and values["data.root"].source == "--data-root"
+    assert values["runs_dir"].source == "--runs-dir" and values["data.root"].source == "--data-root"
     assert values["train.batch_size"].source == "--batch-size"
     with pytest.raises(ConfigError, match=r"predict.top_k = 11 \(from --top-k\)"):
         resolve({"predict.top_k": 11}, env={}, cwd=tmp_path)

@@ -152,7 +152,7 @@ def train(
     """Train SimpleCNN on MNIST with early stopping on a validation split.
 
     Shows live progress, a table of epochs and loss/accuracy curves on a terminal, one line per
-    epoch elsewhere. Writes runs/<name>/ with best.pt, last.pt, metrics.csv, metrics.json,
+    epoch elsewhere. Writes runs/NAME/ with best.pt, last.pt, metrics.csv, metrics.json,
     config.json and curves.png; Ctrl-C saves a checkpoint that --resume continues.
     """
     from mnistcli.settings import train_settings
