@@ -132,6 +132,7 @@ def test_full_test_set_as_a_subprocess(tmp_path, run_copy, mnist_root):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "\x1b[" not in proc.stdout + proc.stderr  # piped: no escape codes
+    assert [line for line in proc.stdout.splitlines() if line != line.rstrip()] == []
     doc = json.loads((save / "eval.json").read_text())
     assert doc["n"] == 10_000 and doc["split"] == "test"
     assert sum(map(sum, doc["confusion_matrix"])) == 10_000

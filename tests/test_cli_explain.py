@@ -170,6 +170,7 @@ def test_subprocess_piped_output_has_no_escape_codes_and_errors_exit_2(trained_r
     )
     assert ok.returncode == 0, ok.stderr
     assert "why " in ok.stdout and not ANSI.search(ok.stdout + ok.stderr)
+    assert [line for line in ok.stdout.splitlines() if line != line.rstrip()] == []
     bad = run_cli("inspect", "--checkpoint", str(trained_run), "--image", "missing.png", cwd=digits)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: missing.png: no such file" and bad.stdout == ""

@@ -171,6 +171,7 @@ def test_subprocess_corrupt_checkpoint_and_piped_output(tmp_path, trained_run):
     assert proc.stderr == "" and "Traceback" not in proc.stdout
     assert "\x1b[" not in proc.stdout
     assert "421,642" in proc.stdout and "verified: they load into simplecnn" in proc.stdout
+    assert [line for line in proc.stdout.splitlines() if line != line.rstrip()] == []
 
 
 @pytest.mark.slow

@@ -215,6 +215,7 @@ def test_real_subprocess_piped_without_torchvision(trained_run, images, tmp_path
     assert proc.stdout.count("██") > 40
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "\x1b[" not in proc.stdout + proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line != line.rstrip()] == []  # no padding
 
 
 def test_digit_art_in_colour_packs_two_pixel_rows_per_cell_and_in_shades_without():
