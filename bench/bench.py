@@ -156,7 +156,7 @@ def timed_process(argv: list[str], cwd: Path) -> tuple[float, str]:
 
 
 def mnistcli_train_argv(tmp: Path, data_root: Path, *args: str) -> list[str]:
-    out = ["--device", "cpu", "--data-root", str(data_root), "--out", str(tmp / "wp-runs")]
+    out = ["--device", "cpu", "--data-root", str(data_root), "--runs-dir", str(tmp / "wp-runs")]
     return [sys.executable, "-m", "mnistcli", "train", *out, "--json", *args]
 
 

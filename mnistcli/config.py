@@ -99,7 +99,7 @@ class Spec:
 
     kind: type
     default: Any
-    flag: str | None = None  # the command-line flag, e.g. "--out" for runs_dir
+    flag: str | None = None  # the command-line flag, e.g. "--runs-dir" for runs_dir
     shown: str | None = None  # the default as --help words it, when not the value itself
 
 
@@ -110,7 +110,7 @@ _REFERENCE = RECIPES["reference"]
 SCHEMA: dict[str, dict[str, Spec]] = {
     "": {
         "device": Spec(str, "auto", "--device"),
-        "runs_dir": Spec(Path, "runs", "--out"),
+        "runs_dir": Spec(Path, "runs", "--runs-dir"),
     },
     "data": {
         "root": Spec(Path, None, "--data-root", shown="the user cache"),  # default_data_root()
@@ -138,7 +138,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "eval": {
         "batch_size": Spec(int, 256, "--batch-size"),
-        "top": Spec(int, 10, "--top"),
+        "pairs": Spec(int, 10, "--pairs"),  # most confused pairs eval lists
         "gallery": Spec(int, 16, "--gallery"),
     },
     "predict": {
@@ -155,6 +155,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
 # The four removed ones: no recipe used them and the benchmarks found no gain (bench/README.md).
 RETIRED: dict[str, str] = {
     "train.augment": "was renamed 'train.shift' (the largest random shift in pixels)",
+    "eval.top": "was renamed 'eval.pairs' (the most confused pairs to list; flag --pairs)",
     **{
         f"train.{key}": "was removed (no recipe used it; bench/README.md has what it did)"
         for key in ("elastic", "ema", "clean_epochs", "weight_decay")
@@ -169,7 +170,7 @@ def spec(qualified: str) -> Spec:
 
 
 def flag_name(qualified: str) -> str:
-    """The flag a user types for a key (`--out` for runs_dir), or the key for file-only ones."""
+    """The flag a user types for a key (`--runs-dir` for runs_dir), or the key if it has none."""
     return spec(qualified).flag or qualified
 
 
@@ -471,7 +472,7 @@ def validate(values: Mapping[str, Setting]) -> None:
         1 <= values["eval.batch_size"].value <= 65536,
         "it must be between 1 and 65536",
     )
-    for key in ("eval.top", "eval.gallery"):
+    for key in ("eval.pairs", "eval.gallery"):
         need(key, values[key].value >= 0, "it must be 0 or more")
     need("predict.top_k", 1 <= values["predict.top_k"].value <= 10, "it must be between 1 and 10")
     need(

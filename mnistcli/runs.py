@@ -40,7 +40,7 @@ def create_run(runs_dir: Path, name: str | None) -> Path:
     except OSError as exc:
         raise TrainingError(
             f"cannot create the runs folder {runs_dir}: "
-            f"{exc.strerror or exc}; choose another with --out"
+            f"{exc.strerror or exc}; choose another with --runs-dir"
         ) from None
     if name is not None:
         if not name or name in (".", "..", LATEST) or "/" in name or "\\" in name:
@@ -69,7 +69,7 @@ def create_run(runs_dir: Path, name: str | None) -> Path:
     except OSError as exc:
         raise TrainingError(
             f"cannot write to the run folder {run_dir}: "
-            f"{exc.strerror or exc}; choose another with --out"
+            f"{exc.strerror or exc}; choose another with --runs-dir"
         ) from None
     return run_dir
 

@@ -143,7 +143,7 @@ class EvalSettings:
     checkpoint: str | None = None  # a file, a run folder or 'latest'; None: the latest run
     split: str = "test"  # "test", or "val": the run's own validation images
     batch_size: int = _eval("batch_size")
-    top: int = _eval("top")  # confused pairs listed
+    top: int = _eval("pairs")  # confused pairs listed
     gallery: int = _eval("gallery")  # mistakes kept for drawing
     save: Path | None = None  # where the files go; None: the checkpoint's run folder
     write_files: bool = True
@@ -173,6 +173,7 @@ class InspectSettings:
     image: Path | None = None  # also every layer's output for this image (needs a checkpoint)
     raw: bool = False  # take the image as is: a 28x28 MNIST-style digit
     save: Path | None = None  # with an image: write feature_maps.png and filters.png here
+    layer: str | None = None  # with an image: show this layer's output only (by its name)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def eval_settings(
         checkpoint=checkpoint,
         split=split,
         batch_size=values["eval.batch_size"].value,
-        top=values["eval.top"].value,
+        top=values["eval.pairs"].value,
         gallery=values["eval.gallery"].value,
         save=save,
         write_files=write_files,
@@ -234,9 +235,16 @@ def inspect_settings(
     image: Path | None = None,
     raw: bool = False,
     save: Path | None = None,
+    layer: str | None = None,
 ) -> InspectSettings:
-    if save is not None and image is None:
-        raise ConfigError("--save writes the feature maps of --image; pass --image IMG too")
+    needs_image = (
+        (save is not None, "--out-dir writes the figures of --image"),
+        (raw, "--raw takes --image's file as is"),
+        (layer is not None, "--layer picks one layer of --image's output"),
+    )
+    for given, what in needs_image:
+        if given and image is None:
+            raise ConfigError(f"{what}; pass --image IMAGE too")
     return InspectSettings(
         model=values["train.model"].value,
         model_given=values["train.model"].source.startswith("--"),
@@ -246,6 +254,7 @@ def inspect_settings(
         image=image,
         raw=raw,
         save=save,
+        layer=layer,
     )
 
 

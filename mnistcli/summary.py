@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from mnistcli.checkpoint import CheckpointMeta
-    from mnistcli.explain import Activations
+    from mnistcli.explain import Activations, LayerActivation
     from mnistcli.settings import InspectSettings
 
 MNIST_IMAGE = (1, 28, 28)  # (channels, height, width) of one MNIST image
@@ -354,10 +354,19 @@ class Inspection:
     image: str | None = None  # the image's path, as given
     activations: Activations | None = None  # every layer's output for `image`
     blank: bool = False  # no digit found in `image`: the layers saw a blank input
+    pixels: tuple[tuple[int, ...], ...] | None = None  # the 28x28 input the model saw, 0-255
+    raw: bool = False  # `image` was taken as is, not prepared as predict prepares it
+    layer: str | None = None  # show only this layer's output (`--layer`), a name in activations
+
+    def shown_layers(self) -> list[LayerActivation]:
+        """The layers to show: the one asked for with --layer, or every one in forward order."""
+        layers = self.activations.layers if self.activations is not None else ()
+        return [a for a in layers if self.layer is None or a.name == self.layer]
 
     def to_dict(self, saved: Sequence[Path] = ()) -> dict[str, Any]:
-        """The JSON document; with an image, "image" (`saved`: the figures written) and
-        "activations", one entry per layer in forward order."""
+        """The JSON document; with an image, "image" (`saved`: the figures written; "pixels":
+        the 28x28 input the model saw) and "activations", one entry per layer in forward order
+        (only the --layer one when a layer was asked for)."""
         info = self.checkpoint.to_dict() if self.checkpoint else None
         doc = {**self.summary.to_dict(), "checkpoint": info}
         if self.activations is not None:
@@ -366,8 +375,10 @@ class Inspection:
                 "digit": self.activations.digit,
                 "saved": [str(p) for p in saved],
                 "probabilities": [round(p, 6) for p in self.activations.probabilities],
+                "raw": self.raw,
+                "pixels": [list(row) for row in self.pixels or ()],
             }
-            doc["activations"] = [layer.to_dict() for layer in self.activations.layers]
+            doc["activations"] = [layer.to_dict() for layer in self.shown_layers()]
         return doc
 
 
@@ -418,20 +429,39 @@ def inspect_model(settings: InspectSettings) -> Inspection:
             f"--image shows what a trained model does with an image, and no checkpoint was "
             f"loaded{why}; pass --checkpoint PATH or train one first (mnistcli train)"
         )
-    return image_activations(found, net, settings.image, raw=settings.raw)
+    return image_activations(found, net, settings.image, raw=settings.raw, layer=settings.layer)
 
 
-def image_activations(found: Inspection, net: nn.Module, image: Path, *, raw: bool) -> Inspection:
+def image_activations(
+    found: Inspection, net: nn.Module, image: Path, *, raw: bool, layer: str | None = None
+) -> Inspection:
     """`found` with what every layer of `net` outputs for the digit in `image` (prepared as
-    `predict` prepares it, or taken as is with `raw`). A file that cannot be used is bad input
-    here (exit code 2), not one failed prediction among others."""
-    from mnistcli.errors import ImageError, InputError
+    `predict` prepares it, or taken as is with `raw`), and the layer to show (`layer`, by name;
+    an unknown one is refused with the names there are). A file that cannot be used is bad
+    input here (exit code 2), not one failed prediction among others."""
+    from mnistcli.config import did_you_mean
+    from mnistcli.errors import ConfigError, ImageError, InputError
     from mnistcli.explain import capture_activations
     from mnistcli.imaging import load_image
 
+    names = [info.name for info in found.summary.layers]
+    if layer is not None and layer not in names:  # refused before the image is read
+        raise ConfigError(
+            f"--layer {layer}: no such layer{did_you_mean(layer, names)}; "
+            f"the layers are {', '.join(names)}"
+        )
     try:
         prepared = load_image(image, raw=raw)
     except ImageError as exc:
         raise InputError(str(exc)) from None
     acts = capture_activations(net, prepared.pixels)
-    return replace(found, image=str(image), activations=acts, blank=prepared.blank)
+    pixels = tuple(tuple(int(v) for v in row) for row in prepared.pixels.tolist())
+    return replace(
+        found,
+        image=str(image),
+        activations=acts,
+        blank=prepared.blank,
+        pixels=pixels,
+        raw=raw,
+        layer=layer,
+    )

@@ -50,7 +50,7 @@ def test_train_help_documents_the_options():
         "--seed",
         "--val-size",
         "--limit",
-        "--out",
+        "--runs-dir",
         "--name",
         "--resume",
         "--config",
@@ -68,9 +68,9 @@ SETTINGS_BY_COMMAND = {
         *("train.precision", "train.threads"),
     },
     "inspect": {"train.model", "train.batch_size", "runs_dir"},
-    "eval": {"device", "runs_dir", "data.root", "eval.batch_size", "eval.top", "eval.gallery"},
+    "eval": {"device", "runs_dir", "data.root", "eval.batch_size", "eval.pairs", "eval.gallery"},
     "predict": {"device", "runs_dir", "predict.top_k"},
-    "export": {"data.root", "export.format", "export.check_images"},
+    "export": {"runs_dir", "data.root", "export.format", "export.check_images"},
 }
 
 
@@ -126,7 +126,7 @@ def test_train_flags_env_and_file_build_the_expected_settings(captured, tmp_path
             "cpu",
             "--name",
             "exp",
-            "--out",
+            "--runs-dir",
             "elsewhere",
         ],
     )

@@ -51,7 +51,7 @@ def matrix_rows(text: str) -> list[list[int]]:
 
 @pytest.mark.slow
 def test_val_split_printed_json_and_files_agree(here, run_copy, mnist_root):
-    args = ["eval", "--checkpoint", str(run_copy), "--split", "val", "--top", "4"]
+    args = ["eval", "--checkpoint", str(run_copy), "--split", "val", "--pairs", "4"]
     args += ["--gallery", "3", *data_args(mnist_root)]
     printed = runner.invoke(app, args)
     assert printed.exit_code == 0, printed.output
@@ -108,7 +108,7 @@ def test_settings_reach_the_core(here, run_copy, mnist_root, monkeypatch):
 
     monkeypatch.setattr(metrics, "evaluate_model", spy)
     args = ["eval", "--checkpoint", str(run_copy / "best.pt"), "--split", "val", "--no-save"]
-    args += ["-b", "7", "--top", "2", "--gallery", "0", "--device", "cpu", *data_args(mnist_root)]
+    args += ["-b", "7", "--pairs", "2", "--gallery", "0", "--device", "cpu", *data_args(mnist_root)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert seen["batch_size"] == 7 and seen["top"] == 2 and seen["gallery"] == 0
@@ -125,13 +125,14 @@ def test_full_test_set_as_a_subprocess(tmp_path, run_copy, mnist_root):
     save = tmp_path / "figures"
     proc = run_cli(
         *["eval", "--checkpoint", str(run_copy / "best.pt")],
-        *["--save", str(save), "--gallery", "16", *data_args(mnist_root)],
+        *["--out-dir", str(save), "--gallery", "16", *data_args(mnist_root)],
         cwd=tmp_path,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "\x1b[" not in proc.stdout + proc.stderr  # piped: no escape codes
+    assert [line for line in proc.stdout.splitlines() if line != line.rstrip()] == []
     doc = json.loads((save / "eval.json").read_text())
     assert doc["n"] == 10_000 and doc["split"] == "test"
     assert sum(map(sum, doc["confusion_matrix"])) == 10_000
@@ -148,7 +149,7 @@ def test_full_test_set_as_a_subprocess(tmp_path, run_copy, mnist_root):
     with Image.open(save / "misclassified.png") as im:
         # 8 columns of 84 px digits + 8 px gaps; 2 rows of 84 + 22 (caption) + 8, 36 px title
         assert (im.format, im.size) == ("PNG", (744, 272))
-    assert not (run_copy / "eval.json").exists()  # --save DIR, not the run folder
+    assert not (run_copy / "eval.json").exists()  # --out-dir DIR, not the run folder
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -302,7 +303,7 @@ def test_no_checkpoint_names_the_command_that_makes_one(here):
 
 def test_bad_options(here):
     for args, message in [
-        (["--top", "-1"], "eval.top = -1 (from --top) is invalid"),
+        (["--pairs", "-1"], "eval.pairs = -1 (from --pairs) is invalid"),
         (["--gallery", "-2"], "eval.gallery = -2 (from --gallery) is invalid"),
         (["--batch-size", "0"], "eval.batch_size = 0"),
         (["--split", "train"], "'train' is not one of 'test', 'val'"),
@@ -315,7 +316,7 @@ def test_bad_options(here):
 def test_help_lists_the_options():
     result = runner.invoke(app, ["eval", "--help"])
     assert result.exit_code == 0
-    for option in ("--checkpoint", "--split", "--device", "--top", "--gallery", "--save", "--json"):
+    for option in ("--checkpoint", "--split", "--device", "--pairs", "--gallery", "--out-dir"):
         assert option in result.stdout
     assert "test" in result.stdout and "val" in result.stdout
 
@@ -325,7 +326,7 @@ def test_unwritable_save_folder_is_one_line(here, run_copy, mnist_root):
     blocker = here / "a-file"
     blocker.write_text("in the way")
     args = ["eval", "--checkpoint", str(run_copy), "--split", "val", "--gallery", "0"]
-    result = runner.invoke(app, [*args, "--save", str(blocker / "sub"), *data_args(mnist_root)])
+    result = runner.invoke(app, [*args, "--out-dir", str(blocker / "sub"), *data_args(mnist_root)])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: cannot write the results to ")

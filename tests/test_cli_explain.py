@@ -1,5 +1,5 @@
 """`inspect --image` and `predict --explain` through the command line: the views, --json,
---save, and one-line errors with their exit codes (in-process and as a real subprocess)."""
+--out-dir, and one-line errors with their exit codes (in-process and as a real subprocess)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_inspect_image_json_lists_every_layer_in_forward_order(trained_run, digi
 @pytest.mark.slow
 def test_inspect_image_draws_the_layers_and_saves_the_figures(trained_run, digits, tmp_path):
     args = ["inspect", "--checkpoint", str(trained_run), "--image", str(digits / "d1.png")]
-    result = runner.invoke(app, [*args, "--raw", "--save", str(tmp_path / "figs")])
+    result = runner.invoke(app, [*args, "--raw", "--out-dir", str(tmp_path / "figs")])
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "features.0  Conv2d  (32, 28, 28)" in out and "its 32 learned 3x3 filters" in out
@@ -75,10 +75,55 @@ def test_inspect_bad_image_is_one_line_and_exit_2(trained_run, digits, name):
 
 
 @pytest.mark.slow
+def test_inspect_image_shows_the_input_and_the_verdict_first(trained_run, digits):
+    """The answer at the top: the image, the digit and its probability, the 28x28 input the
+    model saw; then every layer in forward order; the model's description last."""
+    args = ["inspect", "--checkpoint", str(trained_run), "--image", str(digits / "d0.png")]
+    doc = json.loads(runner.invoke(app, [*args, "--raw", "--json"]).stdout)
+    digit = doc["image"]["digit"]
+    p = max(doc["image"]["probabilities"])
+    out = runner.invoke(app, [*args, "--raw"]).stdout
+    lines = out.splitlines()
+    assert lines[0] == str(digits / "d0.png")
+    assert lines[1].startswith(f"digit {digit}  ") and lines[1].endswith(f"{100 * p:.1f}%")
+    assert "input: 28x28, taken as is (--raw)" in out
+    positions = [
+        out.index("28x28 input"),
+        out.index("features.0  Conv2d"),
+        out.index("classifier.4  Linear"),
+        out.index("SimpleCNN on one (N, 1, 28, 28) input"),
+    ]
+    assert positions == sorted(positions)
+    assert len(doc["image"]["pixels"]) == 28 and {len(r) for r in doc["image"]["pixels"]} == {28}
+    assert doc["image"]["raw"] is True
+
+
+@pytest.mark.slow
+def test_inspect_layer_shows_one_layer_and_refuses_an_unknown_name(trained_run, digits):
+    args = ["inspect", "--checkpoint", str(trained_run), "--image", str(digits / "d1.png")]
+    result = runner.invoke(app, [*args, "--layer", "classifier.1"])
+    assert result.exit_code == 0, result.output
+    titles = re.findall(
+        r"^(\S+)  (Conv2d|MaxPool2d|ReLU|Flatten|Linear|Dropout)  ", result.stdout, re.M
+    )
+    assert titles == [("classifier.1", "Linear")]
+    assert "128 hidden units" in result.stdout and "SimpleCNN on one" not in result.stdout
+    assert result.stdout.splitlines()[0] == str(digits / "d1.png")  # the verdict still on top
+    doc = json.loads(runner.invoke(app, [*args, "--layer", "classifier.1", "--json"]).stdout)
+    assert [a["layer"] for a in doc["activations"]] == ["classifier.1"]
+    assert len(doc["layers"]) == 11  # the description itself is whole
+    result = runner.invoke(app, [*args, "--layer", "feature.0"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: --layer feature.0: no such layer (did you mean")
+    assert "'features.0'" in result.stderr and "classifier.4" in result.stderr
+
+
+@pytest.mark.slow
 def test_inspect_image_needs_a_checkpoint_and_save_needs_an_image(here, digits):
     result = runner.invoke(app, ["inspect", "--image", str(digits / "d0.png")])
     assert result.exit_code == 2 and "no checkpoint was loaded" in result.stderr
-    result = runner.invoke(app, ["inspect", "--save", "figs"])
+    result = runner.invoke(app, ["inspect", "--out-dir", "figs"])
     assert result.exit_code == 2 and "pass --image" in result.stderr
 
 
@@ -125,6 +170,7 @@ def test_subprocess_piped_output_has_no_escape_codes_and_errors_exit_2(trained_r
     )
     assert ok.returncode == 0, ok.stderr
     assert "why " in ok.stdout and not ANSI.search(ok.stdout + ok.stderr)
+    assert [line for line in ok.stdout.splitlines() if line != line.rstrip()] == []
     bad = run_cli("inspect", "--checkpoint", str(trained_run), "--image", "missing.png", cwd=digits)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: missing.png: no such file" and bad.stdout == ""

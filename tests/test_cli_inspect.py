@@ -114,7 +114,7 @@ def test_a_run_trained_under_torchrun_says_by_how_many_processes(here, runs_copy
 
 @pytest.mark.slow
 def test_latest_run_is_shown_by_default(here, runs_copy):
-    result = runner.invoke(app, ["inspect", "--json", "--out", str(runs_copy)])
+    result = runner.invoke(app, ["inspect", "--json", "--runs-dir", str(runs_copy)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["checkpoint"]["path"] == str(runs_copy / "r1" / "best.pt")
 
@@ -123,7 +123,7 @@ def test_latest_run_is_shown_by_default(here, runs_copy):
 def test_a_corrupt_latest_run_is_a_warning_not_an_error(here, runs_copy):
     best = runs_copy / "r1" / "best.pt"
     best.write_bytes(best.read_bytes()[:300])
-    result = runner.invoke(app, ["inspect", "--json", "--out", str(runs_copy)])
+    result = runner.invoke(app, ["inspect", "--json", "--runs-dir", str(runs_copy)])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["checkpoint"] is None
     assert result.stderr.startswith("warning: cannot load checkpoint")
@@ -171,6 +171,7 @@ def test_subprocess_corrupt_checkpoint_and_piped_output(tmp_path, trained_run):
     assert proc.stderr == "" and "Traceback" not in proc.stdout
     assert "\x1b[" not in proc.stdout
     assert "421,642" in proc.stdout and "verified: they load into simplecnn" in proc.stdout
+    assert [line for line in proc.stdout.splitlines() if line != line.rstrip()] == []
 
 
 @pytest.mark.slow

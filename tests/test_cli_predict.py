@@ -180,7 +180,7 @@ def test_settings_come_from_flags_environment_and_config(trained_run, images, mo
 
 @pytest.mark.slow
 def test_no_checkpoint_is_a_usage_error(tmp_path, images):
-    result = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "runs")])
+    result = runner.invoke(app, ["predict", str(images), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2
     assert "no trained model found" in result.stderr and "mnistcli train" in result.stderr
     result = runner.invoke(app, ["predict"])
@@ -190,7 +190,7 @@ def test_no_checkpoint_is_a_usage_error(tmp_path, images):
 def test_help_lists_the_options():
     result = runner.invoke(app, ["predict", "--help"])
     assert result.exit_code == 0
-    for option in ("--checkpoint", "--device", "--top-k", "--show", "--raw", "--json", "--out"):
+    for option in ("--checkpoint", "--device", "--top-k", "--show", "--raw", "--runs-dir"):
         assert option in result.output
 
 
@@ -215,6 +215,7 @@ def test_real_subprocess_piped_without_torchvision(trained_run, images, tmp_path
     assert proc.stdout.count("██") > 40
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "\x1b[" not in proc.stdout + proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line != line.rstrip()] == []  # no padding
 
 
 def test_digit_art_in_colour_packs_two_pixel_rows_per_cell_and_in_shades_without():

@@ -147,7 +147,7 @@ def test_sources_and_errors_name_the_flag_the_user_typed(tmp_path):
     values = resolve(
         {"runs_dir": Path("r"), "data.root": Path("d"), "train.batch_size": 8}, env={}, cwd=tmp_path
     )
-    assert values["runs_dir"].source == "--out" and values["data.root"].source == "--data-root"
+    assert values["runs_dir"].source == "--runs-dir" and values["data.root"].source == "--data-root"
     assert values["train.batch_size"].source == "--batch-size"
     with pytest.raises(ConfigError, match=r"predict.top_k = 11 \(from --top-k\)"):
         resolve({"predict.top_k": 11}, env={}, cwd=tmp_path)
@@ -194,11 +194,13 @@ def test_command_settings_defaults_are_the_schemas():
         InspectSettings: "train",
         ExportSettings: "export",
     }
+    keys = {"top": "pairs"}  # EvalSettings.top holds eval.pairs (the flag --pairs)
     for cls, section in sections.items():
         for f in dataclasses.fields(cls):
             for where in (section, ""):
-                if f.name in SCHEMA[where]:
-                    spec = SCHEMA[where][f.name]
+                key = keys.get(f.name, f.name) if cls is EvalSettings else f.name
+                if key in SCHEMA[where]:
+                    spec = SCHEMA[where][key]
                     assert f.default == spec.kind(spec.default), (cls.__name__, f.name)
                     checked.add(f"{cls.__name__}.{f.name}")
     assert checked == {

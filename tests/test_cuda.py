@@ -132,7 +132,7 @@ def cuda_run(tmp_path_factory, real_mnist, mnist_root) -> Path:
 def test_the_train_command_on_cuda(tmp_path, mnist_root):
     pytest.importorskip("plotext")  # the train command draws curves with it
     args = ["train", "--device", "cuda", "--epochs", "1", "--limit", "6000", "--val-size", "500"]
-    args += ["--json", "--out", str(tmp_path / "runs"), *data_args(mnist_root)]
+    args += ["--json", "--runs-dir", str(tmp_path / "runs"), *data_args(mnist_root)]
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)

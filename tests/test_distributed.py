@@ -128,7 +128,7 @@ def _workers(parent: int) -> list[tuple[int, int]]:
 
 @pytest.mark.slow
 def test_two_processes_stop_on_sigterm_resume_and_match_one_process(tmp_path, mnist_root):
-    common = [*SMALL, "--data-root", str(mnist_root), "--out", str(tmp_path / "runs")]
+    common = [*SMALL, "--data-root", str(mnist_root), "--runs-dir", str(tmp_path / "runs")]
     proc = _torchrun(2, [*common, "--name", "ddp", "-b", "32"], tmp_path)
     run = tmp_path / "runs" / "ddp"
     _wait_for(run / "last.pt", proc)  # epoch 1 done: stop it in epoch 2 (16 batches)
@@ -163,7 +163,7 @@ def test_two_processes_stop_on_sigterm_resume_and_match_one_process(tmp_path, mn
 
 @pytest.mark.slow
 def test_a_rank_that_dies_ends_the_run(tmp_path, mnist_root):
-    args = [*SMALL, "--epochs", "20", "--data-root", str(mnist_root), "--out", str(tmp_path)]
+    args = [*SMALL, "--epochs", "20", "--data-root", str(mnist_root), "--runs-dir", str(tmp_path)]
     proc = _torchrun(2, [*args, "--name", "dies"], tmp_path)
     _wait_for(tmp_path / "dies" / "config.json", proc)
     deadline = time.monotonic() + 60

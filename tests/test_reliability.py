@@ -270,7 +270,7 @@ def test_full_disk_in_process_maps_to_training_error(tmp_path, tiny_mnist, monke
 def test_unwritable_output_folder(workdir):
     blocker = workdir / "a-file"
     blocker.write_text("not a folder")
-    code, _, err = run("train", *SMALL, "--out", "a-file/runs", cwd=workdir)
+    code, _, err = run("train", *SMALL, "--runs-dir", "a-file/runs", cwd=workdir)
     assert_one_line_error(code, err, 2, "cannot create the runs folder")
     assert blocker.read_text() == "not a folder"
 

@@ -3,28 +3,35 @@ line on stderr and an exit code (2 for bad input or environment, 1 when some pre
 failed, 130 when interrupted). Each command lives in its own module beside its options
 (train, inspect, eval, predict, export), as options -> settings -> one core call -> rendering;
 they import torch only inside the command, so `--help` is instant.
+
+--help follows one convention everywhere (help.py checks it in the tests): an upper-case
+placeholder for each value (N, DIR, FILE, PATH...), none for flags, and help paragraphs that
+rewrap to the terminal's width.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
+import inspect as pyinspect
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from mnistcli import __version__
 from mnistcli.cli import draw, eval, export, inspect, predict, train
-from mnistcli.cli.options import GlobalOptions
+from mnistcli.cli.options import GlobalOptions, renamed_flag
+from mnistcli.cli.piped import trimmed_stdout
 from mnistcli.errors import MnistcliError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-Command = TypeVar("Command", bound=Callable[..., Any])
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def _err_console() -> Console:
@@ -39,7 +46,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def handles_errors(func: Command) -> Command:
+def handles_errors(func: Handler) -> Handler:
     """Turn the project's errors into one line on stderr and an exit code, never a traceback."""
 
     @functools.wraps(func)
@@ -62,19 +69,101 @@ def handles_errors(func: Command) -> Command:
 
 
 def _usage_error(exc: typer.TyperException) -> None:
-    """A usage error (bad option value, unknown option or command) as one line on stderr."""
+    """A usage error (bad option value, unknown option or command) as one line on stderr; a
+    flag that was renamed says its new name."""
     if type(exc).__name__ == "NoArgsIsHelpError":  # `mnistcli` alone: the help was shown
         return
     ctx = getattr(exc, "ctx", None)
     hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
     message = " ".join(str(exc.format_message()).split()).rstrip(".")
+    option = getattr(exc, "option_name", None)  # click's NoSuchOption
+    if option is not None and ctx is not None:
+        message = renamed_flag(ctx.info_name or "", option) or message
     _err_console().print(f"[bold red]error:[/] {escape(message)}{escape(hint)}", soft_wrap=True)
+
+
+class _PlaceholderArgument(TyperArgument):
+    """An argument whose placeholder is its only label: `PATH...` in the usage line and the
+    Arguments panel, without Typer's `{PATH}...` braces or a second `<list[str]>` column."""
+
+    def display_type_rich(self, ctx: typer.Context) -> str | None:
+        return None
+
+    def get_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        name = self.display_name_raw
+        return [name if self.required else f"[{name}]"]
+
+
+def _conventional(params: list[Any]) -> list[Any]:
+    """Typer 0.29's help shows a type placeholder beside every option, flags included (`--json
+    <bool>`); a flag takes no value, so it shows none. Values show their declared metavar."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+        elif type(param) is TyperArgument:
+            # Typer builds every argument as a TyperArgument; the subclass only changes how
+            # --help shows it, so swapping the class keeps its parsing as it is.
+            param.__class__ = _PlaceholderArgument
+    return params
+
+
+class Command(TyperCommand):
+    """Every mnistcli command: its --help in the app's one convention (see _conventional)."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _conventional(super().get_params(ctx))
+
+
+def paragraphs(doc: str | None) -> str:
+    """A docstring as help text: its paragraphs (blank-line separated) each on one line, so
+    --help rewraps them to the terminal instead of keeping the source's line breaks (Typer's
+    rich mode keeps them everywhere but in the first paragraph of a command's own help)."""
+    text = pyinspect.cleandoc(doc or "")
+    return "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))
+
+
+# Typer's own completion flags take no value: `--install-completion zsh` installed the
+# completion of the shell found running (bash, from a bash prompt) and ignored "zsh".
+# mnistcli's take the shell; alone, they mean 'auto' (OneLineErrors.main adds it).
+Shell = enum.Enum(  # type: ignore[misc]
+    "Shell", {s: s for s in ("auto", "bash", "zsh", "fish", "powershell", "pwsh")}, type=str
+)
+COMPLETION_FLAGS = ("--install-completion", "--show-completion")
+
+
+def _shell_given(args: list[str]) -> list[str]:
+    """`args` with 'auto' after a completion flag that names no shell (the flag last, or
+    followed by another option); only the options before the command are the app's."""
+    for i, arg in enumerate(args):
+        if not arg.startswith("-"):
+            break
+        if arg in COMPLETION_FLAGS and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            return [*args[: i + 1], "auto", *args[i + 1 :]]
+    return args
+
+
+def _completion(install: bool) -> Callable[[typer.Context, Any], None]:
+    """The callback of --install-completion / --show-completion: Typer's own, given the shell."""
+
+    def callback(ctx: typer.Context, value: Any) -> None:
+        if value is None or ctx.resilient_parsing:
+            return
+        from typer.completion import install_callback, show_callback
+
+        shell = True if value.value == "auto" else value.value  # True: detect the shell
+        (install_callback if install else show_callback)(ctx, None, shell)  # type: ignore[arg-type]
+
+    return callback
 
 
 class OneLineErrors(TyperGroup):
     """The app's command group: Typer draws usage errors as a boxed panel, mnistcli's are one
     line. It runs Typer's own main loop with standalone_mode=False, which hands the errors back
-    instead of drawing them, and exits as standalone mode would (exit codes, 'Aborted.')."""
+    instead of drawing them, and exits as standalone mode would (exit codes, 'Aborted.').
+    `--version` after a command prints the version as it does before one (`git`'s habit)."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _conventional(super().get_params(ctx))
 
     def main(
         self,
@@ -84,18 +173,30 @@ class OneLineErrors(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        if not standalone_mode:  # a caller that handles the errors itself
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        args = _shell_given(list(sys.argv[1:] if args is None else args))
+        with trimmed_stdout():
+            if not standalone_mode:  # a caller that handles the errors itself
+                return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = self._run(args, prog_name, complete_var, **extra)
+        sys.exit(code)
+
+    def _run(
+        self, args: list[str], prog_name: str | None, complete_var: str | None, **extra: Any
+    ) -> int:
+        """Typer's main loop, its usage errors drawn as one line; the exit code."""
         try:
             # returns an Exit's code (--help, --version, typer.Exit) or the command's None
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as exc:  # click's usage errors, as Typer vendors them
+            if getattr(exc, "option_name", None) in ("--version", "-V"):
+                typer.echo(f"mnistcli {__version__}")
+                return 0
             _usage_error(exc)
             code = exc.exit_code
         except typer.Abort:  # end of input at a prompt
             _err_console().print("[red]Aborted.[/]")
             code = 1
-        sys.exit(code if isinstance(code, int) else 0)
+        return code if isinstance(code, int) else 0
 
 
 app = typer.Typer(
@@ -103,6 +204,7 @@ app = typer.Typer(
     cls=OneLineErrors,
     help="Train, evaluate, inspect and run a small CNN for handwritten digits (MNIST).",
     no_args_is_help=True,
+    add_completion=False,  # main_options declares the completion flags, with a SHELL
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -126,18 +228,48 @@ def main_options(
     no_color: Annotated[
         bool, typer.Option("--no-color", help="No colour and no live redraw (as with NO_COLOR=1).")
     ] = False,
+    install_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--install-completion",
+            metavar="SHELL",
+            callback=_completion(install=True),
+            expose_value=False,
+            is_eager=True,
+            help="Install tab completion for SHELL: bash, zsh, fish, powershell or pwsh "
+            "(alone: the shell running mnistcli).",
+            show_default=False,
+        ),
+    ] = None,
+    show_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--show-completion",
+            metavar="SHELL",
+            callback=_completion(install=False),
+            expose_value=False,
+            is_eager=True,
+            help="Print the completion script for SHELL, to install it by hand.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """mnistcli: train, eval, predict and inspect, sharing one model and one trainer."""
     GlobalOptions.no_color = no_color
 
 
-# The commands, in the order --help lists them; each wrapped in the one error handler.
-app.command()(handles_errors(train.train))
-app.command("inspect")(handles_errors(inspect.inspect_model))
-app.command("eval")(handles_errors(eval.eval_model))
-app.command()(handles_errors(predict.predict))
-app.command("export")(handles_errors(export.export_cmd))
-app.command()(handles_errors(draw.draw))
+def _add(name: str, command: Callable[..., Any]) -> None:
+    """Register a command: its docstring as rewrappable help, the one error handler around it."""
+    app.command(name, cls=Command, help=paragraphs(command.__doc__))(handles_errors(command))
+
+
+# The commands, in the order --help lists them.
+_add("train", train.train)
+_add("inspect", inspect.inspect_model)
+_add("eval", eval.eval_model)
+_add("predict", predict.predict)
+_add("export", export.export_cmd)
+_add("draw", draw.draw)
 
 
 def main() -> None:

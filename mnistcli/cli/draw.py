@@ -23,8 +23,8 @@ SaveToOpt = Annotated[
     typer.Option(
         "--save-to",
         metavar="DIR",
-        help="Keep drawings: a digit key 0-9 saves the canvas as DIR/<digit>/NNNN.png "
-        "(dark ink on white, numbered, never overwritten) and clears it for the next one.",
+        help="Keep drawings: a digit key 0-9 saves the canvas as DIR/DIGIT/NNNN.png (dark ink "
+        "on white, numbered, never overwritten) and clears it for the next one.",
         show_default=False,
     ),
 ]
@@ -36,7 +36,7 @@ def draw(
     device: DeviceOpt = None,
     data: DataOpt = None,
     data_root: DataRootOpt = None,
-    out: RunsOpt = None,
+    runs_dir: RunsOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Draw a digit with the mouse and watch the network read it, live.

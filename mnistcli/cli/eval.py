@@ -33,15 +33,17 @@ class EvalSplit(enum.StrEnum):
 SplitOpt = Annotated[
     EvalSplit,
     typer.Option(
-        help="The 10,000 test images, or the validation images held out from training "
-        "(the same seed and size as the checkpoint's run)."
+        "--split",
+        metavar="SPLIT",
+        help="test: the 10,000 test images; val: the validation images held out from training "
+        "(the same seed and size as the checkpoint's run).",
     ),
 ]
 BatchSizeOpt = Annotated[
     int | None, setting_option("eval.batch_size", "-b", help="Images per forward pass.")
 ]
-TopOpt = Annotated[
-    int | None, setting_option("eval.top", help="Most confused pairs to list; 0 for none.")
+PairsOpt = Annotated[
+    int | None, setting_option("eval.pairs", help="Most confused pairs to list; 0 for none.")
 ]
 GalleryOpt = Annotated[
     int | None,
@@ -50,9 +52,11 @@ GalleryOpt = Annotated[
         help="Misclassified digits to draw (the most confident first); 0 for none.",
     ),
 ]
-SaveOpt = Annotated[
+OutDirOpt = Annotated[
     Path | None,
     typer.Option(
+        "--out-dir",
+        metavar="DIR",
         help="Folder for confusion_matrix.png, misclassified.png and eval.json. "
         "\\[default: the checkpoint's run folder]",
         show_default=False,
@@ -66,11 +70,11 @@ def eval_model(
     split: SplitOpt = EvalSplit.test,
     device: DeviceOpt = None,
     batch_size: BatchSizeOpt = None,
-    top: TopOpt = None,
+    pairs: PairsOpt = None,
     gallery: GalleryOpt = None,
-    save: SaveOpt = None,
+    save: OutDirOpt = None,
     no_save: NoSaveOpt = False,
-    out: RunsOpt = None,
+    runs_dir: RunsOpt = None,
     data: DataOpt = None,
     data_root: DataRootOpt = None,
     config: ConfigOpt = None,
@@ -80,7 +84,7 @@ def eval_model(
     precision/recall/F1, the most confused pairs and a gallery of mistakes drawn in the terminal.
 
     Also writes confusion_matrix.png, misclassified.png and eval.json (with --split val:
-    *_val.png and eval_val.json) into the run folder, or --save DIR.
+    *_val.png and eval_val.json) into the run folder, or --out-dir DIR.
     """
     from mnistcli.metrics import evaluate_checkpoint
     from mnistcli.render.eval_figures import save_eval_files

@@ -15,6 +15,7 @@ from mnistcli.cli.options import (
     DataOpt,
     DataRootOpt,
     JsonOpt,
+    RunsOpt,
     consoles,
     setting_flags,
     setting_option,
@@ -30,6 +31,7 @@ FormatOpt = Annotated[
     setting_option(
         "export.format",
         "-f",
+        metavar="FORMAT",
         help="onnx (onnxruntime, any language), safetensors (weights plus a JSON sidecar) "
         "or pt2 (torch.export).",
     ),
@@ -39,6 +41,7 @@ OutOpt = Annotated[
     typer.Option(
         "--out",
         "-o",
+        metavar="FILE",
         help="File to write. \\[default: model.onnx, .safetensors or .pt2 next to the checkpoint]",
         show_default=False,
     ),
@@ -58,6 +61,7 @@ def export_cmd(
     fmt: FormatOpt = None,
     out: OutOpt = None,
     check_images: CheckImagesOpt = None,
+    runs_dir: RunsOpt = None,
     data: DataOpt = None,
     data_root: DataRootOpt = None,
     config: ConfigOpt = None,

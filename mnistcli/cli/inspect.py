@@ -52,19 +52,29 @@ ImageOpt = Annotated[
     Path | None,
     typer.Option(
         "--image",
-        metavar="IMG",
+        metavar="IMAGE",
         help="Also show what every layer outputs for this image (feature maps, the first "
         "convolution's filters, hidden units, logits); needs a trained checkpoint.",
+        show_default=False,
+    ),
+]
+LayerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--layer",
+        metavar="NAME",
+        help="With --image: show only this layer's output (a name from the layer table, "
+        "such as features.0).",
         show_default=False,
     ),
 ]
 RawOpt = Annotated[
     bool, typer.Option("--raw", help="Take --image as is: a 28x28 MNIST-style digit.")
 ]
-SaveOpt = Annotated[
+OutDirOpt = Annotated[
     Path | None,
     typer.Option(
-        "--save",
+        "--out-dir",
         metavar="DIR",
         help="With --image: write feature_maps.png and filters.png into DIR.",
         show_default=False,
@@ -77,9 +87,10 @@ def inspect_model(
     checkpoint: CheckpointOpt = None,
     batch_size: BatchSizeOpt = None,
     image: ImageOpt = None,
+    layer: LayerOpt = None,
     raw: RawOpt = False,
-    save: SaveOpt = None,
-    out: RunsOpt = None,
+    save: OutDirOpt = None,
+    runs_dir: RunsOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -89,14 +100,16 @@ def inspect_model(
     size formula worked for each conv and pool layer, and what the checkpoint holds: when and
     how it was trained, its accuracy and data checksums, and whether its weights load.
     With --image, also what every layer outputs for that image: feature maps, the first
-    convolution's filters, the hidden units and the logits (--save DIR: the same as PNGs).
+    convolution's filters, the hidden units and the logits (--out-dir DIR: the same as PNGs).
     """
     from mnistcli.render.inspect_view import print_inspection, print_warnings, print_written
     from mnistcli.settings import inspect_settings
     from mnistcli.summary import inspect_model as describe_model
 
     values = settings_values(setting_flags(inspect_model, locals()), config)
-    settings = inspect_settings(values, checkpoint=checkpoint, image=image, raw=raw, save=save)
+    settings = inspect_settings(
+        values, checkpoint=checkpoint, image=image, raw=raw, save=save, layer=layer
+    )
     found = describe_model(settings)
     cons = consoles()
     print_warnings(cons.err, found)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from mnistcli.config import Setting, default_text, flag_name, resolve
+from mnistcli.config import Setting, default_text, flag_name, resolve, spec
 from mnistcli.errors import DataError
 
 if TYPE_CHECKING:
@@ -40,17 +40,28 @@ def consoles(*, plain: bool = False) -> Consoles:
     return make_consoles(no_color=GlobalOptions.no_color, plain=plain)
 
 
+# The placeholder a setting's option shows when its declaration names none, by SCHEMA's type.
+PLACEHOLDERS: dict[type, str] = {int: "N", Path: "DIR"}
+
+
 def setting_option(
-    key: str, *short: str, help: str, default: str | None = None, **kwargs: Any
+    key: str,
+    *short: str,
+    help: str,
+    default: str | None = None,
+    metavar: str | None = None,
+    **kwargs: Any,
 ) -> Any:
     """A typer.Option for the flag that sets the config key `key` ("train.epochs"): the flag is
     SCHEMA's, the help ends with ' [default: ...]' from SCHEMA (or `default`, where the help
-    words it otherwise). `setting_flags` reads the key back from the option."""
+    words it otherwise), the placeholder is `metavar` or PLACEHOLDERS' for the key's type.
+    `setting_flags` reads the key back from the option."""
     option = typer.Option(
         flag_name(key),
         *short,
         help=f"{help} \\[default: {default or default_text(key)}]",  # escaped for rich markup
         show_default=False,
+        metavar=metavar or PLACEHOLDERS.get(spec(key).kind),
         **kwargs,
     )
     option.setting_key = key  # type: ignore[attr-defined]
@@ -75,20 +86,27 @@ def setting_flags(command: Callable[..., Any], arguments: Mapping[str, Any]) -> 
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="Config file to use instead of ./.mnistcli.toml.", show_default=False
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="Config file to use instead of ./.mnistcli.toml.",
+        show_default=False,
     ),
 ]
 DeviceOpt = Annotated[
     str | None,
-    setting_option("device", "-d", metavar="auto|cpu|cuda|cuda:N|mps", help="Where to run."),
+    setting_option(
+        "device", "-d", metavar="DEVICE", help="Where to run: auto, cpu, cuda, cuda:N or mps."
+    ),
 ]
 RunsOpt = Annotated[
-    Path | None, setting_option("runs_dir", "-o", help="Folder that holds the run folders.")
+    Path | None, setting_option("runs_dir", help="Folder that holds the run folders.")
 ]
 DataOpt = Annotated[
     Path | None,
     typer.Option(
         "--data",
+        metavar="DIR",
         help="A folder holding the four MNIST files (.gz or not), tried before the "
         "configured mirrors.",
         show_default=False,
@@ -110,6 +128,34 @@ CheckpointOpt = Annotated[
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")
 ]
+
+# Flags a command once had under another name, or whose name now means something else there:
+# {command: {old spelling: (new flag, what it sets)}}. Typing one is a one-line error that
+# names the new flag (cli.OneLineErrors), never a silent change of meaning.
+_RUNS = ("--runs-dir", "the folder that holds the run folders")
+RENAMED: dict[str, dict[str, tuple[str, str]]] = {
+    "train": {"--out": _RUNS, "-o": _RUNS},
+    "predict": {"--out": _RUNS, "-o": _RUNS},
+    "eval": {
+        "--out": _RUNS,
+        "-o": _RUNS,
+        "--save": ("--out-dir", "the folder for the figures and eval.json"),
+        "--top": ("--pairs", "the number of most confused pairs to list"),
+    },
+    "inspect": {
+        "--out": _RUNS,
+        "-o": _RUNS,
+        "--save": ("--out-dir", "the folder for the --image figures"),
+    },
+}
+
+
+def renamed_flag(command: str, flag: str) -> str | None:
+    """The one-line message for a flag `command` no longer has under that name, or None."""
+    new = RENAMED.get(command, {}).get(flag)
+    if new is None:
+        return None
+    return f"{command} {flag} is now {new[0]} ({new[1]})"
 
 
 def settings_values(

@@ -22,7 +22,7 @@ from mnistcli.cli.options import (
 PathsArg = Annotated[
     list[str],
     typer.Argument(
-        metavar="PATH",
+        metavar="PATH...",
         help="Image files (PNG, JPEG, BMP, GIF, TIFF, WebP), folders (their images) or "
         "globs such as 'scans/*.png'.",
         show_default=False,
@@ -67,7 +67,7 @@ def predict(
     show: ShowOpt = False,
     explain: ExplainOpt = False,
     raw: RawOpt = False,
-    out: RunsOpt = None,
+    runs_dir: RunsOpt = None,
     config: ConfigOpt = None,
     as_json: AsJsonOpt = False,
 ) -> None:

@@ -49,7 +49,11 @@ BatchSizeOpt = Annotated[
 ]
 LrOpt = Annotated[
     float | None,
-    setting_option("train.lr", help="Adam learning rate (peak rate with the one-cycle schedule)."),
+    setting_option(
+        "train.lr",
+        metavar="RATE",
+        help="Adam learning rate (peak rate with the one-cycle schedule).",
+    ),
 ]
 SeedOpt = Annotated[
     int | None,
@@ -70,6 +74,7 @@ RecipeOpt = Annotated[
     Recipe | None,
     setting_option(
         "train.recipe",
+        metavar="RECIPE",
         help="Named hyper-parameter set: 'reference' (Adam 1e-3, batch 64), 'fast' "
         "(one-cycle, larger batches, small shifts) or 'best' (40 epochs of random affine "
         "warps, label smoothing).",
@@ -79,6 +84,7 @@ PrecisionOpt = Annotated[
     Precision | None,
     setting_option(
         "train.precision",
+        metavar="PRECISION",
         help="fp32, or bf16 autocast (mixed precision), or auto: bf16 where the hardware "
         "runs it natively (AVX512-BF16/AMX CPUs, recent GPUs).",
         default=f"{default_text('train.precision')}; {RECIPES['fast']['precision']} with the "
@@ -99,19 +105,25 @@ CompileModelOpt = Annotated[
 NameOpt = Annotated[
     str | None,
     typer.Option(
-        help="Run folder name under --out. \\[default: the date and time]", show_default=False
+        "--name",
+        metavar="NAME",
+        help="Run folder name under --runs-dir. \\[default: the date and time]",
+        show_default=False,
     ),
 ]
 ResumeOpt = Annotated[
     str | None,
     typer.Option(
+        "--resume",
         help="Continue a run: its folder, its last.pt, or 'latest'.",
         show_default=False,
         metavar="RUN",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final summary.")]
-PlainOpt = Annotated[bool, typer.Option(help="Plain lines, one per epoch, even on a terminal.")]
+PlainOpt = Annotated[
+    bool, typer.Option("--plain", help="Plain lines, one per epoch, even on a terminal.")
+]
 
 
 def train(
@@ -127,7 +139,7 @@ def train(
     precision: PrecisionOpt = None,
     threads: ThreadsOpt = None,
     compile_model: CompileModelOpt = False,
-    out: RunsOpt = None,
+    runs_dir: RunsOpt = None,
     name: NameOpt = None,
     resume: ResumeOpt = None,
     data: DataOpt = None,
@@ -140,7 +152,7 @@ def train(
     """Train SimpleCNN on MNIST with early stopping on a validation split.
 
     Shows live progress, a table of epochs and loss/accuracy curves on a terminal, one line per
-    epoch elsewhere. Writes runs/<name>/ with best.pt, last.pt, metrics.csv, metrics.json,
+    epoch elsewhere. Writes runs/NAME/ with best.pt, last.pt, metrics.csv, metrics.json,
     config.json and curves.png; Ctrl-C saves a checkpoint that --resume continues.
     """
     from mnistcli.settings import train_settings

@@ -151,6 +151,6 @@ def save_eval_files(report: EvalReport, folder: Path) -> list[Path]:
     except OSError as exc:
         raise OutputError(
             f"cannot write the results to {folder}: {exc.strerror or exc}; "
-            f"choose another folder with --save DIR, or pass --no-save"
+            f"choose another folder with --out-dir DIR, or pass --no-save"
         ) from None
     return saved

@@ -1,6 +1,6 @@
-"""`mnistcli inspect --image IMG --save DIR`: feature_maps.png (every conv, ReLU and pool output
-for the image, a grid per layer) and filters.png (the first convolution's filters), drawn with
-pillow in the colour scales of the terminal view."""
+"""`mnistcli inspect --image IMAGE --out-dir DIR`: feature_maps.png (every conv, ReLU and pool
+output for the image, a grid per layer) and filters.png (the first convolution's filters), drawn
+with pillow in the colour scales of the terminal view."""
 
 from __future__ import annotations
 

@@ -225,12 +225,16 @@ def layer_block(
     return parts
 
 
-def activations_view(acts: Activations, *, color: bool, width: int = 100) -> RenderableType:
-    """Every layer's output for one image, in forward order, fitted to `width` columns."""
+def activations_view(
+    acts: Activations, *, color: bool, width: int = 100, only: str | None = None
+) -> RenderableType:
+    """Every layer's output for one image, in forward order, fitted to `width` columns; with
+    `only`, that layer's alone (still described from the shape that reached it)."""
     parts: list[RenderableType] = []
     before: tuple[int, ...] = (1, 28, 28)
     for layer in acts.layers:
-        parts.append(Text())
-        parts.extend(layer_block(layer, acts, before, color=color, width=width))
+        if only is None or layer.name == only:
+            parts.append(Text())
+            parts.extend(layer_block(layer, acts, before, color=color, width=width))
         before = layer.shape
     return Group(*parts)

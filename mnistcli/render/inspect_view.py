@@ -190,14 +190,54 @@ def print_warnings(err: Console, found: Inspection) -> None:
         )
 
 
-def print_inspection(out: Console, found: Inspection) -> None:
-    """The layer table and the rest of inspect_view; with --image, every layer's output."""
-    out.print(inspect_view(found.summary, found.checkpoint))
-    if found.activations is not None:
-        from mnistcli.render.feature_view import activations_view
+def verdict_view(found: Inspection, *, color: bool, width: int) -> RenderableType:
+    """`inspect --image`'s first lines: the 28x28 input the model saw, beside what it read
+    there (the digit and its probability, the runners-up) and which model read it."""
+    from mnistcli.render.predict_view import digit_art, framed, pct
 
-        view = activations_view(found.activations, color=is_color(out), width=out.width)
-        out.print(view)
+    acts = found.activations
+    assert acts is not None and found.pixels is not None
+    ranked = sorted(range(len(acts.probabilities)), key=lambda d: -acts.probabilities[d])
+    lines = [Text(found.image or "", style="bold")]
+    if found.blank:
+        lines.append(Text("no digit found: the layers below show a blank input", style="yellow"))
+    else:
+        verdict = Text("digit ")
+        verdict.append(str(ranked[0]), style="bold green")
+        verdict.append(f"  {pct(acts.probabilities[ranked[0]])}", style="bold")
+        lines.append(verdict)
+        others = ", ".join(f"{d} {pct(acts.probabilities[d])}" for d in ranked[1:3])
+        lines.append(Text(f"then {others}", style="dim"))
+    how = "taken as is (--raw)" if found.raw else "prepared as predict prepares it"
+    lines += [Text(), Text(f"input: 28x28, {how}", style="dim")]
+    if found.checkpoint is not None:
+        c = found.checkpoint
+        lines.append(Text(f"model: {c.path} ({c.kind}, epoch {c.epoch})", style="dim"))
+    frame = framed(digit_art(found.pixels, color=color))
+    text = Group(*lines)
+    if (frame.width or 0) + 3 + max(line.cell_len for line in lines) > width:
+        return Group(text, Text(), frame)  # too narrow for both side by side
+    grid = Table.grid(padding=(0, 3))
+    grid.add_column(width=frame.width, no_wrap=True)
+    grid.add_column()
+    grid.add_row(frame, text)
+    return grid
+
+
+def print_inspection(out: Console, found: Inspection) -> None:
+    """inspect_view; with --image, first the input and the verdict, then every layer's output
+    in forward order (or the --layer one alone), then inspect_view as a reference."""
+    if found.activations is None:
+        out.print(inspect_view(found.summary, found.checkpoint))
+        return
+    from mnistcli.render.feature_view import activations_view
+
+    color = is_color(out)
+    out.print(verdict_view(found, color=color, width=out.width))
+    out.print(activations_view(found.activations, color=color, width=out.width, only=found.layer))
+    if found.layer is None:
+        out.print()
+        out.print(inspect_view(found.summary, found.checkpoint))
 
 
 def print_written(err: Console, paths: list[Path]) -> None:
