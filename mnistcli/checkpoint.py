@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from mnistcli import __version__
 from mnistcli.errors import CheckpointError
 from mnistcli.files import write_atomic
-from mnistcli.records import Best, EpochStats, EpochTotals, TestScore
+from mnistcli.records import Best, EpochStats, EpochTotals, RunStatus, TestScore, parse_run_status
 from mnistcli.settings import HyperParams
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class CheckpointMeta:
     versions: dict[str, str] = field(default_factory=dict)
     created: str | None = None  # ISO time
     finished: bool = False
-    stop_reason: str | None = None  # finished runs: "completed" or "early_stop"
+    stop_reason: str | None = None  # finished runs: a RunStatus (older: "completed", "early_stop")
     test: TestScore | None = None  # finished runs
     in_progress: EpochTotals | None = None  # last.pt of a run stopped mid-epoch
     world_size: int = 1  # processes that trained it together (torchrun); 1 when absent
@@ -74,6 +74,13 @@ class CheckpointMeta:
     @property
     def hyper(self) -> HyperParams:
         return HyperParams.from_dict(self.config)
+
+    @property
+    def status(self) -> RunStatus:
+        """How the run stood when this was saved: finished, early-stopped or interrupted."""
+        if self.finished:
+            return parse_run_status(self.stop_reason, finished=True)
+        return RunStatus.INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,7 @@ class Checkpoint:
         if m.in_progress is not None:
             body["in_progress"] = dataclasses.asdict(m.in_progress)
         if m.finished:
-            body["stop_reason"] = m.stop_reason
+            body["stop_reason"] = None if m.stop_reason is None else str(m.stop_reason)
             body["test"] = dataclasses.asdict(m.test) if m.test else None
         return body
 

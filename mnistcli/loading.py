@@ -85,6 +85,7 @@ def open_model(
     runs_dir: Path = Path("runs"),
     need_module: bool = False,
     channels_last: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> LoadedModel:
     """Open what `--checkpoint` names (see runs.resolve_checkpoint: None or 'latest' is the
     latest run's best.pt, a run folder its best.pt) on `device` ('auto', 'cpu', 'cuda:N'...).
@@ -93,8 +94,9 @@ def open_model(
     `need_module` asks for the PyTorch module (gradients for --explain, layers for inspect):
     then its weights are read into PyTorch. `channels_last`: lay the weights out for fast CPU
     inference (eval, predict); the standard layout is what export writes and inspect describes.
+    `log` is told which run 'latest' picked ("using run NAME (latest)").
     """
-    path = resolve_checkpoint(checkpoint, runs_dir)
+    path = resolve_checkpoint(checkpoint, runs_dir, log=log)
     if is_onnx(path) and not need_module:
         onnx = open_onnx(path, device)
         try:

@@ -17,7 +17,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from mnistcli import __version__
-from mnistcli.cli import eval, export, inspect, predict, train
+from mnistcli.cli import eval, export, inspect, predict, runs, train
 from mnistcli.cli.options import GlobalOptions
 from mnistcli.errors import MnistcliError
 
@@ -137,6 +137,7 @@ app.command("inspect")(handles_errors(inspect.inspect_model))
 app.command("eval")(handles_errors(eval.eval_model))
 app.command()(handles_errors(predict.predict))
 app.command("export")(handles_errors(export.export_cmd))
+app.add_typer(runs.runs_app(handles_errors), name="runs")
 
 
 def main() -> None:
