@@ -129,6 +129,8 @@ def export_format(out: Path | None, asked: Setting) -> str:
     since the suffix is how every reader, mnistcli's included, tells the formats apart."""
     if out is None:
         return asked.value
+    if out.is_dir():
+        raise OutputError(f"--out {out} is a folder; give a file name such as {out}/model.onnx")
     suffix = out.suffix.lower().removeprefix(".")
     choices = ", ".join(f".{f}" for f in EXPORT_FORMATS)
     if asked.source == "default":
