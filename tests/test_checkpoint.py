@@ -139,6 +139,10 @@ def test_resolve_and_latest(tmp_path):
         (runs / name).mkdir(parents=True)
         save(payload(), runs / name / "last.pt")
     run_folders.point_latest(runs, runs / "old")
+    with pytest.raises(CheckpointError, match=r"no run in .* has finished an epoch.*--resume"):
+        run_folders.resolve_checkpoint(None, runs)  # only last.pt: nothing 'latest' can use
+    for name in ("old", "new"):
+        save(payload(), runs / name / "best.pt")
     assert run_folders.resolve_checkpoint(None, runs) == (runs / "old" / "best.pt").resolve()
     assert run_folders.resolve_checkpoint(runs / "new", runs) == runs / "new" / "best.pt"
     (runs / "latest").unlink()

@@ -71,6 +71,7 @@ SETTINGS_BY_COMMAND = {
     "eval": {"device", "runs_dir", "data.root", "eval.batch_size", "eval.top", "eval.gallery"},
     "predict": {"device", "runs_dir", "predict.top_k"},
     "export": {"data.root", "export.format", "export.check_images"},
+    "runs": {"runs_dir"},
 }
 
 

@@ -218,8 +218,10 @@ def test_resume_refuses_finished_runs_and_changed_settings(tmp_path, tiny_mnist)
 def test_existing_run_name_is_refused(tmp_path, tiny_mnist):
     settings = make_settings(tmp_path, epochs=1, val_size=100)
     trainer.train(settings, tiny_mnist)
-    with pytest.raises(ConfigError, match="already exists; continue it with --resume"):
+    # a finished run cannot be resumed: the hint names what works for it instead
+    with pytest.raises(ConfigError, match="holds a finished run; pick another --name") as info:
         trainer.train(settings, tiny_mnist)
+    assert "--resume" not in str(info.value) and "mnistcli eval --checkpoint" in str(info.value)
 
 
 def test_nan_loss_stops_and_keeps_previous_checkpoints(tmp_path, tiny_mnist, monkeypatch):
