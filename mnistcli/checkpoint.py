@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from mnistcli import __version__
 from mnistcli.errors import CheckpointError
 from mnistcli.files import write_atomic
-from mnistcli.records import Best, EpochStats, EpochTotals, TestScore
+from mnistcli.records import Best, EpochStats, EpochTotals, RunStatus, TestScore, parse_run_status
 from mnistcli.settings import HyperParams
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class CheckpointMeta:
     versions: dict[str, str] = field(default_factory=dict)
     created: str | None = None  # ISO time
     finished: bool = False
-    stop_reason: str | None = None  # finished runs: "completed" or "early_stop"
+    stop_reason: str | None = None  # finished runs: a RunStatus (older: "completed", "early_stop")
     test: TestScore | None = None  # finished runs
     in_progress: EpochTotals | None = None  # last.pt of a run stopped mid-epoch
     world_size: int = 1  # processes that trained it together (torchrun); 1 when absent
@@ -74,6 +74,13 @@ class CheckpointMeta:
     @property
     def hyper(self) -> HyperParams:
         return HyperParams.from_dict(self.config)
+
+    @property
+    def status(self) -> RunStatus:
+        """How the run stood when this was saved: finished, early-stopped or interrupted."""
+        if self.finished:
+            return parse_run_status(self.stop_reason, finished=True)
+        return RunStatus.INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,7 @@ class Checkpoint:
         if m.in_progress is not None:
             body["in_progress"] = dataclasses.asdict(m.in_progress)
         if m.finished:
-            body["stop_reason"] = m.stop_reason
+            body["stop_reason"] = None if m.stop_reason is None else str(m.stop_reason)
             body["test"] = dataclasses.asdict(m.test) if m.test else None
         return body
 
@@ -275,6 +282,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} does not exist; train one with 'mnistcli train'")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; pass a checkpoint file such as {path}/best.pt")
+    if is_pt2_archive(path):
+        raise pt2_refused(path)
     try:
         with warnings.catch_warnings():  # torch warns about odd pickles; the error says it all
             warnings.simplefilter("ignore")
@@ -284,9 +293,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         # torch's weights-only refusal wraps the unpickler's reason in a paragraph of advice
         # ("WeightsUnpickler error: <blank line> Unsupported operand 80"): keep the reason
         unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        detail = unpickler.group(1).strip() if unpickler else None
-        detail = detail or (lines[0] if lines else type(exc).__name__)
+        detail = reason(unpickler.group(1) if unpickler else text) or type(exc).__name__
         if re.search(r"unsupported global|not an allowed global|is blocked", text, re.I):
             why = "it holds Python objects that could run code, so it was refused unread"
         elif isinstance(exc, PermissionError):
@@ -294,11 +301,42 @@ def load_checkpoint(path: Path) -> Checkpoint:
         else:
             why = "it is truncated, corrupt or not a PyTorch file"
             if not detail.strip().isdigit():  # torch sometimes reports only a number
-                why += f" ({detail[:120]})"
+                why += f" ({detail})"
         raise CheckpointError(f"cannot load checkpoint {path}: {why}") from None
     if not isinstance(payload, dict):
         payload = {}  # not a dict: reported as "not an mnistcli checkpoint"
     return Checkpoint.from_payload(payload, path)
+
+
+def reason(text: str, limit: int = 100) -> str:
+    """The gist of a library's error for a one-line message: its first sentence (torch adds
+    paragraphs of advice, "This is an internal miniz error. If you are seeing this..."), at
+    most `limit` characters, cut between words."""
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    first = re.split(r"(?<=[^.\s]{2})\.\s", first, maxsplit=1)[0].rstrip(". ")
+    if len(first) <= limit:
+        return first
+    return first[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
+def is_pt2_archive(path: Path) -> bool:
+    """Whether `path` is a torch.export program (a zip with an archive_format entry), whatever
+    its name: read without torch, and never loaded."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/archive_format") for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def pt2_refused(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is a torch.export program (.pt2), and loading one can run code from it, so "
+        f"mnistcli does not open it; use the checkpoint it was exported from, or its .onnx "
+        f"or .safetensors export"
+    )
 
 
 def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:

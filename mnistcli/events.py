@@ -77,7 +77,9 @@ Event = RunStarted | EpochStarted | BatchDone | EpochDone | EarlyStopped | TestD
 class TrainResult:
     run_dir: Path
     device: str
-    stop_reason: str  # "completed", "early_stop", "interrupted" ("running" in metrics.json)
+    # a RunStatus: finished, early-stopped or interrupted ("running" in metrics.json between
+    # epochs); runs written before these words say "completed" and "early_stop"
+    stop_reason: str
     epochs_run: int
     best_epoch: int
     best_val_acc: float

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
+import logging
 import math
 import os
+import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistcli import __version__
-from mnistcli.errors import ExportError, OutputError
+from mnistcli.config import EXPORT_FORMATS, Setting, flag_name
+from mnistcli.errors import ConfigError, ExportError, OutputError
 from mnistcli.files import staged
 from mnistcli.loading import (
     EXPORT_FORMAT,
@@ -36,7 +41,7 @@ from mnistcli.loading import (
 from mnistcli.onnx_runtime import CLASSES, INPUT, LABELS, OUTPUT, SIDE, OnnxModel
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     import numpy as np
     import torch
@@ -100,6 +105,54 @@ class ExportResult:
         }
 
 
+@dataclass(frozen=True)
+class ExportProgress:
+    """How far an export has got, for a progress display: `stage` is "reference" (the PyTorch
+    model's logits on the test digits), "writing" or "checking" (the written file on them);
+    `done` of `total` images (writing: 0 or 1 file)."""
+
+    stage: str
+    done: int
+    total: int
+
+
+CHECK_BATCH = 500  # test digits per step of the self-check (one progress report each)
+
+
+def _ignore(_progress: ExportProgress) -> None:
+    return None
+
+
+def export_format(out: Path | None, asked: Setting) -> str:
+    """The format to write: the one --out's suffix names (.onnx, .safetensors, .pt2) unless
+    `asked` (export.format and where it came from) names one; both given, they must agree,
+    since the suffix is how every reader, mnistcli's included, tells the formats apart."""
+    if out is None:
+        return asked.value
+    if out.is_dir():
+        raise OutputError(f"--out {out} is a folder; give a file name such as {out}/model.onnx")
+    suffix = out.suffix.lower().removeprefix(".")
+    choices = ", ".join(f".{f}" for f in EXPORT_FORMATS)
+    if asked.source == "default":
+        if suffix in EXPORT_FORMATS:
+            return suffix
+        named = f"'{out.suffix}'" if out.suffix else "no suffix"
+        raise ConfigError(
+            f"--out {out} has {named}, so the format is unknown; end the name with one of {choices}"
+        )
+    if suffix != asked.value:
+        given = (
+            f"{asked.source} {asked.value}"
+            if asked.source.startswith("--")
+            else f"{flag_name('export.format')} {asked.value} (from {asked.source})"
+        )
+        raise ConfigError(
+            f"{given} writes a .{asked.value} file but --out {out} names another; name it "
+            f"{out.with_suffix('.' + asked.value)}, or leave --format out"
+        )
+    return suffix
+
+
 def default_out(checkpoint: Path, fmt: str) -> Path:
     """model.onnx (.safetensors, .pt2) next to the checkpoint: each format (config.EXPORT_FORMATS,
     checked by config.validate) is its file's suffix."""
@@ -116,11 +169,78 @@ def check_writable(out: Path, checkpoint: Path) -> None:
         raise OutputError(f"--out {out} is the checkpoint itself; choose another file name")
     if out.is_dir():
         raise OutputError(f"--out {out} is a folder; give a file name such as {out}/model.onnx")
-    folder = out.parent
+    folder = out.parent  # missing folders are made when the file is written: check the first
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     if not folder.is_dir():
-        raise OutputError(f"--out {out}: the folder {folder} does not exist; create it first")
+        raise OutputError(f"--out {out}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"--out {out}: the folder {folder} is not writable")
+
+
+@contextlib.contextmanager
+def parents_made(path: Path) -> Iterator[None]:
+    """Make `path`'s missing folders for the block; remove them again if it fails, so a
+    failed export leaves nothing behind."""
+    missing = []
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for made in missing:
+            with contextlib.suppress(OSError):
+                made.rmdir()  # only if still empty
+        raise
+
+
+# torch.export, torch.onnx and onnxscript log through these (and dynamo warns via warnings)
+TORCH_LOGGERS = ("torch", "onnxscript", "onnx_ir", "onnx")
+
+
+@contextlib.contextmanager
+def torch_quiet() -> Iterator[None]:
+    """Keep torch's own log lines (Python logging, warnings, and C++ glog lines such as
+    "W1204 ...", written straight to file descriptor 2) off the user's screen while an
+    exporter runs; a failure still raises, and says what went wrong itself."""
+    loggers = [logging.getLogger(name) for name in TORCH_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+        stack.callback(lambda: [lg.setLevel(lv) for lg, lv in zip(loggers, levels, strict=True)])
+        stack.enter_context(_fd2_captured())
+        yield
+
+
+@contextlib.contextmanager
+def _fd2_captured() -> Iterator[None]:
+    """Point file descriptor 2 (stderr) at a scratch file for the block, where C++ code's
+    output goes, then back; without a real descriptor 2 (a test runner), leave it."""
+    import sys
+
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as scratch:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def export_model(
@@ -129,10 +249,13 @@ def export_model(
     images: torch.Tensor,
     labels: torch.Tensor,
     out: Path | None = None,
+    *,
+    on_progress: Callable[[ExportProgress], None] = _ignore,
 ) -> ExportResult:
     """Export `checkpoint`, run the written file on (N, 28, 28) uint8 `images` against the
     PyTorch model, and put it in place only if every logit agrees within TOLERANCE and every
-    predicted digit is the same; otherwise raise ExportError and leave nothing behind."""
+    predicted digit is the same; otherwise raise ExportError and leave nothing behind (the
+    folders made for it included). `on_progress` hears how far it has got."""
     import numpy as np
 
     start = time.perf_counter()
@@ -142,13 +265,17 @@ def export_model(
     net = with_normalisation(model)
     x = images.numpy()[:, None].astype(np.float32) / 255.0  # (N, 1, 28, 28) pixels / 255
     y = labels.numpy()
-    reference = torch_logits(net, x)
+    reference = _in_steps(lambda part: torch_logits(net, part), x, "reference", on_progress)
     stored = export_metadata(meta, checkpoint, accuracy(reference, y), len(y))
     try:
-        with contextlib.ExitStack() as stack:
+        with parents_made(out), contextlib.ExitStack() as stack:
             tmps = [stack.enter_context(staged(p)) for p in outputs(out, fmt)]
-            WRITERS[fmt](net, tmps, stored)
-            check = compare(reference, READERS[fmt](tmps)(x), y)
+            on_progress(ExportProgress("writing", 0, 1))
+            with torch_quiet():
+                WRITERS[fmt](net, tmps, stored)
+                read = READERS[fmt](tmps)
+            on_progress(ExportProgress("writing", 1, 1))
+            check = compare(reference, _in_steps(read, x, "checking", on_progress), y)
             if not check.passed:
                 raise ExportError(
                     f"the {fmt} export does not reproduce {checkpoint}: max |logit difference| "
@@ -160,6 +287,23 @@ def export_model(
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     files = outputs(out, fmt)
     return ExportResult(fmt, out, files, size, checkpoint, check, time.perf_counter() - start)
+
+
+def _in_steps(
+    logits: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    stage: str,
+    on_progress: Callable[[ExportProgress], None],
+) -> np.ndarray:
+    """`logits` of `x`, CHECK_BATCH images at a time, each step reported to `on_progress`."""
+    import numpy as np
+
+    parts = []
+    on_progress(ExportProgress(stage, 0, len(x)))
+    for i in range(0, len(x), CHECK_BATCH):
+        parts.append(logits(x[i : i + CHECK_BATCH]))
+        on_progress(ExportProgress(stage, min(i + CHECK_BATCH, len(x)), len(x)))
+    return np.concatenate(parts) if parts else np.zeros((0, CLASSES), np.float32)
 
 
 def with_normalisation(model: nn.Module) -> nn.Module:
@@ -296,7 +440,11 @@ def write_pt2(net: nn.Module, paths: Sequence[Path], meta: dict[str, Any]) -> No
     import torch
 
     program = torch.export.export(net, (_example(),), dynamic_shapes=_batch_dim())
-    torch.export.save(program, paths[0], extra_files={PT2_EXTRA: json.dumps(meta)})
+    # through memory: the archive's top folder is then torch's own name, not the temporary
+    # file's (".model.pt2.<pid>.<random>.tmp")
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={PT2_EXTRA: json.dumps(meta)})
+    paths[0].write_bytes(buffer.getvalue())
 
 
 def read_onnx(paths: Sequence[Path]) -> Callable[[np.ndarray], np.ndarray]:
@@ -338,18 +486,23 @@ READERS = {"onnx": read_onnx, "safetensors": read_safetensors, "pt2": read_pt2}
 
 
 def export_checkpoint(
-    settings: ExportSettings, *, log: Callable[[str], None] = lambda _m: None
+    settings: ExportSettings,
+    *,
+    log: Callable[[str], None] = lambda _m: None,
+    on_progress: Callable[[ExportProgress], None] = _ignore,
 ) -> ExportResult:
-    """`mnistcli export`: find the checkpoint, refuse a bad --out or checkpoint before MNIST is
-    loaded, then export it and check the written file on the first test digits."""
+    """`mnistcli export`: find the checkpoint (`log` hears which run 'latest' picked), refuse
+    a bad --out or checkpoint before MNIST is loaded, then export it and check the written
+    file on the first test digits."""
     from mnistcli.data import load_mnist
     from mnistcli.runs import resolve_checkpoint
 
     fmt = settings.format
-    path = resolve_checkpoint(settings.checkpoint, settings.runs_dir)
+    path = resolve_checkpoint(settings.checkpoint, settings.runs_dir, log=log)
     out = settings.out if settings.out is not None else default_out(path, fmt)
     check_writable(out, path)
     load_checkpoint_or_export(path)
     mnist = load_mnist(settings.data.root, list(settings.data.mirrors), on_message=log)
     n = settings.check_images or len(mnist.test_labels)
-    return export_model(path, fmt, mnist.test_images[:n], mnist.test_labels[:n], out)
+    images, labels = mnist.test_images[:n], mnist.test_labels[:n]
+    return export_model(path, fmt, images, labels, out, on_progress=on_progress)

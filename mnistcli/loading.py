@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistcli.checkpoint import FORMAT, FORMAT_VERSION, Checkpoint, load_checkpoint
+from mnistcli.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    Checkpoint,
+    is_pt2_archive,
+    load_checkpoint,
+    pt2_refused,
+    reason,
+)
 from mnistcli.errors import CheckpointError
 from mnistcli.onnx_runtime import CLASSES, OnnxModel, check_file, is_onnx, open_onnx
 from mnistcli.runs import resolve_checkpoint
@@ -85,6 +93,7 @@ def open_model(
     runs_dir: Path = Path("runs"),
     need_module: bool = False,
     channels_last: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> LoadedModel:
     """Open what `--checkpoint` names (see runs.resolve_checkpoint: None or 'latest' is the
     latest run's best.pt, a run folder its best.pt) on `device` ('auto', 'cpu', 'cuda:N'...).
@@ -93,8 +102,11 @@ def open_model(
     `need_module` asks for the PyTorch module (gradients for --explain, layers for inspect):
     then its weights are read into PyTorch. `channels_last`: lay the weights out for fast CPU
     inference (eval, predict); the standard layout is what export writes and inspect describes.
+    `log` is told which run 'latest' picked ("using run NAME (latest)").
     """
-    path = resolve_checkpoint(checkpoint, runs_dir)
+    path = resolve_checkpoint(checkpoint, runs_dir, log=log)
+    if is_onnx(path) and is_pt2_archive(path):  # a torch.export program under an .onnx name
+        raise pt2_refused(path)
     if is_onnx(path) and not need_module:
         onnx = open_onnx(path, device)
         try:
@@ -181,12 +193,8 @@ def load_checkpoint_or_export(path: Path) -> Checkpoint:
         return load_safetensors(path)
     if path.suffix == ".onnx":
         return load_onnx(path)
-    if path.suffix == ".pt2":
-        raise CheckpointError(
-            f"{path} is a torch.export program, and loading one can run code from it, so "
-            f"mnistcli does not open .pt2 files; use the checkpoint it was exported from, or "
-            f"its .onnx or .safetensors export"
-        )
+    if path.suffix == ".pt2" or is_pt2_archive(path):
+        raise pt2_refused(path)
     return load_checkpoint(path)
 
 
@@ -272,7 +280,7 @@ def load_safetensors(path: Path, sidecar: Path | None = None) -> Checkpoint:
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises SafetensorError, OSError, ...
-        detail = " ".join(str(exc).split())[:120]
+        detail = reason(str(exc))
         raise CheckpointError(
             f"cannot load {path}: it is truncated, corrupt or not a safetensors file ({detail})"
         ) from None

@@ -370,7 +370,11 @@ def evaluate_checkpoint(
     from mnistcli.loading import open_model
 
     loaded = open_model(
-        settings.checkpoint, settings.device, runs_dir=settings.runs_dir, channels_last=True
+        settings.checkpoint,
+        settings.device,
+        runs_dir=settings.runs_dir,
+        channels_last=True,
+        log=log,
     )
     meta = loaded.require_meta()
     hyper = meta.hyper

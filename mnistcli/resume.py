@@ -116,9 +116,10 @@ def _checkpoint_to_resume(settings: TrainSettings) -> tuple[Path | None, Checkpo
     path = runs.resume_path(settings.resume, settings.runs_dir)
     saved = ckpt.load_checkpoint(path)
     if saved.meta.finished:
+        run = path.parent
         raise CheckpointError(
-            f"run {path.parent} already finished ({saved.meta.stop_reason or 'completed'}); "
-            f"nothing to resume. Start a new run with 'mnistcli train'"
+            f"run {run} is {saved.meta.status}: nothing to resume; use it with "
+            f"'mnistcli eval --checkpoint {run}', or start a new run with 'mnistcli train'"
         )
     return path, saved
 

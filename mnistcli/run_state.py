@@ -249,7 +249,7 @@ class Run:
         return TrainResult(
             run_dir=self.run_dir,
             device=str(self.device),
-            stop_reason=reason,
+            stop_reason=str(reason),  # a plain string, as JSON and checkpoints store it
             epochs_run=len(state.history),
             best_epoch=state.best.epoch,
             best_val_acc=state.best.val_acc,

@@ -1,10 +1,14 @@
-"""Run folders: creating one, finding one ('latest', a folder, a file), the files beside the
+"""Run folders: creating one, listing them and how each stands (read from metrics.json and
+config.json, without torch), finding one ('latest', a folder, a file), the files beside the
 checkpoints (config.json, metrics.csv, metrics.json), and clearing temporary files a killed
 process left behind.
 
     runs/
-      latest -> 20250101-120000/     a relative symlink to the newest run
+      latest -> 20250101-120000/     a relative symlink: the newest run, or the one chosen
       20250101-120000/               best.pt, last.pt, config.json, metrics.*, curves.png
+
+'latest' means the run runs/latest points to when it has finished an epoch (it has a best.pt),
+else the newest run that has: a run stopped before its first epoch ended is never picked.
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from mnistcli.errors import CheckpointError, ConfigError, TrainingError
+from mnistcli.errors import CheckpointError, ConfigError, OutputError, TrainingError
 from mnistcli.files import write_atomic
-from mnistcli.records import EpochStats
+from mnistcli.records import EpochStats, RunStatus, parse_run_status
 
 LATEST = "latest"  # runs/latest -> the newest run folder
 STALE_AFTER_SECONDS = 600  # a temporary file this old is left over, whoever wrote it
@@ -52,10 +58,7 @@ def create_run(runs_dir: Path, name: str | None) -> Path:
         run_dir = runs_dir / name
         # a folder without checkpoints (a run killed before its first save) can be reused
         if (run_dir / "last.pt").exists() or (run_dir / "best.pt").exists():
-            raise ConfigError(
-                f"run folder {run_dir} already exists; continue it with "
-                f"--resume {run_dir} or pick another --name"
-            )
+            raise ConfigError(taken_message(run_dir))
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir, n = runs_dir / stamp, 2
@@ -74,22 +77,66 @@ def create_run(runs_dir: Path, name: str | None) -> Path:
     return run_dir
 
 
-def resolve_checkpoint(arg: str | Path | None, runs_dir: Path, *, kind: str = "best") -> Path:
-    """`--checkpoint` as given: a file, a run folder (its best.pt), or none (the latest run)."""
+def taken_message(run_dir: Path) -> str:
+    """Why --name cannot reuse `run_dir`, and the command that works for the run it holds."""
+    status = read_run(run_dir).status
+    if status.finished:
+        return (
+            f"run folder {run_dir} already holds {'an' if status.value[0] in 'aeiou' else 'a'} "
+            f"{status} run; pick another --name, or use it with "
+            f"'mnistcli eval --checkpoint {run_dir}'"
+        )
+    return (
+        f"run folder {run_dir} already holds an interrupted run; continue it with "
+        f"'mnistcli train --resume {run_dir}' or pick another --name"
+    )
+
+
+def resolve_checkpoint(
+    arg: str | Path | None,
+    runs_dir: Path,
+    *,
+    kind: str = "best",
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """`--checkpoint` as given: a file, a run folder (its best.pt), or none or 'latest' (the
+    latest run: see latest_run), which `log` is told ("using run NAME (latest)").
+
+    A run that has not finished an epoch has no best.pt: the error says to resume it."""
     if arg is None or str(arg) == LATEST:
-        latest = latest_run(runs_dir)
+        latest = latest_run(runs_dir, finished_epoch=kind == "best")
         if latest is None:
-            raise CheckpointError(
-                f"no trained model found in {runs_dir}; train one first with "
-                f"'mnistcli train' or pass --checkpoint PATH"
-            )
+            raise CheckpointError(_no_latest_message(runs_dir))
+        if log is not None:
+            log(f"using run {latest.name} (latest)")
         return latest / f"{kind}.pt"
     path = Path(arg)
-    return path / f"{kind}.pt" if path.is_dir() else path
+    path = path / f"{kind}.pt" if path.is_dir() else path
+    if path.name == "best.pt" and not path.exists() and (path.parent / "last.pt").is_file():
+        raise CheckpointError(
+            f"run {path.parent} has not finished an epoch yet, so it has no best.pt; continue "
+            f"it with 'mnistcli train --resume {path.parent}' (or pass its last.pt)"
+        )
+    return path
+
+
+def _no_latest_message(runs_dir: Path) -> str:
+    """Why there is no latest run, and what to do: train one, or resume one stopped early."""
+    stopped = latest_run(runs_dir, finished_epoch=False)
+    if stopped is not None:
+        return (
+            f"no run in {runs_dir} has finished an epoch yet; continue {stopped} with "
+            f"'mnistcli train --resume {stopped}', or pass --checkpoint PATH"
+        )
+    return (
+        f"no trained model found in {runs_dir}; train one first with 'mnistcli train' "
+        f"or pass --checkpoint PATH"
+    )
 
 
 def resume_path(arg: str, runs_dir: Path) -> Path:
-    """`--resume` takes a run folder, its last.pt, or 'latest'."""
+    """`--resume` takes a run folder, its last.pt, or 'latest' (here: the latest run with a
+    last.pt, even one stopped before its first epoch ended)."""
     path = resolve_checkpoint(arg, runs_dir, kind="last")
     if path.name == "best.pt":
         path = path.with_name("last.pt")
@@ -98,41 +145,74 @@ def resume_path(arg: str, runs_dir: Path) -> Path:
     return path
 
 
-def checkpoint_to_describe(arg: str | None, runs_dir: Path) -> Path | None:
-    """What `inspect` describes: the checkpoint asked for, else the latest run's best.pt (its
-    last.pt while no epoch has been validated), else none (the model alone)."""
-    if arg is not None:
-        return resolve_checkpoint(arg, runs_dir)
-    run = latest_run(runs_dir)
-    if run is None:
+def checkpoint_to_describe(
+    arg: str | None, runs_dir: Path, *, log: Callable[[str], None] | None = None
+) -> Path | None:
+    """What `inspect` describes: the checkpoint asked for, else the latest run's best.pt (as
+    resolve_checkpoint picks it), else none (the model alone)."""
+    if arg is None and latest_run(runs_dir) is None:
         return None
-    return run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+    return resolve_checkpoint(arg, runs_dir, log=log)
 
 
-def latest_run(runs_dir: Path) -> Path | None:
-    """The run that runs/latest points to, else the newest run folder holding a checkpoint."""
+def latest_run(runs_dir: Path, *, finished_epoch: bool = True) -> Path | None:
+    """The run 'latest' means: the one runs/latest points to, else the newest run folder (by
+    its last save). `finished_epoch`: only runs that have finished an epoch (a best.pt)
+    count; otherwise any with a checkpoint (what --resume latest continues)."""
+    wanted = "best.pt" if finished_epoch else "last.pt"
     link = runs_dir / LATEST
     if link.is_symlink() or link.is_dir():
         target = link.resolve()
-        if target.is_dir():
+        if (target / wanted).is_file():
             return target
     if not runs_dir.is_dir():
         return None
-    runs = [
+    found = [
         p
         for p in runs_dir.iterdir()
-        if p.is_dir() and not p.is_symlink() and (p / "last.pt").is_file()
+        if p.is_dir() and not p.is_symlink() and p.name != LATEST and (p / wanted).is_file()
     ]
-    return max(runs, key=lambda p: (p / "last.pt").stat().st_mtime) if runs else None
+    return max(found, key=_last_saved) if found else None
 
 
-def point_latest(runs_dir: Path, run_dir: Path) -> None:
-    """Make runs/latest a relative symlink to `run_dir`, replacing the old one atomically."""
+def _last_saved(run_dir: Path) -> float:
+    """When the run last saved a checkpoint (seconds since the epoch)."""
+    times = [p.stat().st_mtime for p in (run_dir / "last.pt", run_dir / "best.pt") if p.exists()]
+    return max(times, default=0.0)
+
+
+def use_run(runs_dir: Path, name: str) -> Path:
+    """`mnistcli runs use NAME`: point runs/latest at the run NAME (a folder under `runs_dir`
+    or a path to one inside it), which must have finished an epoch."""
+    run_dir = Path(name) if Path(name).is_dir() and "/" in name else runs_dir / name
+    if not run_dir.is_dir() or run_dir.name == LATEST:
+        known = sorted(r.name for r in list_runs(runs_dir))
+        close = get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; 'mnistcli runs' lists them"
+        raise CheckpointError(f"no run called {name!r} in {runs_dir}{hint}")
+    if run_dir.resolve().parent != runs_dir.resolve():
+        raise CheckpointError(f"{run_dir} is not a run folder inside {runs_dir}")
+    if not (run_dir / "best.pt").is_file():
+        raise CheckpointError(
+            f"run {run_dir} has not finished an epoch, so there is no model to use; continue "
+            f"it with 'mnistcli train --resume {run_dir}'"
+        )
+    if not point_latest(runs_dir, run_dir):
+        raise OutputError(
+            f"cannot point {runs_dir / LATEST} at {run_dir.name}: it is a real folder, or "
+            f"symbolic links cannot be made here"
+        )
+    return run_dir
+
+
+def point_latest(runs_dir: Path, run_dir: Path) -> bool:
+    """Make runs/latest a relative symlink to `run_dir`, replacing the old one atomically.
+    False when it cannot (then latest_run scans the folders instead)."""
     link = runs_dir / LATEST
     if link.exists() and not link.is_symlink():
-        return  # someone's real folder called 'latest': leave it alone
+        return False  # someone's real folder called 'latest': leave it alone
     if run_dir.resolve().parent != runs_dir.resolve():
-        return  # a run resumed from elsewhere: runs/latest keeps pointing into runs/
+        return False  # a run resumed from elsewhere: runs/latest keeps pointing into runs/
     tmp = runs_dir / f".{LATEST}.{os.getpid()}.tmp"
     try:
         tmp.unlink(missing_ok=True)
@@ -140,6 +220,8 @@ def point_latest(runs_dir: Path, run_dir: Path) -> None:
         os.replace(tmp, link)
     except OSError:
         tmp.unlink(missing_ok=True)  # no symlinks here (some Windows set-ups): latest_run() scans
+        return False
+    return True
 
 
 def remove_stale_temp_files(folder: Path, *, now: float | None = None) -> list[Path]:
@@ -224,3 +306,119 @@ def write_metrics(run_dir: Path, history: Sequence[EpochStats], summary: dict[st
     write_atomic(
         run_dir / "metrics.json", (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing the runs: what each one's files say, read without torch
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run folder as `mnistcli runs` lists it."""
+
+    name: str
+    path: Path
+    started: datetime | None  # local time its config.json was written (the run's start)
+    recipe: str | None
+    device: str | None  # where it trained ("cpu", "cuda:0"), or the device asked for
+    epochs_run: int
+    epochs_planned: int | None
+    best_epoch: int | None  # None until an epoch is validated
+    val_acc: float | None  # the best epoch's validation accuracy
+    test_acc: float | None  # scored once the run finished
+    status: RunStatus
+    usable: bool  # it has a best.pt: eval, predict, export and 'latest' can use it
+    latest: bool = False  # the run 'latest' means
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["path"] = str(self.path)
+        doc["started"] = self.started.isoformat(timespec="seconds") if self.started else None
+        doc["status"] = str(self.status)
+        return doc
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    """What `run_dir`'s metrics.json and config.json say about it (either may be missing or
+    damaged: a run killed early, or an older version's), and which checkpoints it holds."""
+    summary = _json_dict(run_dir / "metrics.json").get("summary")
+    summary = summary if isinstance(summary, dict) else {}
+    config = _json_dict(run_dir / "config.json")
+    hyper = summary.get("hyper") if isinstance(summary.get("hyper"), dict) else None
+    hyper = hyper or (config.get("hyper") if isinstance(config.get("hyper"), dict) else {})
+    has_last, has_best = (run_dir / "last.pt").is_file(), (run_dir / "best.pt").is_file()
+    stored = summary.get("stop_reason")
+    if not isinstance(stored, str):
+        status = RunStatus.INTERRUPTED if has_last else RunStatus.EMPTY
+    else:
+        status = parse_run_status(stored)
+        if status is RunStatus.INTERRUPTED and not (has_last or has_best):
+            status = RunStatus.EMPTY  # nothing was saved: nothing to resume
+    best_epoch = _number(summary.get("best_epoch"), int)
+    started_at = _mtime(run_dir / "config.json") or _mtime(run_dir)
+    return RunInfo(
+        name=run_dir.name,
+        path=run_dir,
+        started=datetime.fromtimestamp(started_at) if started_at else None,
+        recipe=_text(hyper.get("recipe")),
+        device=_text(summary.get("device")) or _text(config.get("device")),
+        epochs_run=_number(summary.get("epochs_run"), int) or 0,
+        epochs_planned=_number(hyper.get("epochs"), int),
+        best_epoch=best_epoch or None,
+        val_acc=_number(summary.get("best_val_acc"), float) if best_epoch else None,
+        test_acc=_number(summary.get("test_acc"), float),
+        status=status,
+        usable=has_best,
+    )
+
+
+def list_runs(runs_dir: Path) -> tuple[RunInfo, ...]:
+    """Every run folder under `runs_dir`, newest first, the one 'latest' means marked."""
+    try:
+        folders = [
+            p
+            for p in runs_dir.iterdir()
+            if p.is_dir() and not p.is_symlink() and p.name != LATEST and _is_run(p)
+        ]
+    except OSError:
+        return ()
+    latest = latest_run(runs_dir)
+    found = [read_run(p) for p in folders]
+    found.sort(key=lambda r: (r.started or datetime.min, r.name), reverse=True)
+    return tuple(
+        RunInfo(**{**r.__dict__, "latest": latest is not None and r.path == latest}) for r in found
+    )
+
+
+def _is_run(folder: Path) -> bool:
+    """Whether `folder` was made by `mnistcli train` (a file only a run writes)."""
+    return any((folder / f).is_file() for f in ("config.json", "metrics.json", "last.pt"))
+
+
+def _json_dict(path: Path) -> dict[str, Any]:
+    """A JSON file's top-level object, or {} when it is missing, unreadable or not an object."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _number(value: Any, kind: type) -> Any:
+    """`value` when it is a number of `kind` (an int counts as a float; a bool never does)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if kind is int and not isinstance(value, int):
+        return None
+    return kind(value)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None

@@ -10,7 +10,7 @@ written from each layer's own kernel, stride, padding and dilation and the size 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,8 +80,10 @@ class CheckpointInfo:
     model: str
     created: str | None  # ISO time
     finished: bool
-    stop_reason: str | None
-    epoch: int  # the epoch whose weights these are
+    stop_reason: str | None  # as stored (runs before RunStatus: "completed", "early_stop")
+    status: str  # a RunStatus: finished, early-stopped or interrupted
+    epoch: int  # the epoch whose weights these are (last.pt: epochs completed)
+    step: int  # last.pt of a run stopped part-way: batches done in epoch `epoch` + 1
     epochs_run: int
     best_epoch: int | None
     best_val_acc: float | None
@@ -323,7 +325,9 @@ def checkpoint_info(meta: CheckpointMeta, path: Path, *, weights_loaded: bool) -
         created=meta.created,
         finished=meta.finished,
         stop_reason=meta.stop_reason,
+        status=str(meta.status),
         epoch=meta.epoch,
+        step=meta.step,
         epochs_run=meta.epochs_run,
         best_epoch=best.epoch if best.validated else None,
         best_val_acc=_number(val_acc),
@@ -382,8 +386,11 @@ class Inspection:
         return doc
 
 
-def inspect_model(settings: InspectSettings) -> Inspection:
-    """Describe the model; check the checkpoint asked for, or else the latest run's one.
+def inspect_model(
+    settings: InspectSettings, *, log: Callable[[str], None] | None = None
+) -> Inspection:
+    """Describe the model; check the checkpoint asked for, or else the latest run's one
+    (`log` is told which run that is).
 
     A checkpoint asked for must load and be of the model asked for; the latest run's is only
     described when it does, with a warning when it does not load.
@@ -396,7 +403,7 @@ def inspect_model(settings: InspectSettings) -> Inspection:
 
     if settings.model not in MODELS:
         build_model(settings.model)  # raises: unknown model, did you mean ...
-    path = checkpoint_to_describe(settings.checkpoint, settings.runs_dir)
+    path = checkpoint_to_describe(settings.checkpoint, settings.runs_dir, log=log)
     asked = settings.checkpoint is not None
     net, info, warning = None, None, None
     if path is not None:

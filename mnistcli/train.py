@@ -29,7 +29,7 @@ from mnistcli.data import Mnist, make_tensors
 from mnistcli.errors import TrainingError
 from mnistcli.events import EarlyStopped, EpochDone, Event, TestDone, TrainResult
 from mnistcli.figures import save_curves
-from mnistcli.records import EpochStats, TestScore
+from mnistcli.records import EpochStats, RunStatus, TestScore
 from mnistcli.resume import open_run
 from mnistcli.run_state import EpochTally, Run, nan_error
 from mnistcli.settings import TrainSettings
@@ -80,7 +80,8 @@ def train(
                 run.emit(EarlyStopped(state.epoch, state.best.epoch, hyper.patience))
             elif run.stop_requested() and state.epoch < hyper.epochs:
                 return stop_run(run, (state.epoch, run.batches))  # last.pt is already saved
-        return finish_run(run, "early_stop" if run.out_of_patience() else "completed")
+        done = RunStatus.EARLY_STOPPED if run.out_of_patience() else RunStatus.FINISHED
+        return finish_run(run, done)
     except OSError as exc:  # a full disk or a folder that became unwritable while saving
         where = f" {exc.filename}" if exc.filename else ""
         raise TrainingError(
@@ -141,12 +142,12 @@ def pause(run: Run, tally: EpochTally) -> TrainResult:
 
 def stop_run(run: Run, at: tuple[int, int]) -> TrainResult:
     """Asked to stop: last.pt is saved; metrics.json says so. `at`: (epoch, batch)."""
-    result = run.result("interrupted", interrupted_at=at)
+    result = run.result(RunStatus.INTERRUPTED, interrupted_at=at)
     run.write_metrics(result)
     return result
 
 
-def finish_run(run: Run, reason: str) -> TrainResult:
+def finish_run(run: Run, reason: RunStatus) -> TrainResult:
     """Restore the best epoch's weights, evaluate the test set once, mark both files done."""
     if run.best_state is None:
         raise TrainingError("training finished without a single validated epoch")

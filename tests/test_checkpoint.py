@@ -139,6 +139,10 @@ def test_resolve_and_latest(tmp_path):
         (runs / name).mkdir(parents=True)
         save(payload(), runs / name / "last.pt")
     run_folders.point_latest(runs, runs / "old")
+    with pytest.raises(CheckpointError, match=r"no run in .* has finished an epoch.*--resume"):
+        run_folders.resolve_checkpoint(None, runs)  # only last.pt: nothing 'latest' can use
+    for name in ("old", "new"):
+        save(payload(), runs / name / "best.pt")
     assert run_folders.resolve_checkpoint(None, runs) == (runs / "old" / "best.pt").resolve()
     assert run_folders.resolve_checkpoint(runs / "new", runs) == runs / "new" / "best.pt"
     (runs / "latest").unlink()
@@ -163,7 +167,7 @@ def test_a_format_1_checkpoint_loads_and_round_trips_unchanged():
     loaded = ckpt.load_checkpoint(V1_BEST)
     meta = loaded.meta
     assert (meta.kind, meta.epoch, meta.finished) == ("best", 1, True)
-    assert meta.stop_reason == "completed"
+    assert meta.stop_reason == "completed" and meta.status == "finished"  # the old word, read
     assert [h.epoch for h in meta.history] == [1, 2] and meta.history[1].train_acc == 0.978
     assert meta.best == ckpt.Best(1, 1.0, raw["best"]["val_loss"])
     assert meta.test == ckpt.TestScore(loss=raw["test"]["loss"], acc=1.0, n=200)
@@ -217,7 +221,7 @@ def test_a_format_1_last_pt_stopped_mid_epoch_resumes(tmp_path, tiny_mnist):
     result = trainer.train(settings, tiny_mnist, on_event=started.append)
     first = next(e for e in started if isinstance(e, EpochStarted))
     assert (first.epoch, first.first_batch) == (2, 3)
-    assert result.stop_reason == "completed" and [h.epoch for h in result.history] == [1, 2]
+    assert result.stop_reason == "finished" and [h.epoch for h in result.history] == [1, 2]
     assert result.history[0].train_loss == best["history"][0]["train_loss"]
     assert ckpt.load_checkpoint(run_dir / "last.pt").meta.finished
 

@@ -71,6 +71,8 @@ SETTINGS_BY_COMMAND = {
     "eval": {"device", "runs_dir", "data.root", "eval.batch_size", "eval.pairs", "eval.gallery"},
     "predict": {"device", "runs_dir", "predict.top_k"},
     "export": {"runs_dir", "data.root", "export.format", "export.check_images"},
+    "runs": {"runs_dir"},
+    "draw": {"device", "runs_dir", "data.root"},
 }
 
 
@@ -298,7 +300,7 @@ def test_real_mnist_end_to_end_piped(tmp_path, mnist_root):
         str(write_config(tmp_path, [str(SHARED_MNIST)])),
         cwd=tmp_path,
     )
-    assert proc.returncode == 2 and "already finished" in proc.stderr
+    assert proc.returncode == 2 and "is finished: nothing to resume" in proc.stderr
 
 
 def test_precision_and_compile_flags_reach_the_settings(captured):
@@ -374,7 +376,7 @@ def test_train_json_on_tiny_data_is_one_document(monkeypatch, tmp_path, tiny_mni
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["epochs_run"] == 2 and doc["stop_reason"] == "completed"
+    assert doc["epochs_run"] == 2 and doc["stop_reason"] == "finished"
     assert doc["run_dir"].endswith("j") and 0.5 < doc["test_acc"] <= 1.0
     assert [h["epoch"] for h in doc["history"]] == [1, 2]
 

@@ -61,7 +61,7 @@ def test_trains_a_few_hundred_steps(tmp_path, real_mnist, mnist_root, precision,
     started = events[0]
     assert started.device == "cuda:0" and started.precision == precision
     assert started.batches_per_epoch * result.epochs_run == 300  # 6,400 / 64 x 3 epochs
-    assert result.device == "cuda:0" and result.stop_reason == "completed"
+    assert result.device == "cuda:0" and result.stop_reason == "finished"
     assert result.best_val_acc >= 0.95 and result.test_acc >= 0.95  # chance is 0.10
     assert result.history[-1].train_loss < result.history[0].train_loss
     state = load_checkpoint(result.run_dir / "best.pt").model_state
@@ -136,7 +136,7 @@ def test_the_train_command_on_cuda(tmp_path, mnist_root):
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["device"] == "cuda:0" and doc["stop_reason"] == "completed"
+    assert doc["device"] == "cuda:0" and doc["stop_reason"] == "finished"
     assert doc["test_acc"] > 0.9
     summary = json.loads((Path(doc["run_dir"]) / "metrics.json").read_text())["summary"]
     assert summary["device"] == "cuda:0" and summary["test_acc"] == doc["test_acc"]

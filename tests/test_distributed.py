@@ -148,7 +148,7 @@ def test_two_processes_stop_on_sigterm_resume_and_match_one_process(tmp_path, mn
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     result = json.loads(out)  # one JSON document: rank 1 printed nothing
-    assert result["epochs_run"] == 2 and result["stop_reason"] == "completed"
+    assert result["epochs_run"] == 2 and result["stop_reason"] == "finished"
     best = load_checkpoint(run / "best.pt").meta
     assert best.finished and best.world_size == 2
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp", "latest"]

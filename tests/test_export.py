@@ -258,9 +258,13 @@ def test_bad_export_options_are_one_line_errors(run, tmp_path):
 
     torch.save({"format": "mnistcli-checkpoint", "x": Boom()}, tmp_path / "evil.pt")
     cases = [
-        (["--out", str(tmp_path / "nope" / "m.onnx")], "the folder"),
+        (["--out", str(tmp_path / "evil.pt" / "m.onnx")], "is a file, not a folder"),
         (["--out", str(tmp_path)], "is a folder"),
-        (["--out", str(run / "best.pt")], "is the checkpoint itself"),
+        (["--out", str(run / "best.pt")], "has '.pt', so the format is unknown"),
+        (
+            ["--checkpoint", str(run / "model.onnx"), "--out", str(run / "model.onnx")],
+            "is the checkpoint itself",
+        ),
         (["--checkpoint", str(tmp_path / "evil.pt")], "could run code"),
         (["--checkpoint", str(tmp_path / "missing.pt")], "does not exist"),
     ]
@@ -364,3 +368,111 @@ def test_eval_and_predict_refuse_a_gpu_for_an_onnx_file_alike(run):
         assert done.exit_code == 2, (command, done.output)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "onnxruntime's CPU provider" in lines[0], done.stderr
+
+
+def test_the_format_comes_from_the_suffix_of_out(run, tmp_path, monkeypatch):
+    """--out's suffix names the format; missing folders are made (and removed again when the
+    export fails); an unknown suffix, or one that contradicts --format, is a one-line error."""
+    monkeypatch.setattr("mnistcli.data.load_mnist", lambda *_a, **_k: MNIST)
+    base = ["export", "--checkpoint", str(run), "--check-images", "20", "--json"]
+    for fmt in ("pt2", "safetensors"):
+        out = tmp_path / "new" / "deeper" / f"m.{fmt}"
+        done = runner.invoke(app, [*base, "--out", str(out)])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["format"] == fmt and out.is_file()
+    cases = [
+        (["--out", str(tmp_path / "m.bin")], "has '.bin', so the format is unknown"),
+        (["--out", str(tmp_path / "m")], "has no suffix"),
+        (["-f", "pt2", "--out", str(tmp_path / "m.onnx")], "--format pt2 writes a .pt2 file"),
+    ]
+    for args, message in cases:
+        done = runner.invoke(app, [*base, *args])
+        assert done.exit_code == 2 and done.stdout == "", (args, done.output)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, done.stderr)
+    assert not (tmp_path / "m.onnx").exists()
+    monkeypatch.setattr(export, "compare", lambda *_a: export.ExportCheck(20, 1, 0, 9.0, 20))
+    failed = runner.invoke(app, [*base, "--out", str(tmp_path / "gone" / "sub" / "m.onnx")])
+    assert failed.exit_code == 2 and not (tmp_path / "gone").exists()
+
+
+def test_export_reports_its_progress_to_the_callback(run, tmp_path):
+    seen: list[export.ExportProgress] = []
+    export.export_model(
+        run / "best.pt",
+        "onnx",
+        MNIST.test_images[:120],
+        MNIST.test_labels[:120],
+        tmp_path / "m.onnx",
+        on_progress=seen.append,
+    )
+    stages = [p.stage for p in seen]
+    assert stages[0] == "reference" and "writing" in stages and stages[-1] == "checking"
+    assert seen[-1] == export.ExportProgress("checking", 120, 120)
+
+
+def test_torch_log_lines_never_reach_stderr(tmp_path):
+    """Anything torch writes to file descriptor 2 while an exporter runs (C++ glog lines
+    such as "W1204 ...", logging, warnings) is kept off the screen."""
+    import logging
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import logging, os, warnings\n"
+        "from mnistcli.export import torch_quiet\n"
+        "with torch_quiet():\n"
+        "    os.write(2, b'W1204 12:00:00.000 glog line\\n')\n"
+        "    logging.getLogger('torch.export').warning('a torch warning')\n"
+        "    warnings.warn('a python warning')\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(probe)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert proc.returncode == 0 and proc.stderr == "after\n", proc.stderr
+    before = [logging.getLogger(n).level for n in export.TORCH_LOGGERS]
+    with export.torch_quiet():
+        assert logging.getLogger("torch").level == logging.CRITICAL
+    assert [logging.getLogger(n).level for n in export.TORCH_LOGGERS] == before
+
+
+@pytest.mark.slow
+def test_a_real_export_prints_no_torch_log_lines(trained_run, tmp_path):
+    from tests.helpers import SHARED_MNIST
+
+    for fmt in ("onnx", "pt2"):
+        out = tmp_path / "made" / f"m.{fmt}"
+        proc = run_cli(
+            "export",
+            "--checkpoint",
+            str(trained_run),
+            "--out",
+            str(out),
+            "--check-images",
+            "200",
+            "--data",
+            str(SHARED_MNIST),
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == "" and out.is_file(), proc.stderr
+        assert proc.stdout.startswith("wrote ") and len(proc.stdout.splitlines()) == 2
+
+
+def test_a_torch_export_program_is_named_whatever_its_suffix(run, tmp_path):
+    """A .pt2 under another name is refused as what it is, never as a damaged checkpoint with
+    a paragraph of torch's advice cut mid-word."""
+    from mnistcli.loading import open_model
+
+    for name in ("x.pt", "x.onnx"):
+        disguised = tmp_path / name
+        disguised.write_bytes((run / "model.pt2").read_bytes())
+        with pytest.raises(CheckpointError, match=r"is a torch.export program \(.pt2\)"):
+            open_model(disguised)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((run / "best.pt").read_bytes()[:3000])
+    with pytest.raises(CheckpointError) as info:
+        open_model(cut)
+    message = str(info.value)
+    assert "internal miniz error" not in message and "If you" not in message
+    assert message.endswith(")") and "failed" in message

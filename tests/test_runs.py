@@ -60,17 +60,18 @@ def test_resuming_a_run_clears_what_a_killed_save_left(tmp_path, tiny_mnist):
     resumed = trainer.train(
         dataclasses.replace(settings, resume=str(cut.run_dir), name=None), tiny_mnist
     )
-    assert resumed.stop_reason == "completed"
+    assert resumed.stop_reason == "finished"
     assert not leftover.exists()
     assert not list(cut.run_dir.glob(".*.tmp"))
 
 
-def test_inspect_describes_best_then_last_then_nothing(tmp_path):
+def test_inspect_describes_the_latest_run_with_a_finished_epoch_or_nothing(tmp_path):
+    """inspect picks 'latest' as eval and predict do: a run with only last.pt is skipped."""
     assert runs.checkpoint_to_describe(None, tmp_path / "runs") is None
     run = tmp_path / "runs" / "a"
     run.mkdir(parents=True)
     (run / "last.pt").write_bytes(b"")
-    assert runs.checkpoint_to_describe(None, tmp_path / "runs") == run / "last.pt"
+    assert runs.checkpoint_to_describe(None, tmp_path / "runs") is None
     (run / "best.pt").write_bytes(b"")
     assert runs.checkpoint_to_describe(None, tmp_path / "runs") == run / "best.pt"
     assert runs.checkpoint_to_describe(str(run), tmp_path) == run / "best.pt"

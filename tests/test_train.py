@@ -36,7 +36,7 @@ def test_early_stopping_stops_after_patience_and_restores_best(tmp_path, tiny_mn
     events = []
     settings = make_settings(tmp_path, epochs=10, patience=3, val_size=100, batch_size=50)
     result = trainer.train(settings, tiny_mnist, on_event=events.append)
-    assert result.stop_reason == "early_stop"
+    assert result.stop_reason == "early-stopped"
     assert result.epochs_run == 5 and result.best_epoch == 2 and result.best_val_acc == 0.70
     stops = [e for e in events if isinstance(e, ev.EarlyStopped)]
     assert len(stops) == 1 and stops[0].epoch == 5
@@ -85,7 +85,7 @@ def test_latest_within_se_keeps_that_epoch_in_best_pt(tmp_path, tiny_mnist, monk
         tmp_path, epochs=10, patience=3, val_size=100, batch_size=50, select="latest-within-se"
     )
     result = trainer.train(settings, tiny_mnist)
-    assert result.stop_reason == "early_stop" and result.epochs_run == 5
+    assert result.stop_reason == "early-stopped" and result.epochs_run == 5
     assert result.best_epoch == 4 and result.best_val_acc == 0.69
     best = load_checkpoint(result.run_dir / "best.pt")
     assert best.meta.epoch == 4 and best.meta.config["select"] == "latest-within-se"
@@ -97,7 +97,7 @@ def test_patience_zero_runs_every_epoch(tmp_path, tiny_mnist, monkeypatch):
     scripted_evaluate(monkeypatch, [0.9, 0.1, 0.1, 0.1], n_val=100)
     settings = make_settings(tmp_path, epochs=4, patience=0, val_size=100, batch_size=100)
     result = trainer.train(settings, tiny_mnist)
-    assert result.stop_reason == "completed" and result.epochs_run == 4 and result.best_epoch == 1
+    assert result.stop_reason == "finished" and result.epochs_run == 4 and result.best_epoch == 1
 
 
 def test_training_learns_and_writes_the_run_folder(tmp_path, tiny_mnist):
@@ -203,7 +203,7 @@ def test_resume_refuses_finished_runs_and_changed_settings(tmp_path, tiny_mnist)
     settings = make_settings(tmp_path, epochs=1, val_size=100)
     done = trainer.train(settings, tiny_mnist)
     again = dataclasses.replace(settings, resume=str(done.run_dir), name=None)
-    with pytest.raises(CheckpointError, match="already finished"):
+    with pytest.raises(CheckpointError, match="is finished: nothing to resume"):
         trainer.train(again, tiny_mnist)
     last = torch.load(done.run_dir / "last.pt", weights_only=True)
     last["finished"] = False
@@ -218,8 +218,10 @@ def test_resume_refuses_finished_runs_and_changed_settings(tmp_path, tiny_mnist)
 def test_existing_run_name_is_refused(tmp_path, tiny_mnist):
     settings = make_settings(tmp_path, epochs=1, val_size=100)
     trainer.train(settings, tiny_mnist)
-    with pytest.raises(ConfigError, match="already exists; continue it with --resume"):
+    # a finished run cannot be resumed: the hint names what works for it instead
+    with pytest.raises(ConfigError, match="holds a finished run; pick another --name") as info:
         trainer.train(settings, tiny_mnist)
+    assert "--resume" not in str(info.value) and "mnistcli eval --checkpoint" in str(info.value)
 
 
 def test_nan_loss_stops_and_keeps_previous_checkpoints(tmp_path, tiny_mnist, monkeypatch):
@@ -330,4 +332,4 @@ def test_a_run_that_used_a_removed_setting_is_not_resumed(tmp_path, tiny_mnist):
         trainer.train(again, tiny_mnist)
     last["config"]["ema"] = 0.0  # at its neutral value it resumes
     torch.save(last, cut.run_dir / "last.pt")
-    assert trainer.train(again, tiny_mnist).stop_reason == "completed"
+    assert trainer.train(again, tiny_mnist).stop_reason == "finished"

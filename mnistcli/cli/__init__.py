@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import enum
 import functools
-import inspect as pyinspect
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
-from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from mnistcli import __version__
-from mnistcli.cli import draw, eval, export, inspect, predict, train
+from mnistcli.cli import draw, eval, export, inspect, predict, runs, train
+from mnistcli.cli.conventions import Command, Group, paragraphs
 from mnistcli.cli.options import GlobalOptions, renamed_flag
 from mnistcli.cli.piped import trimmed_stdout
 from mnistcli.errors import MnistcliError
@@ -82,46 +81,6 @@ def _usage_error(exc: typer.TyperException) -> None:
     _err_console().print(f"[bold red]error:[/] {escape(message)}{escape(hint)}", soft_wrap=True)
 
 
-class _PlaceholderArgument(TyperArgument):
-    """An argument whose placeholder is its only label: `PATH...` in the usage line and the
-    Arguments panel, without Typer's `{PATH}...` braces or a second `<list[str]>` column."""
-
-    def display_type_rich(self, ctx: typer.Context) -> str | None:
-        return None
-
-    def get_usage_pieces(self, ctx: typer.Context) -> list[str]:
-        name = self.display_name_raw
-        return [name if self.required else f"[{name}]"]
-
-
-def _conventional(params: list[Any]) -> list[Any]:
-    """Typer 0.29's help shows a type placeholder beside every option, flags included (`--json
-    <bool>`); a flag takes no value, so it shows none. Values show their declared metavar."""
-    for param in params:
-        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
-            param.metavar = ""
-        elif type(param) is TyperArgument:
-            # Typer builds every argument as a TyperArgument; the subclass only changes how
-            # --help shows it, so swapping the class keeps its parsing as it is.
-            param.__class__ = _PlaceholderArgument
-    return params
-
-
-class Command(TyperCommand):
-    """Every mnistcli command: its --help in the app's one convention (see _conventional)."""
-
-    def get_params(self, ctx: typer.Context) -> list[Any]:
-        return _conventional(super().get_params(ctx))
-
-
-def paragraphs(doc: str | None) -> str:
-    """A docstring as help text: its paragraphs (blank-line separated) each on one line, so
-    --help rewraps them to the terminal instead of keeping the source's line breaks (Typer's
-    rich mode keeps them everywhere but in the first paragraph of a command's own help)."""
-    text = pyinspect.cleandoc(doc or "")
-    return "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))
-
-
 # Typer's own completion flags take no value: `--install-completion zsh` installed the
 # completion of the shell found running (bash, from a bash prompt) and ignored "zsh".
 # mnistcli's take the shell; alone, they mean 'auto' (OneLineErrors.main adds it).
@@ -156,14 +115,11 @@ def _completion(install: bool) -> Callable[[typer.Context, Any], None]:
     return callback
 
 
-class OneLineErrors(TyperGroup):
+class OneLineErrors(Group):
     """The app's command group: Typer draws usage errors as a boxed panel, mnistcli's are one
     line. It runs Typer's own main loop with standalone_mode=False, which hands the errors back
     instead of drawing them, and exits as standalone mode would (exit codes, 'Aborted.').
     `--version` after a command prints the version as it does before one (`git`'s habit)."""
-
-    def get_params(self, ctx: typer.Context) -> list[Any]:
-        return _conventional(super().get_params(ctx))
 
     def main(
         self,
@@ -270,6 +226,7 @@ _add("eval", eval.eval_model)
 _add("predict", predict.predict)
 _add("export", export.export_cmd)
 _add("draw", draw.draw)
+app.add_typer(runs.runs_app(handles_errors), name="runs")
 
 
 def main() -> None:

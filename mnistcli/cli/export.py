@@ -33,7 +33,7 @@ FormatOpt = Annotated[
         "-f",
         metavar="FORMAT",
         help="onnx (onnxruntime, any language), safetensors (weights plus a JSON sidecar) "
-        "or pt2 (torch.export).",
+        "or pt2 (torch.export); with --out, its suffix names the format.",
     ),
 ]
 OutOpt = Annotated[
@@ -42,7 +42,9 @@ OutOpt = Annotated[
         "--out",
         "-o",
         metavar="FILE",
-        help="File to write. \\[default: model.onnx, .safetensors or .pt2 next to the checkpoint]",
+        help="File to write; its suffix (.onnx, .safetensors, .pt2) names the format, and "
+        "missing folders are made. \\[default: model.onnx, .safetensors or .pt2 next to the "
+        "checkpoint]",
         show_default=False,
     ),
 ]
@@ -74,14 +76,20 @@ def export_cmd(
     written file is run on the MNIST test digits against the PyTorch model: every logit within
     1e-4 and every predicted digit the same, or it fails and leaves no file.
     """
-    from mnistcli.export import export_checkpoint
-    from mnistcli.render.export_view import export_lines
+    from mnistcli.config import Setting
+    from mnistcli.export import export_checkpoint, export_format
+    from mnistcli.render.export_view import ExportProgressView, export_lines
     from mnistcli.settings import export_settings
 
     values = settings_values(setting_flags(export_cmd, locals()), config, data)
+    asked = values["export.format"]
+    values["export.format"] = Setting(export_format(out, asked), asked.source)
     settings = export_settings(values, checkpoint=checkpoint, out=out)
     cons = consoles()
-    result = export_checkpoint(settings, log=stderr_log(as_json, cons.err))
+    with ExportProgressView(cons.err) as progress:
+        result = export_checkpoint(
+            settings, log=stderr_log(as_json, cons.err), on_progress=progress
+        )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -16,6 +16,7 @@ from mnistcli.cli.options import (
     setting_flags,
     setting_option,
     settings_values,
+    stderr_log,
 )
 from mnistcli.config import default_text
 
@@ -110,8 +111,8 @@ def inspect_model(
     settings = inspect_settings(
         values, checkpoint=checkpoint, image=image, raw=raw, save=save, layer=layer
     )
-    found = describe_model(settings)
     cons = consoles()
+    found = describe_model(settings, log=stderr_log(as_json, cons.err))
     print_warnings(cons.err, found)
     saved: list[Path] = []
     if found.activations is not None and settings.save is not None:

@@ -17,6 +17,7 @@ from mnistcli.cli.options import (
     setting_flags,
     setting_option,
     settings_values,
+    stderr_log,
 )
 
 PathsArg = Annotated[
@@ -95,6 +96,7 @@ def predict(
         runs_dir=settings.runs_dir,
         need_module=settings.explain,
         channels_last=True,
+        log=stderr_log(as_json, cons.err),
     )
     if not as_json:
         cons.err.print(

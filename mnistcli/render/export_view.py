@@ -1,10 +1,21 @@
-"""What `mnistcli export` prints: the file written and its self-check."""
+"""What `mnistcli export` prints: its progress on a terminal, the file written and its
+self-check."""
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from mnistcli.export import ExportResult
+from mnistcli.export import ExportProgress, ExportResult
 from mnistcli.render.console import percent
 
 READERS = {"onnx": "onnxruntime", "safetensors": "safetensors", "pt2": "torch.export"}
@@ -24,3 +35,50 @@ def export_lines(result: ExportResult) -> str:
             f"{check.mismatches} predicted digits differ",
         ]
     )
+
+
+STAGES = {
+    "reference": "PyTorch on the test digits",
+    "writing": "writing the file",
+    "checking": "checking the written file",
+}
+
+
+class ExportProgressView:
+    """The export's progress on stderr while it is a terminal (with or without colour):
+    one transient line per stage, gone when the export ends. Elsewhere it shows nothing."""
+
+    def __init__(self, err: Console) -> None:
+        self.progress: Progress | None = None
+        if err.is_terminal and not err.is_dumb_terminal:
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ExportProgressView:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, event: ExportProgress) -> None:
+        if self.progress is None:
+            return
+        task = self.tasks.get(event.stage)
+        if task is None:
+            for done in self.tasks.values():  # one stage at a time on screen
+                self.progress.update(done, visible=False)
+            task = self.progress.add_task(STAGES.get(event.stage, event.stage), total=None)
+            self.tasks[event.stage] = task
+        total = event.total if event.stage != "writing" else None  # the writer says no more
+        self.progress.update(task, completed=event.done, total=total)

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from mnistcli.records import RunStatus
 from mnistcli.render.console import is_color, percent, plural
 from mnistcli.summary import CheckpointInfo, Inspection, ModelSummary
 
@@ -122,15 +123,14 @@ def checkpoint_table(c: CheckpointInfo) -> Table:
         if c.weights_loaded
         else "[red]not loaded[/]"
     )
-    state = (
-        f"finished ({escape(c.stop_reason or 'completed')})"
-        if c.finished
-        else f"not finished ({escape(c.stop_reason)})"
-        if c.stop_reason
-        else "not finished"
+    state = RunStatus(c.status).label
+    weights_of = (
+        f"weights part-way through epoch {c.epoch + 1}, after batch {c.step}"
+        if c.step
+        else f"weights of epoch {c.epoch}"
     )
     rows: list[tuple[str, str]] = [
-        ("checkpoint", f"{escape(c.path)} ({escape(c.kind)}, weights of epoch {c.epoch})"),
+        ("checkpoint", f"{escape(c.path)} ({escape(c.kind)}, {weights_of})"),
         ("weights", weights),
         ("trained", escape(c.created or "unknown")),
         ("run", f"{state}, {plural(c.epochs_run, 'epoch')} run{_by(c.world_size)}"),

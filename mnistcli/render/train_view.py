@@ -26,7 +26,7 @@ from mnistcli.events import (
     TestDone,
     TrainResult,
 )
-from mnistcli.records import EpochStats
+from mnistcli.records import EpochStats, parse_run_status
 from mnistcli.render.charts import curves
 from mnistcli.render.console import is_color, percent, plural
 
@@ -255,12 +255,7 @@ def summary_table(result: TrainResult) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    reasons = {
-        "completed": "all epochs run",
-        "early_stop": "early stopping",
-        "interrupted": "interrupted (resumable)",
-    }
-    table.add_row("stopped by", reasons.get(result.stop_reason, result.stop_reason))
+    table.add_row("state", parse_run_status(result.stop_reason).label)
     table.add_row("epochs run", str(result.epochs_run))
     table.add_row(
         "best epoch",
