@@ -24,7 +24,7 @@ from mnistcli.metrics import ClassScore, EvalReport, Evaluation, Mistake
 from mnistcli.render.charts import curves
 from mnistcli.render.console import is_color, percent
 from mnistcli.render.digits import digit_rows
-from mnistcli.render.fit import Whole, first_fit, needed_width
+from mnistcli.render.fit import Whole, first_fit, needed_width, stack_if_narrow
 
 # Cell colours as (background, text) pairs, light to dark. Both colours are set, so a cell reads
 # the same on dark and light terminals. Diagonal (correct) in blues, mistakes in reds.
@@ -56,7 +56,7 @@ def shade(count: int, largest: int, steps: int) -> int:
     return min(max(level, 0), steps - 1)
 
 
-def summary_table(
+def summary_rows(
     ev: Evaluation,
     *,
     checkpoint: str,
@@ -64,30 +64,39 @@ def summary_table(
     device: str,
     trained: str | None = None,
     saved: Sequence[str] = (),
-) -> Table:
+) -> list[tuple[str, str]]:
+    """The summary's (name, value in rich markup) pairs: model, data, accuracy, errors, time."""
+    rows = [("model", escape(checkpoint))]
+    if trained:
+        rows.append(("trained", escape(trained)))
+    rows.append(("data", f"{split} split, {ev.n:,} images"))
+    ci = ev.interval
+    rows.append(
+        (
+            "accuracy",
+            f"[bold]{percent(ev.accuracy)}[/]  {percent(ci.level, 0)} CI "
+            f"{percent(ci.low)} to {percent(ci.high)} (Wilson score interval)",
+        )
+    )
+    per_error = 100 / ev.n if ev.n else 0.0
+    rows.append(
+        ("errors", f"{ev.errors:,} of {ev.n:,} (one error is {per_error:.3g} percentage points)")
+    )
+    rows.append(("mean loss", f"{ev.loss:.4f} (cross-entropy)"))
+    speed = ev.n / ev.seconds if ev.seconds > 0 else 0.0
+    rows.append(("time", f"{ev.seconds:.2f} s on {escape(device)} ({speed:,.0f} images/s)"))
+    if saved:
+        rows.append(("saved", escape(", ".join(saved))))
+    return rows
+
+
+def summary_table(rows: Sequence[tuple[str, str]]) -> Table:
+    """summary_rows as a table: names in bold, values beside them (wrapped between words)."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("model", escape(checkpoint))
-    if trained:
-        table.add_row("trained", escape(trained))
-    table.add_row("data", f"{split} split, {ev.n:,} images")
-    ci = ev.interval
-    table.add_row(
-        "accuracy",
-        f"[bold]{percent(ev.accuracy)}[/]  {percent(ci.level, 0)} CI "
-        f"{percent(ci.low)} to {percent(ci.high)} (Wilson score interval)",
-    )
-    per_error = 100 / ev.n if ev.n else 0.0
-    table.add_row(
-        "errors",
-        f"{ev.errors:,} of {ev.n:,} (one error is {per_error:.3g} percentage points)",
-    )
-    table.add_row("mean loss", f"{ev.loss:.4f} (cross-entropy)")
-    speed = ev.n / ev.seconds if ev.seconds > 0 else 0.0
-    table.add_row("time", f"{ev.seconds:.2f} s on {escape(device)} ({speed:,.0f} images/s)")
-    if saved:
-        table.add_row("saved", escape(", ".join(saved)))
+    for name, value in rows:
+        table.add_row(Whole(name), value)  # a name never wraps: its value does
     return table
 
 
@@ -364,11 +373,10 @@ def print_report(
 ) -> None:
     """Everything, in reading order: summary, matrix, per-class table, pairs, gallery."""
     color = is_color(console)
-    console.print(
-        summary_table(
-            ev, checkpoint=checkpoint, split=split, device=device, trained=trained, saved=saved
-        )
+    rows = summary_rows(
+        ev, checkpoint=checkpoint, split=split, device=device, trained=trained, saved=saved
     )
+    console.print(stack_if_narrow(console, summary_table(rows), rows))
     console.print()
     console.print(confusion_view(console, ev.confusion, color=color))
     console.print()

@@ -126,7 +126,7 @@ def totals_table(s: ModelSummary, console: Console | None = None) -> RenderableT
         ("", f"{size_text(s.activation_bytes_batch)} per batch of {s.batch_size}"),
     ]
     for name, value in rows:
-        grid.add_row(name, value)
+        grid.add_row(Whole(name), value)  # a name never wraps: its value does
     return grid if console is None else stack_if_narrow(console, grid, rows)
 
 
@@ -190,7 +190,7 @@ def checkpoint_table(c: CheckpointInfo, console: Console | None = None) -> Rende
     for i, (name, checksum) in enumerate(c.data.items()):
         rows.append(("data checksums" if i == 0 else "", escape(f"{name}: {checksum}")))
     for name, value in rows:
-        grid.add_row(name, value)
+        grid.add_row(Whole(name), value)  # a name never wraps: its value does
     return grid if console is None else stack_if_narrow(console, grid, rows)
 
 
