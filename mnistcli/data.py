@@ -2,7 +2,8 @@
 
 The four files are kept decompressed in a data root (a cache folder) and checked against the
 published md5 of the *decompressed* bytes every time they are loaded, so a truncated or altered
-file is found, removed and fetched again instead of being trained on.
+file is found, removed and fetched again instead of being trained on. A command that needs one
+part (eval on the test split) loads only that part's two files: `load_part`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from mnistcli.errors import DataError
 from mnistcli.files import write_atomic
@@ -38,15 +39,49 @@ FILES: dict[str, tuple[str, int]] = {
 MEAN, STD = 0.1307, 0.3081
 
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # the largest file, decompressed, is 47 MB
+CHUNK_BYTES = 1 << 20  # read and hash in 1 MiB steps, so progress moves during the 47 MB file
 Message = Callable[[str], None]
 
+# The two parts of MNIST and their (images, labels) files.
+Part = Literal["train", "test"]
+PART_FILES: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# images in the training part (IDX labels file: an 8-byte header, then one byte per image),
+# known without reading it
+TRAIN_COUNT = FILES["train-labels-idx1-ubyte"][1] - 8
 
-def md5_of(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+@dataclass(frozen=True)
+class FileProgress:
+    """How far checking or fetching one MNIST file has got: `done` of `total` bytes."""
+
+    name: str
+    action: Literal["checking", "fetching"]
+    done: int
+    total: int  # 0 while the size is unknown (a download without a length)
 
 
-def _read_source(location: str, name: str, timeout: float) -> bytes:
-    """The bytes of `name` (or `name.gz`) at one mirror: a local folder or a base URL."""
+OnProgress = Callable[[FileProgress], None]
+
+
+def md5_of(data: bytes, on_step: Callable[[int], None] | None = None) -> str:
+    """The md5 of `data`, fed in CHUNK_BYTES steps; `on_step(bytes hashed so far)` after each."""
+    digest = hashlib.md5(usedforsecurity=False)
+    view = memoryview(data)
+    for start in range(0, len(data), CHUNK_BYTES):
+        digest.update(view[start : start + CHUNK_BYTES])
+        if on_step is not None:
+            on_step(min(start + CHUNK_BYTES, len(data)))
+    return digest.hexdigest()
+
+
+def _read_source(
+    location: str, name: str, timeout: float, on_step: Callable[[int, int], None]
+) -> bytes:
+    """The bytes of `name` (or `name.gz`) at one mirror: a local folder or a base URL;
+    `on_step(done, total bytes)` as a download arrives (total 0 when the server gives none)."""
     if "://" not in location:
         folder = Path(location)
         if not folder.is_dir():
@@ -57,7 +92,17 @@ def _read_source(location: str, name: str, timeout: float) -> bytes:
         raise OSError(f"neither {name} nor {name}.gz in {folder}")
     url = location.rstrip("/") + f"/{name}.gz"
     with urllib.request.urlopen(url, timeout=timeout) as response:
-        data = response.read(MAX_DOWNLOAD_BYTES + 1)
+        total = int(response.headers.get("Content-Length") or 0)
+        chunks: list[bytes] = []
+        received = 0
+        while received <= MAX_DOWNLOAD_BYTES:
+            chunk = response.read(min(CHUNK_BYTES, MAX_DOWNLOAD_BYTES + 1 - received))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            received += len(chunk)
+            on_step(received, total)
+        data = b"".join(chunks)
     if len(data) > MAX_DOWNLOAD_BYTES:
         raise OSError(f"{url} is larger than any MNIST file")
     return data
@@ -84,11 +129,21 @@ def ensure_file(
     *,
     timeout: float = 15.0,
     on_message: Message | None = None,
+    on_progress: OnProgress | None = None,
 ) -> bytes:
-    """The verified decompressed bytes of one MNIST file, fetching it into `root` if needed."""
+    """The verified decompressed bytes of one MNIST file, fetching it into `root` if needed;
+    `on_progress` hears how far checking (hashing) and fetching (downloading) have got."""
     md5, size = FILES[name]
     target = root / name
     say = on_message or (lambda _msg: None)
+    tell = on_progress or (lambda _p: None)
+
+    def checking(done: int) -> None:
+        tell(FileProgress(name, "checking", done, size))
+
+    def fetching(done: int, total: int) -> None:
+        tell(FileProgress(name, "fetching", done, total))
+
     if target.is_file():
         try:
             data = target.read_bytes()
@@ -97,7 +152,7 @@ def ensure_file(
                 f"cannot read {target}: {exc.strerror or exc}; "
                 f"check its permissions or use another data root"
             ) from None
-        if len(data) == size and md5_of(data) == md5:
+        if len(data) == size and md5_of(data, checking) == md5:
             return data
         say(f"{target} is corrupt or incomplete (checksum mismatch); fetching it again")
         # in a read-only root the unlink fails; the fresh copy below is then used from memory
@@ -106,12 +161,12 @@ def ensure_file(
     tried: list[str] = []
     for location in mirrors:
         try:
-            data = _decompress(_read_source(location, name, timeout))
+            data = _decompress(_read_source(location, name, timeout, fetching))
         except (OSError, urllib.error.URLError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             tried.append(f"{location}: {reason}")
             continue
-        if len(data) != size or md5_of(data) != md5:
+        if len(data) != size or md5_of(data, checking) != md5:
             tried.append(f"{location}: checksum mismatch, discarded")
             continue
         try:
@@ -164,15 +219,52 @@ class Mnist:
     checksums: dict[str, str]
 
 
-def load_mnist(root: Path, mirrors: Sequence[str], *, on_message: Message | None = None) -> Mnist:
+@dataclass(frozen=True)
+class Images:
+    """One part of MNIST (train or test) as uint8 images and int64 labels."""
+
+    images: torch.Tensor  # (N, 28, 28) uint8
+    labels: torch.Tensor  # (N,) int64
+
+
+def load_part(
+    root: Path,
+    mirrors: Sequence[str],
+    part: Part,
+    *,
+    on_message: Message | None = None,
+    on_progress: OnProgress | None = None,
+) -> Images:
+    """Fetch (if needed), verify and parse the two files of one part; the other part's files are
+    never opened (eval on the test split does not read the 47 MB training images)."""
+    images_name, labels_name = PART_FILES[part]
+    images, labels = (
+        parse_idx(
+            ensure_file(name, root, mirrors, on_message=on_message, on_progress=on_progress),
+            expect_images=name == images_name,
+        )
+        for name in (images_name, labels_name)
+    )
+    return Images(images=images, labels=labels.long())
+
+
+def load_mnist(
+    root: Path,
+    mirrors: Sequence[str],
+    *,
+    on_message: Message | None = None,
+    on_progress: OnProgress | None = None,
+) -> Mnist:
     """Fetch (if needed), verify and parse the four MNIST files."""
-    raw = {name: ensure_file(name, root, mirrors, on_message=on_message) for name in FILES}
-    tensors = {name: parse_idx(data, expect_images="images" in name) for name, data in raw.items()}
+    train, test = (
+        load_part(root, mirrors, part, on_message=on_message, on_progress=on_progress)
+        for part in ("train", "test")
+    )
     return Mnist(
-        train_images=tensors["train-images-idx3-ubyte"],
-        train_labels=tensors["train-labels-idx1-ubyte"].long(),
-        test_images=tensors["t10k-images-idx3-ubyte"],
-        test_labels=tensors["t10k-labels-idx1-ubyte"].long(),
+        train_images=train.images,
+        train_labels=train.labels,
+        test_images=test.images,
+        test_labels=test.labels,
         checksums={name: FILES[name][0] for name in FILES},
     )
 

@@ -23,12 +23,16 @@ if TYPE_CHECKING:
     from torch import nn
 
     from mnistcli.checkpoint import EpochStats
+    from mnistcli.data import OnProgress as OnFileProgress
     from mnistcli.data import Tensors
     from mnistcli.loading import LoadedModel
     from mnistcli.settings import EvalSettings, HyperParams
 
     # (N, 28, 28) uint8 images -> (N, C) logits: a model run by something other than PyTorch
     LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+
+# (images done, images in all): how far an evaluation has got
+OnProgress = Callable[[int, int], None]
 
 NUM_CLASSES = 10
 CI_LEVEL = 0.95
@@ -267,21 +271,55 @@ def evaluate_model(
     top: int = 10,
     gallery: int = 16,
     logits_fn: LogitsFn | None = None,
+    on_progress: OnProgress | None = None,
 ) -> Evaluation:
     """Run `model` over (N, 28, 28) uint8 `images` in large batches and compute every figure.
 
     `logits_fn`, when given, computes the logits from the images in place of `model` (an
-    exported model run by onnxruntime). (loading.load_model already put the model in its
-    fastest memory layout.)
+    exported model run by onnxruntime). `on_progress(done, total)` is called with the images
+    scored so far after each batch. (loading.load_model already put the model in its fastest
+    memory layout.)
     """
     from mnistcli.data import make_tensors
 
     start = time.perf_counter()
     data = make_tensors(images, labels, device)
-    logits = logits_fn(images) if logits_fn is not None else None
+    logits = _batched_logits(model, data.x, images, batch_size, logits_fn, on_progress)
     result, probs = evaluate_tensors(model, data, batch_size=batch_size, top=top, logits=logits)
     mistakes = most_confident_mistakes(probs, data.y, images, gallery)
     return dataclasses.replace(result, mistakes=mistakes, seconds=time.perf_counter() - start)
+
+
+def _batched_logits(
+    model: nn.Module | None,
+    x: torch.Tensor,
+    images: torch.Tensor,
+    batch_size: int,
+    logits_fn: LogitsFn | None,
+    on_progress: OnProgress | None,
+) -> torch.Tensor | None:
+    """The (N, C) logits, one batch at a time so progress can be told; the same batches
+    logits_in_batches would run, so the numbers are the same. None: leave it to
+    evaluate_tensors (no progress wanted, a torch model)."""
+    import torch
+
+    from mnistcli.model import logits_in_batches
+
+    if logits_fn is None and (on_progress is None or model is None):
+        return None
+    total = len(images)
+    if total == 0:
+        return logits_fn(images) if logits_fn is not None else None
+    parts = []
+    for i in range(0, total, batch_size):
+        if logits_fn is not None:
+            parts.append(logits_fn(images[i : i + batch_size]))
+        else:
+            assert model is not None
+            parts.append(logits_in_batches(model, x[i : i + batch_size], batch_size))
+        if on_progress is not None:
+            on_progress(min(i + batch_size, total), total)
+    return torch.cat(parts)
 
 
 def evaluate_tensors(
@@ -362,11 +400,17 @@ class EvalReport:
 
 
 def evaluate_checkpoint(
-    settings: EvalSettings, *, log: Callable[[str], None] = lambda _m: None
+    settings: EvalSettings,
+    *,
+    log: Callable[[str], None] = lambda _m: None,
+    on_data: OnFileProgress | None = None,
+    on_progress: OnProgress | None = None,
 ) -> EvalReport:
-    """Load the checkpoint, then MNIST, and evaluate it on the test split or on the validation
-    split its own run held out (the trainer's split_indices, same seed and size)."""
-    from mnistcli.data import load_mnist, split_indices
+    """Load the checkpoint, then the MNIST part the split lives in (the test files, or the
+    training files for the validation split), and evaluate it on the test split or on the
+    validation split its own run held out (the trainer's split_indices, same seed and size).
+    `on_data` hears how checking or fetching the data files goes, `on_progress` the scoring."""
+    from mnistcli.data import TRAIN_COUNT, load_part, split_indices
     from mnistcli.loading import open_model
 
     loaded = open_model(
@@ -378,16 +422,18 @@ def evaluate_checkpoint(
     )
     meta = loaded.require_meta()
     hyper = meta.hyper
-    mnist = load_mnist(settings.data.root, list(settings.data.mirrors), on_message=log)
+    mirrors = list(settings.data.mirrors)
     if settings.split == "val":
-        held_out = split_indices(len(mnist.train_labels), hyper.val_size, hyper.seed).val
-        images, labels = mnist.train_images[held_out], mnist.train_labels[held_out]
+        train = load_part(settings.data.root, mirrors, "train", on_message=log, on_progress=on_data)
+        held_out = split_indices(len(train.labels), hyper.val_size, hyper.seed).val
+        images, labels = train.images[held_out], train.labels[held_out]
         log(
             f"note: the validation split ({hyper.val_size:,} images, seed {hyper.seed}) chose "
             f"this checkpoint, so its figures are optimistic; the test split is not"
         )
     else:
-        images, labels = mnist.test_images, mnist.test_labels
+        test = load_part(settings.data.root, mirrors, "test", on_message=log, on_progress=on_data)
+        images, labels = test.images, test.labels
     on_torch = loaded.module is not None  # else onnxruntime runs the file on the CPU
     evaluation = evaluate_model(
         loaded.module,
@@ -398,8 +444,9 @@ def evaluate_checkpoint(
         top=settings.top,
         gallery=settings.gallery,
         logits_fn=None if on_torch else _pixel_logits(loaded, settings.batch_size),
+        on_progress=on_progress,
     )
-    n_train = len(mnist.train_labels) - hyper.val_size
+    n_train = TRAIN_COUNT - hyper.val_size
     return EvalReport(
         checkpoint=loaded.path,
         model=meta.model,

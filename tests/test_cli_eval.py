@@ -357,3 +357,76 @@ def test_curves_png_marks_the_best_epoch(tmp_path):
     left, right = columns(2), columns(4)
     assert len(left) >= 2 and len(right) >= 2  # one line in each of the two charts
     assert (right > left).all()  # a later epoch, further right
+
+
+# --- only the split's files; progress on a terminal only ----------------------------------
+
+
+@pytest.mark.slow
+def test_test_split_needs_only_the_test_files(tmp_path, run_copy):
+    """A data folder holding only the two t10k files is enough for `eval` (the test split)."""
+    only_test = tmp_path / "only-test"
+    only_test.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(SHARED_MNIST / name, only_test / name)
+    root = tmp_path / "root"
+    args = ["eval", "--checkpoint", str(run_copy), "--no-save", "--json"]
+    result = runner.invoke(app, [*args, "--data", str(only_test), "--data-root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n"] == 10_000
+    assert sorted(p.name for p in root.iterdir()) == [
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
+
+
+def stderr_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Run mnistcli with stderr on a pseudo-terminal (80x24) and stdout on a pipe; returns
+    (stdout, everything the terminal received)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    main, side = pty.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnistcli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=side,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(side)
+    received = bytearray()
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        received += chunk
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    assert proc.wait(timeout=120) == 0, received.decode(errors="replace")
+    os.close(main)
+    return out, received.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_progress_on_a_terminal_even_with_no_color_and_json(tmp_path, run_copy, mnist_root):
+    import os
+
+    env = {**os.environ, "TERM": "xterm-256color", "NO_COLOR": "1", "COLUMNS": "80"}
+    args = ["eval", "--checkpoint", str(run_copy), "--no-save", "--json", "-b", "100"]
+    out, screen = stderr_on_a_terminal([*args, *data_args(mnist_root)], tmp_path, env)
+    assert json.loads(out)["n"] == 10_000  # stdout: the JSON document alone
+    assert "scoring" in screen and "/10,000 images" in screen
+    assert "\x1b[3" not in screen  # NO_COLOR: no colour codes, the progress all the same
+
+    piped = run_cli(*args, *data_args(mnist_root), cwd=tmp_path, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == ""  # no terminal: no progress at all

@@ -188,3 +188,35 @@ def test_url_mirror_over_http_on_loopback(tmp_path, fake_files):
     assert (tmp_path / "root" / "train-labels-idx1-ubyte").read_bytes() == fake_files[
         "train-labels-idx1-ubyte"
     ]
+
+
+def test_one_part_opens_only_its_two_files(tmp_path, fake_files, monkeypatch):
+    """eval on the test split loads the t10k files alone: a mirror holding nothing else works,
+    and the training files are never looked for."""
+    only_test = tmp_path / "only-test"
+    only_test.mkdir()
+    for name in data.PART_FILES["test"]:
+        (only_test / f"{name}.gz").write_bytes(gzip.compress(fake_files[name]))
+    looked_up: list[str] = []
+    real = data.ensure_file
+    monkeypatch.setattr(
+        data, "ensure_file", lambda name, *a, **k: looked_up.append(name) or real(name, *a, **k)
+    )
+    events: list[data.FileProgress] = []
+    root = tmp_path / "root"
+    part = data.load_part(root, [str(only_test)], "test", on_progress=events.append)
+    assert part.labels.tolist() == [1, 2, 3, 4] and part.images.shape == (4, 28, 28)
+    assert looked_up == list(data.PART_FILES["test"])
+    assert sorted(p.name for p in root.iterdir()) == sorted(data.PART_FILES["test"])
+    # each file checked to its last byte, after fetching (from a folder: no download steps)
+    last = {e.name: e for e in events if e.action == "checking"}
+    assert {n: (e.done, e.total) for n, e in last.items()} == {
+        n: (data.FILES[n][1],) * 2 for n in data.PART_FILES["test"]
+    }
+    with pytest.raises(DataError, match="train-images-idx3-ubyte"):
+        data.load_part(root, [str(only_test)], "train")
+
+
+@pytest.mark.slow
+def test_train_count_is_the_training_part_size(real_mnist):
+    assert data.TRAIN_COUNT == len(real_mnist.train_labels) == 60_000

@@ -89,6 +89,7 @@ def eval_model(
     from mnistcli.metrics import evaluate_checkpoint
     from mnistcli.render.eval_figures import save_eval_files
     from mnistcli.render.eval_view import print_eval
+    from mnistcli.render.progress_view import task_progress
     from mnistcli.settings import eval_settings
 
     values = settings_values(setting_flags(eval_model, locals()), config, data)
@@ -96,7 +97,14 @@ def eval_model(
         values, checkpoint=checkpoint, split=split.value, save=save, write_files=not no_save
     )
     cons = consoles()
-    report = evaluate_checkpoint(settings, log=stderr_log(as_json, cons.err))
+    # progress on stderr whenever it is a terminal, --json or not: stdout holds the results
+    with task_progress(cons.err) as progress:
+        report = evaluate_checkpoint(
+            settings,
+            log=stderr_log(as_json, cons.err),
+            on_data=progress.data,
+            on_progress=progress.scoring,
+        )
     saved: list[Path] = []
     if settings.write_files:
         saved = save_eval_files(report, settings.save or report.checkpoint.parent)

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
+from rich.padding import Padding
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
@@ -23,6 +24,7 @@ from mnistcli.metrics import ClassScore, EvalReport, Evaluation, Mistake
 from mnistcli.render.charts import curves
 from mnistcli.render.console import is_color, percent
 from mnistcli.render.digits import digit_rows
+from mnistcli.render.fit import Whole, first_fit, needed_width, stack_if_narrow
 
 # Cell colours as (background, text) pairs, light to dark. Both colours are set, so a cell reads
 # the same on dark and light terminals. Diagonal (correct) in blues, mistakes in reds.
@@ -54,7 +56,7 @@ def shade(count: int, largest: int, steps: int) -> int:
     return min(max(level, 0), steps - 1)
 
 
-def summary_table(
+def summary_rows(
     ev: Evaluation,
     *,
     checkpoint: str,
@@ -62,63 +64,100 @@ def summary_table(
     device: str,
     trained: str | None = None,
     saved: Sequence[str] = (),
-) -> Table:
+) -> list[tuple[str, str]]:
+    """The summary's (name, value in rich markup) pairs: model, data, accuracy, errors, time."""
+    rows = [("model", escape(checkpoint))]
+    if trained:
+        rows.append(("trained", escape(trained)))
+    rows.append(("data", f"{split} split, {ev.n:,} images"))
+    ci = ev.interval
+    rows.append(
+        (
+            "accuracy",
+            f"[bold]{percent(ev.accuracy)}[/]  {percent(ci.level, 0)} CI "
+            f"{percent(ci.low)} to {percent(ci.high)} (Wilson score interval)",
+        )
+    )
+    per_error = 100 / ev.n if ev.n else 0.0
+    rows.append(
+        ("errors", f"{ev.errors:,} of {ev.n:,} (one error is {per_error:.3g} percentage points)")
+    )
+    rows.append(("mean loss", f"{ev.loss:.4f} (cross-entropy)"))
+    speed = ev.n / ev.seconds if ev.seconds > 0 else 0.0
+    rows.append(("time", f"{ev.seconds:.2f} s on {escape(device)} ({speed:,.0f} images/s)"))
+    if saved:
+        rows.append(("saved", escape(", ".join(saved))))
+    return rows
+
+
+def summary_table(rows: Sequence[tuple[str, str]]) -> Table:
+    """summary_rows as a table: names in bold, values beside them (wrapped between words)."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("model", escape(checkpoint))
-    if trained:
-        table.add_row("trained", escape(trained))
-    table.add_row("data", f"{split} split, {ev.n:,} images")
-    ci = ev.interval
-    table.add_row(
-        "accuracy",
-        f"[bold]{percent(ev.accuracy)}[/]  {percent(ci.level, 0)} CI "
-        f"{percent(ci.low)} to {percent(ci.high)} (Wilson score interval)",
-    )
-    per_error = 100 / ev.n if ev.n else 0.0
-    table.add_row(
-        "errors",
-        f"{ev.errors:,} of {ev.n:,} (one error is {per_error:.3g} percentage points)",
-    )
-    table.add_row("mean loss", f"{ev.loss:.4f} (cross-entropy)")
-    speed = ev.n / ev.seconds if ev.seconds > 0 else 0.0
-    table.add_row("time", f"{ev.seconds:.2f} s on {escape(device)} ({speed:,.0f} images/s)")
-    if saved:
-        table.add_row("saved", escape(", ".join(saved)))
+    for name, value in rows:
+        table.add_row(Whole(name), value)  # a name never wraps: its value does
     return table
 
 
-def confusion_table(confusion: Sequence[Sequence[int]], *, color: bool) -> Table:
-    """Rows true, columns predicted; cell colour by count (blue diagonal, red mistakes)."""
+MATRIX_TITLE = "confusion matrix (rows: true label, columns: predicted label)"
+SHORT_MATRIX_TITLE = "confusion matrix (rows: true, columns: predicted)"
+DIAGONAL_MARK = "·"  # where the correct count stood, in the form that lists it in its own column
+
+
+def _matrix_cell(count: int, diagonal: bool, shades: int, *, color: bool, pad: bool) -> Whole:
+    """One count of the matrix, whole: its colour by `shades` (-1: none, dim), or, without
+    colour, a diagonal count [bracketed] when `pad` (the full form)."""
+    if not color:
+        return Whole(f"[{count}]" if diagonal else f"{count} ") if pad else Whole(str(count))
+    palette = DIAGONAL_SHADES if diagonal else ERROR_SHADES
+    if shades < 0:
+        return Whole(f"{count} " if pad else str(count), style="dim")
+    bg, fg = palette[shades]
+    text = f" {count} " if pad else str(count)
+    return Whole(text, style=Style(color=fg, bgcolor=bg, bold=diagonal))
+
+
+def _shades(confusion: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Each cell's shade: log scale within the diagonal, and within the mistakes."""
     size = len(confusion)
     diag_max = max((confusion[i][i] for i in range(size)), default=0)
     off_max = max((confusion[t][p] for t in range(size) for p in range(size) if t != p), default=0)
+    return [
+        [
+            shade(
+                confusion[t][p],
+                diag_max if t == p else off_max,
+                len(DIAGONAL_SHADES if t == p else ERROR_SHADES),
+            )
+            for p in range(size)
+        ]
+        for t in range(size)
+    ]
+
+
+def confusion_table(
+    confusion: Sequence[Sequence[int]], *, color: bool, titled: bool = True
+) -> Table:
+    """Rows true, columns predicted; cell colour by count (blue diagonal, red mistakes). The
+    full form: `titled` puts the title in the table (else the caller prints it above)."""
+    size = len(confusion)
+    levels = _shades(confusion)
     table = Table(
-        title="confusion matrix (rows: true label, columns: predicted label)",
+        title=MATRIX_TITLE if titled else None,
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         show_edge=False,
         padding=(0, 0),  # SIMPLE_HEAD already puts a space between columns
     )
-    rows: list[list[Text]] = []
-    for t in range(size):
-        cells: list[Text] = []
-        for p in range(size):
-            count = confusion[t][p]
-            diagonal = t == p
-            if not color:
-                cells.append(Text(f"[{count}]" if diagonal else f"{count} "))
-                continue
-            shades = DIAGONAL_SHADES if diagonal else ERROR_SHADES
-            level = shade(count, diag_max if diagonal else off_max, len(shades))
-            if level < 0:
-                cells.append(Text(f"{count} ", style="dim"))
-            else:
-                bg, fg = shades[level]
-                cells.append(Text(f" {count} ", style=Style(color=fg, bgcolor=bg, bold=diagonal)))
-        rows.append(cells)
+    rows = [
+        [
+            _matrix_cell(confusion[t][p], t == p, levels[t][p], color=color, pad=True)
+            for p in range(size)
+        ]
+        for t in range(size)
+    ]
     # every count must stay whole: columns never shrink below their widest cell
     table.add_column("true", justify="right", style="bold", no_wrap=True, min_width=4)
     for p in range(size):
@@ -129,32 +168,151 @@ def confusion_table(confusion: Sequence[Sequence[int]], *, color: bool) -> Table
     return table
 
 
-def class_table(scores: Sequence[ClassScore], macro: ClassScore) -> Table:
-    table = Table(title="per class", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("digit", "precision", "recall", "F1", "support", "predicted"):
-        table.add_column(name, justify="right")
+def compact_confusion_table(
+    confusion: Sequence[Sequence[int]], *, color: bool, diagonal_apart: bool = False
+) -> Table:
+    """The matrix in as few columns as its counts allow: no padding around a count, one space
+    between columns. With `diagonal_apart` the correct counts leave the diagonal (marked ·)
+    for a last column, 'ok', so each column is only as wide as its largest mistake."""
+    size = len(confusion)
+    levels = _shades(confusion)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 0))
+    table.add_column("", justify="right", style="bold", no_wrap=True)
+    for p in range(size):
+        table.add_column(str(p), justify="right", no_wrap=True)
+    if diagonal_apart:
+        table.add_column("ok", justify="right", no_wrap=True)
+    for t in range(size):
+        cells: list[Text] = []
+        for p in range(size):
+            if diagonal_apart and t == p:
+                cells.append(Whole(DIAGONAL_MARK, style="dim"))
+                continue
+            cells.append(
+                _matrix_cell(confusion[t][p], t == p, levels[t][p], color=color, pad=False)
+            )
+        if diagonal_apart:
+            cells.append(_matrix_cell(confusion[t][t], True, levels[t][t], color=color, pad=False))
+        table.add_row(str(t), *cells)
+    return table
+
+
+def confusion_view(
+    console: Console, confusion: Sequence[Sequence[int]], *, color: bool
+) -> RenderableType:
+    """The matrix in the widest form that fits the console, every count whole: the full table;
+    a compact one; one with the correct counts in a column of their own; or, when not even that
+    fits, one line saying how to see it."""
+    heading = Text(SHORT_MATRIX_TITLE)
+    plain_legend = Text("  [n]: correct predictions (the diagonal)")
+    compact_legend = legend("the diagonal (row = column): correct predictions")
+    apart_legend = legend(f"ok: correct predictions, moved out of the diagonal ({DIAGONAL_MARK})")
+
+    def full() -> RenderableType:
+        table = confusion_table(confusion, color=color)
+        return table if color else Group(table, plain_legend)
+
+    forms = [
+        full,
+        lambda: Group(heading, compact_confusion_table(confusion, color=color), compact_legend),
+        lambda: Group(
+            heading,
+            compact_confusion_table(confusion, color=color, diagonal_apart=True),
+            apart_legend,
+        ),
+    ]
+    fitted = first_fit(console, forms)
+    if fitted is not None:
+        return fitted
+    need = needed_width(console, forms[-1]())
+    return Text(
+        f"confusion matrix left out: it needs {need} columns and the terminal has "
+        f"{console.width}; see it in a wider terminal or with --json"
+    )
+
+
+# the per-class table's columns: full header, short header (narrow terminals), meaning
+CLASS_COLUMNS = (
+    ("digit", "digit", ""),
+    ("precision", "prec", "precision"),
+    ("recall", "rec", "recall"),
+    ("F1", "F1", ""),
+    ("support", "n", "support, images of the digit"),
+    ("predicted", "pred", "images predicted as the digit"),
+)
+
+
+def class_table(
+    scores: Sequence[ClassScore], macro: ClassScore, *, short: bool = False, tight: bool = False
+) -> Table:
+    """Precision, recall, F1, support and predictions per digit, the worst F1 in red, then the
+    macro average. `short`: abbreviated headers (class_legend explains them); `tight`: also one
+    space between columns and percentages without their '%' sign."""
+    table = Table(
+        title="per class" + (" (prec, rec, F1 in %)" if tight else ""),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=not tight,
+        padding=(0, 0) if tight else (0, 1),
+    )
+    for full_name, short_name, _meaning in CLASS_COLUMNS:
+        table.add_column(short_name if short else full_name, justify="right")
+
+    def pct(value: float) -> Whole:
+        return Whole(percent(value).removesuffix("%") if tight else percent(value))
+
     worst = min(scores, key=lambda s: (s.f1, s.label)).label if scores else None
     for s in scores:
         table.add_row(
-            str(s.label),
-            percent(s.precision),
-            percent(s.recall),
-            percent(s.f1),
-            f"{s.support:,}",
-            f"{s.predicted:,}",
+            Whole(str(s.label)),
+            pct(s.precision),
+            pct(s.recall),
+            pct(s.f1),
+            Whole(f"{s.support:,}"),
+            Whole(f"{s.predicted:,}"),
             style="bold red" if s.label == worst and s.f1 < 1 else None,
         )
     table.add_section()
     table.add_row(
-        "macro avg",
-        percent(macro.precision),
-        percent(macro.recall),
-        percent(macro.f1),
-        f"{macro.support:,}",
-        f"{macro.predicted:,}",
+        Whole("avg" if short else "macro avg"),
+        pct(macro.precision),
+        pct(macro.recall),
+        pct(macro.f1),
+        Whole(f"{macro.support:,}"),
+        Whole(f"{macro.predicted:,}"),
         style="bold",
     )
     return table
+
+
+def class_legend() -> RenderableType:
+    """What the short headers of class_table stand for."""
+    pairs = [f"{short}: {meaning}" for _full, short, meaning in CLASS_COLUMNS if meaning]
+    return legend("; ".join([*pairs, "avg: macro average, the mean over digits"]))
+
+
+def legend(text: str) -> RenderableType:
+    """A note under a table, indented two columns on every line it wraps to."""
+    return Padding(Text(text), (0, 0, 0, 2))
+
+
+def class_view(console: Console, scores: Sequence[ClassScore], macro: ClassScore) -> RenderableType:
+    """The per-class table in the widest form that fits, every number whole: full headers;
+    short headers with a legend; tight; or one line saying how to see it."""
+    forms = [
+        lambda: class_table(scores, macro),
+        lambda: Group(class_table(scores, macro, short=True), class_legend()),
+        lambda: Group(class_table(scores, macro, short=True, tight=True), class_legend()),
+    ]
+    fitted = first_fit(console, forms)
+    if fitted is not None:
+        return fitted
+    need = needed_width(console, forms[-1]())
+    return Text(
+        f"per-class table left out: it needs {need} columns and the terminal has "
+        f"{console.width}; see it in a wider terminal or with --json"
+    )
 
 
 def pairs_text(ev: Evaluation) -> Text:
@@ -181,6 +339,8 @@ def gallery(mistakes: Sequence[Mistake], errors: int, width: int, *, color: bool
         return Group(head, Text("  none: no mistakes"))
     tiles = [digit_rows(m.pixels, color=color, crop=CROP) for m in mistakes]
     w = tiles[0][0].cell_len
+    if w > width:
+        return Group(head, Text(f"  left out: a digit needs {w} columns, the terminal has {width}"))
     per_row = max(1, (width + GALLERY_GAP) // (w + GALLERY_GAP))
     lines: list[RenderableType] = [head]
     for start in range(0, len(mistakes), per_row):
@@ -213,17 +373,14 @@ def print_report(
 ) -> None:
     """Everything, in reading order: summary, matrix, per-class table, pairs, gallery."""
     color = is_color(console)
-    console.print(
-        summary_table(
-            ev, checkpoint=checkpoint, split=split, device=device, trained=trained, saved=saved
-        )
+    rows = summary_rows(
+        ev, checkpoint=checkpoint, split=split, device=device, trained=trained, saved=saved
     )
+    console.print(stack_if_narrow(console, summary_table(rows), rows))
     console.print()
-    console.print(confusion_table(ev.confusion, color=color))
-    if not color:
-        console.print(Text("  [n]: correct predictions (the diagonal)"))
+    console.print(confusion_view(console, ev.confusion, color=color))
     console.print()
-    console.print(class_table(ev.per_class, ev.macro))
+    console.print(class_view(console, ev.per_class, ev.macro))
     if top > 0:
         console.print(pairs_text(ev))
     if gallery_size > 0:

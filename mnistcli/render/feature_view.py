@@ -81,7 +81,10 @@ def map_grid(maps: torch.Tensor, scale: Scale, *, color: bool, width: int) -> li
     for start in range(0, count, per_row):
         chunk = range(start, min(count, start + per_row))
         drawn = [map_lines(small[c], scale, color=color) for c in chunk]
-        labels = Text("".join(str(c).ljust(cell)[:cell] for c in chunk).rstrip(), style="dim")
+        if len(str(chunk[-1])) < cell:  # each map's number over it, a space to the next
+            labels = Text("".join(str(c).ljust(cell) for c in chunk).rstrip(), style="dim")
+        else:  # maps too small for their numbers: the row's range instead, never a cut number
+            labels = Text(f"maps {chunk[0]}-{chunk[-1]}", style="dim")
         out.append(labels)
         for k in range(len(drawn[0])):
             out.append(Text(" " * GAP).join(d[k] for d in drawn))
@@ -145,19 +148,25 @@ def unit_bars(values: Sequence[float], *, color: bool, width: int, height: int =
     return out
 
 
-def logits_table(layer: LayerActivation, probabilities: Sequence[float]) -> Table:
-    """One row per digit: its logit and a bar of its probability; the predicted digit in bold."""
+LOGITS_FIXED = 24  # columns of logits_table besides its bar: digit, logit, percentage, gaps
+
+
+def logits_table(layer: LayerActivation, probabilities: Sequence[float], width: int = 100) -> Table:
+    """One row per digit: its logit and a bar of its probability; the predicted digit in bold.
+    The bar (30 cells at most) gives way so the numbers fit `width` whole."""
+    bar_width = max(4, min(30, width - LOGITS_FIXED))
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
     table = Table.grid(padding=(0, 2))
     for name, justify in [("digit", "right"), ("logit", "right"), ("p", "left"), ("", "right")]:
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    table.add_row(*(Text(h, style="bold") for h in ("digit", "logit", "probability", "")))
+    heads = ("digit", "logit", "probability" if bar_width >= len("probability") else "p", "")
+    table.add_row(*(Text(h, style="bold") for h in heads))
     for digit, (logit, p) in enumerate(zip(layer.values.tolist(), probabilities, strict=True)):
         style = "bold green" if digit == best else "cyan"
         table.add_row(
             Text(str(digit), style="bold" if digit == best else ""),
             f"{logit:+.2f}",
-            Text(bar(p, 30), style=style),
+            Text(bar(p, bar_width), style=style),
             pct(p),
         )
     return table
@@ -219,7 +228,7 @@ def layer_block(
         parts.extend(map_grid(layer.values, scale, color=color, width=width))
         parts.append(Text(f"scale: {legend}", style="dim"))
     elif last and layer.shape == (len(acts.probabilities),):
-        parts.append(logits_table(layer, acts.probabilities))
+        parts.append(logits_table(layer, acts.probabilities, width))
     elif len(layer.shape) == 1 and layer.type != "Flatten" and not layer.type.startswith("Drop"):
         parts.extend(unit_bars(layer.values.tolist(), color=color, width=width))
     return parts

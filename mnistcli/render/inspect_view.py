@@ -9,11 +9,13 @@ from typing import Any
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from mnistcli.records import RunStatus
 from mnistcli.render.console import is_color, percent, plural
+from mnistcli.render.fit import Whole, first_fit, needed_width, stack_if_narrow
 from mnistcli.summary import CheckpointInfo, Inspection, ModelSummary
 
 
@@ -46,6 +48,7 @@ def count_text(n: int) -> str:
 
 
 def layers_table(s: ModelSummary) -> Table:
+    """One row per layer: type, settings, output shape, parameters, MACs; totals below."""
     table = Table(
         title=f"{escape(s.model)} on one {shape_text(s.input_shape)} input",
         title_justify="left",
@@ -64,18 +67,46 @@ def layers_table(s: ModelSummary) -> Table:
     table.add_column("MACs/image", justify="right", no_wrap=True, footer=f"{s.macs:,}")
     for layer in s.layers:
         table.add_row(
-            escape(layer.name),
-            escape(layer.type),
+            Whole(layer.name),
+            Whole(layer.type),
             escape(layer.settings),
-            shape_text(layer.output_shape),
-            f"{layer.params:,}" if layer.params else "-",
-            f"{layer.macs:,}" if layer.macs else "-",
+            Whole(shape_text(layer.output_shape)),
+            Whole(f"{layer.params:,}" if layer.params else "-"),
+            Whole(f"{layer.macs:,}" if layer.macs else "-"),
             style="bold" if layer.params else None,
         )
     return table
 
 
-def totals_table(s: ModelSummary) -> Table:
+def layers_list(s: ModelSummary) -> RenderableType:
+    """The layer table stacked for a narrow terminal: each layer's name, type and output shape
+    on one line, its settings, parameters and MACs indented below (wrapped between words)."""
+    lines: list[RenderableType] = [Text(f"{s.model} on one {shape_text(s.input_shape)} input")]
+    for layer in s.layers:
+        head = Text(f"{layer.name}  {layer.type}  {shape_text(layer.output_shape)}")
+        if layer.params:
+            head.stylize("bold")
+        lines.append(head)
+        counts = [f"{layer.params:,} params" if layer.params else "", _macs(layer.macs)]
+        detail = ", ".join(x for x in [layer.settings, *counts] if x)
+        lines.append(Padding(Text(detail, style="dim"), (0, 0, 0, 2)))
+    last = shape_text(s.layers[-1].output_shape) if s.layers else ""
+    total = f"total  {last}  {s.params:,} params, {s.macs:,} MACs/image"
+    lines.append(Text(total, style="bold"))
+    return Group(*lines)
+
+
+def _macs(macs: int) -> str:
+    return f"{macs:,} MACs/image" if macs else ""
+
+
+def layers_view(console: Console, s: ModelSummary) -> RenderableType:
+    """The layer table when every shape and count fits whole, else the stacked list."""
+    return first_fit(console, [lambda: layers_table(s)]) or layers_list(s)
+
+
+def totals_table(s: ModelSummary, console: Console | None = None) -> RenderableType:
+    """Parameters, MACs and memory, names beside values (stacked when `console` is narrow)."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -96,11 +127,13 @@ def totals_table(s: ModelSummary) -> Table:
         ("", f"{size_text(s.activation_bytes_batch)} per batch of {s.batch_size}"),
     ]
     for name, value in rows:
-        grid.add_row(name, value)
-    return grid
+        grid.add_row(Whole(name), value)  # a name never wraps: its value does
+    return grid if console is None else stack_if_narrow(console, grid, rows)
 
 
-def formulas_table(s: ModelSummary) -> RenderableType | None:
+def formulas_table(s: ModelSummary, console: Console | None = None) -> RenderableType | None:
+    """How each output size follows from the layer's settings, worked for this input; the
+    formulas listed under their layers when `console` is too narrow for the table."""
     rows = [(layer, f) for layer in s.layers for f in layer.formulas]
     if not rows:
         return None
@@ -110,11 +143,17 @@ def formulas_table(s: ModelSummary) -> RenderableType | None:
     table.add_column("type")
     table.add_column("worked for this input")
     for layer, formula in rows:
-        table.add_row(escape(layer.name), escape(layer.type), escape(formula))
-    return Group(rule, table)
+        table.add_row(Whole(layer.name), Whole(layer.type), Whole(formula))
+    if console is None or needed_width(console, table) <= console.width:
+        return Group(rule, table)
+    listed: list[RenderableType] = [rule]
+    for layer, formula in rows:
+        listed += [Text(f"{layer.name}  {layer.type}"), Padding(Text(formula), (0, 0, 0, 2))]
+    return Group(*listed)
 
 
-def checkpoint_table(c: CheckpointInfo) -> Table:
+def checkpoint_table(c: CheckpointInfo, console: Console | None = None) -> RenderableType:
+    """What a checkpoint holds, names beside values (stacked when `console` is narrow)."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
@@ -151,8 +190,8 @@ def checkpoint_table(c: CheckpointInfo) -> Table:
     for i, (name, checksum) in enumerate(c.data.items()):
         rows.append(("data checksums" if i == 0 else "", escape(f"{name}: {checksum}")))
     for name, value in rows:
-        grid.add_row(name, value)
-    return grid
+        grid.add_row(Whole(name), value)  # a name never wraps: its value does
+    return grid if console is None else stack_if_narrow(console, grid, rows)
 
 
 def _by(world_size: int) -> str:
@@ -164,14 +203,16 @@ def _pairs(mapping: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in mapping.items())
 
 
-def inspect_view(s: ModelSummary, checkpoint: CheckpointInfo | None) -> RenderableType:
-    """Everything `inspect` prints, in reading order."""
-    parts: list[RenderableType] = [layers_table(s), Text(), totals_table(s)]
-    formulas = formulas_table(s)
+def inspect_view(
+    s: ModelSummary, checkpoint: CheckpointInfo | None, console: Console
+) -> RenderableType:
+    """Everything `inspect` prints, in reading order, fitted to `console`'s width."""
+    parts: list[RenderableType] = [layers_view(console, s), Text(), totals_table(s, console)]
+    formulas = formulas_table(s, console)
     if formulas is not None:
         parts += [Text(), formulas]
     if checkpoint is not None:
-        parts += [Text(), checkpoint_table(checkpoint)]
+        parts += [Text(), checkpoint_table(checkpoint, console)]
     return Group(*parts)
 
 
@@ -228,7 +269,7 @@ def print_inspection(out: Console, found: Inspection) -> None:
     """inspect_view; with --image, first the input and the verdict, then every layer's output
     in forward order (or the --layer one alone), then inspect_view as a reference."""
     if found.activations is None:
-        out.print(inspect_view(found.summary, found.checkpoint))
+        out.print(inspect_view(found.summary, found.checkpoint, out))
         return
     from mnistcli.render.feature_view import activations_view
 
@@ -237,7 +278,7 @@ def print_inspection(out: Console, found: Inspection) -> None:
     out.print(activations_view(found.activations, color=color, width=out.width, only=found.layer))
     if found.layer is None:
         out.print()
-        out.print(inspect_view(found.summary, found.checkpoint))
+        out.print(inspect_view(found.summary, found.checkpoint, out))
 
 
 def print_written(err: Console, paths: list[Path]) -> None:
