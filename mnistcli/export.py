@@ -494,7 +494,7 @@ def export_checkpoint(
     """`mnistcli export`: find the checkpoint (`log` hears which run 'latest' picked), refuse
     a bad --out or checkpoint before MNIST is loaded, then export it and check the written
     file on the first test digits."""
-    from mnistcli.data import load_mnist
+    from mnistcli.data import load_part
     from mnistcli.runs import resolve_checkpoint
 
     fmt = settings.format
@@ -502,7 +502,7 @@ def export_checkpoint(
     out = settings.out if settings.out is not None else default_out(path, fmt)
     check_writable(out, path)
     load_checkpoint_or_export(path)
-    mnist = load_mnist(settings.data.root, list(settings.data.mirrors), on_message=log)
-    n = settings.check_images or len(mnist.test_labels)
-    images, labels = mnist.test_images[:n], mnist.test_labels[:n]
+    test = load_part(settings.data.root, list(settings.data.mirrors), "test", on_message=log)
+    n = settings.check_images or len(test.labels)
+    images, labels = test.images[:n], test.labels[:n]
     return export_model(path, fmt, images, labels, out, on_progress=on_progress)

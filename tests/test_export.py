@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from mnistcli import export
 from mnistcli.cli import app
 from mnistcli.config import resolve
-from mnistcli.data import normalize
+from mnistcli.data import Images, normalize
 from mnistcli.errors import CheckpointError, ConfigError, ExportError, OutputError
 from mnistcli.loading import load_model
 from mnistcli.onnx_runtime import OnnxModel
@@ -30,6 +30,7 @@ from tests.helpers import REPO, make_settings, run_cli, synthetic_mnist
 
 runner = CliRunner()
 MNIST = synthetic_mnist(n_train=500, n_test=200)
+TEST_PART = Images(images=MNIST.test_images, labels=MNIST.test_labels)  # what export loads
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("export")
     result = train(make_settings(tmp, epochs=1, val_size=100, batch_size=32), MNIST)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("mnistcli.data.load_mnist", lambda *_a, **_k: MNIST)
+        mp.setattr("mnistcli.data.load_part", lambda *_a, **_k: TEST_PART)
         for fmt in ("onnx", "safetensors", "pt2"):
             done = runner.invoke(
                 app, ["export", "--checkpoint", str(result.run_dir), "-f", fmt, "--json"]
@@ -125,7 +126,7 @@ def test_safetensors_and_pt2_read_back_as_the_same_model(run):
 
 
 def test_eval_on_the_onnx_file_matches_the_checkpoint(run, monkeypatch):
-    monkeypatch.setattr("mnistcli.data.load_mnist", lambda *_a, **_k: MNIST)
+    monkeypatch.setattr("mnistcli.data.load_part", lambda *_a, **_k: TEST_PART)
     docs = {}
     for name in ("best.pt", "model.onnx", "model.safetensors"):
         args = ["eval", "--checkpoint", str(run / name), "--json", "--no-save"]
@@ -185,7 +186,7 @@ def test_a_folder_that_refuses_the_file_is_a_one_line_error(run, tmp_path, monke
     with pytest.raises(OutputError, match=r"cannot write .*model\.onnx: No space left"):
         export.export_model(run / "best.pt", "onnx", images, labels, out)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr("mnistcli.data.load_mnist", lambda *_a, **_k: MNIST)
+    monkeypatch.setattr("mnistcli.data.load_part", lambda *_a, **_k: TEST_PART)
     done = runner.invoke(app, ["export", "--checkpoint", str(run), "--out", str(out)])
     assert done.exit_code == 2 and done.stderr.count("\n") == 1, done.output
     assert "No space left on device" in done.stderr
@@ -283,7 +284,7 @@ def test_bad_export_options_are_one_line_errors(run, tmp_path):
 
 
 def test_export_settings_come_from_the_config_file(run, tmp_path, monkeypatch):
-    monkeypatch.setattr("mnistcli.data.load_mnist", lambda *_a, **_k: MNIST)
+    monkeypatch.setattr("mnistcli.data.load_part", lambda *_a, **_k: TEST_PART)
     config = tmp_path / "export.toml"
     config.write_text('[export]\nformat = "safetensors"\ncheck_images = 30\n')
     out = tmp_path / "w.safetensors"
@@ -373,7 +374,7 @@ def test_eval_and_predict_refuse_a_gpu_for_an_onnx_file_alike(run):
 def test_the_format_comes_from_the_suffix_of_out(run, tmp_path, monkeypatch):
     """--out's suffix names the format; missing folders are made (and removed again when the
     export fails); an unknown suffix, or one that contradicts --format, is a one-line error."""
-    monkeypatch.setattr("mnistcli.data.load_mnist", lambda *_a, **_k: MNIST)
+    monkeypatch.setattr("mnistcli.data.load_part", lambda *_a, **_k: TEST_PART)
     base = ["export", "--checkpoint", str(run), "--check-images", "20", "--json"]
     for fmt in ("pt2", "safetensors"):
         out = tmp_path / "new" / "deeper" / f"m.{fmt}"
