@@ -1,10 +1,11 @@
-# make train: set up .venv (if needed) and train with the defaults. make test: ruff + pytest.
+# make train: set up .venv (if needed) and train with the defaults.
+# make test: ruff, pytest and the documentation site (mkdocs build --strict).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test lint bench bench-quick bench-robustness gpu-prepare gpu-check-cpu clean
+.PHONY: train test lint docs docs-reference screenshots bench bench-quick bench-robustness gpu-prepare gpu-check-cpu clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,23 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The manual (docs/, mkdocs-material) into site/.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# docs/reference.md from the Typer app itself, so it says what --help says (tests/test_docs.py
+# fails when it drifts).
+docs-reference: $(STAMP)
+	$(BIN)/typer mnistcli.cli utils docs --name mnistcli --title "Command reference" \
+	  --output docs/reference.md
+
+# docs/images/*.svg from the real commands on a small model trained here (a few minutes on 2
+# cores); SCREENSHOT_ARGS="--data DIR" for a local MNIST folder.
+SCREENSHOT_ARGS ?=
+screenshots: $(STAMP)
+	$(BIN)/python docs/screenshots.py $(SCREENSHOT_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/selfcheck.py
@@ -55,4 +73,4 @@ bench-robustness: $(STAMP)
 	$(BIN)/python bench/robustness.py --checkpoint $(CHECKPOINT)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis site

@@ -1,6 +1,6 @@
 """`mnistcli export`: the ONNX contract and metadata, the self-check (and what a failed one
 leaves), safetensors and pt2 read back, eval on model.onnx, onnxruntime without torch, bad
-input, and the README's onnxruntime example."""
+input, and the docs' onnxruntime example (docs/export.md)."""
 
 from __future__ import annotations
 
@@ -304,9 +304,9 @@ def test_export_settings_come_from_the_config_file(run, tmp_path, monkeypatch):
     assert "export.format = 'onx'" in done.stderr and "did you mean 'onnx'" in done.stderr
 
 
-def test_readme_onnxruntime_example_reproduces_predict(run, tmp_path):
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Export and deploy", 1)[1].split("\n## ", 1)[0]
+def test_docs_onnxruntime_example_reproduces_predict(run, tmp_path):
+    page = (REPO / "docs" / "export.md").read_text()
+    section = page.split("## The ONNX contract", 1)[1].split("\n## ", 1)[0]
     example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     assert len([line for line in example.splitlines() if line.strip()]) == 5
     (tmp_path / "model.onnx").write_bytes((run / "model.onnx").read_bytes())

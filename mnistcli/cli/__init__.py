@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
+# Where the name a module is imported by is not the name pip installs it by.
+PIP_NAMES = {"PIL": "pillow"}
+
 
 def _err_console() -> Console:
     from mnistcli.render.console import make_consoles
@@ -56,6 +59,12 @@ def handles_errors(func: Handler) -> Handler:
             raise fail(str(exc), exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except ModuleNotFoundError as exc:  # an install that lacks one of its dependencies
+            package = (exc.name or "").split(".")[0]
+            if not package or package == "mnistcli":
+                raise
+            package = PIP_NAMES.get(package, package)
+            raise fail(f"the package '{package}' is not installed; pip install {package}") from None
         except BrokenPipeError:  # `mnistcli ... | head`: the reader left; nothing to report
             sys.stderr = None  # type: ignore[assignment]
             raise typer.Exit(1) from None
