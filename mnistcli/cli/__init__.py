@@ -124,7 +124,8 @@ def main_options(
         ),
     ] = False,
     no_color: Annotated[
-        bool, typer.Option("--no-color", help="No colour (as with NO_COLOR=1); progress still shows.")
+        bool,
+        typer.Option("--no-color", help="No colour (as with NO_COLOR=1); progress still shows."),
     ] = False,
 ) -> None:
     """mnistcli: train, eval, predict and inspect, sharing one model and one trainer."""

@@ -168,8 +168,12 @@ def fitting_form(
 ) -> TableForm:
     """The widest form of the epoch table that fits `width` columns (the narrowest if none)."""
     forms = table_forms()
+    best = history[0].epoch if history else 0  # measured with the best epoch's mark
     for form in forms:
-        if table_width(console, epochs_table(history, 0, patience, patience, form=form)) <= width:
+        if (
+            table_width(console, epochs_table(history, best, patience, patience, form=form))
+            <= width
+        ):
             return form
     return forms[-1]
 

@@ -104,7 +104,7 @@ class LiveView(PlainView):
             self.screen,
             console=err,
             refresh_per_second=4,
-            transient=False,
+            transient=True,  # cleared at the end, for the final frame printed in its place
             redirect_stdout=False,
             redirect_stderr=False,
         )
@@ -115,8 +115,9 @@ class LiveView(PlainView):
 
     def __exit__(self, *exc: object) -> None:
         self.screen.progress.visible = False
-        self.screen.final = True
         self.live.__exit__(None, None, None)
+        self.screen.final = True  # every epoch and full-size curves, left in the scrollback
+        self.err.print(self.screen)
 
     def __call__(self, event: Event) -> None:
         screen = self.screen
