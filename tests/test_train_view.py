@@ -33,7 +33,11 @@ from mnistcli.render.train_screen import (
 from mnistcli.render.train_view import summary_table
 from tests.helpers import REPO, SHARED_MNIST
 
-PROGRESS = re.compile(r"^epoch \d+/\d+ .*\d+/\d+ loss \d\.\d{4} [\d,]+ img/s .*eta \d:\d\d:\d\d$")
+# The progress line; before an epoch's first batch its numbers read "loss -", "- img/s" and
+# "eta -:--:--".
+PROGRESS = re.compile(
+    r"^epoch \d+/\d+ .*\d+/\d+ loss (\d\.\d{4}|-) ([\d,]+|-) img/s .*eta (\d:\d\d:\d\d|-:--:--)$"
+)
 
 
 def history(n: int) -> tuple[EpochStats, ...]:
@@ -274,8 +278,21 @@ class Tmux:
         ).stdout
 
     def screen(self) -> list[str]:
-        """The visible screen, wrapped lines joined (so a too-wide line shows as one)."""
-        return [line.rstrip() for line in self._tmux("capture-pane", "-p", "-J").split("\n")]
+        """The visible screen, wrapped lines joined (so a too-wide line shows as one).
+
+        A capture can land while rich redraws the live screen (it erases the old frame and
+        writes the new one, and tmux may show the first part of that write); such a torn
+        capture is taken again, a few times, 30 ms apart. A layout that leaves the progress
+        line out does so in every capture, so the checks still catch it."""
+        for _ in range(5):
+            lines = [line.rstrip() for line in self._tmux("capture-pane", "-p", "-J").split("\n")]
+            bottom = [line for line in lines if line][-1:]
+            if not any(line.startswith("epoch") for line in lines) or (
+                bottom and (PROGRESS.match(bottom[0]) or bottom[0].startswith("EXIT="))
+            ):
+                break
+            time.sleep(0.03)
+        return lines
 
     def scrollback(self) -> str:
         return self._tmux("capture-pane", "-p", "-J", "-S", "-")

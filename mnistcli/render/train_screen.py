@@ -219,10 +219,11 @@ def progress_lines(p: EpochProgress, width: int, *, color: bool, now: float) -> 
     As the terminal narrows, the bar shrinks, then the elapsed time and then the bar are left
     out; below that the pieces go on two lines, never cut."""
     head = f"epoch {p.epoch}/{p.epochs}"
+    started = p.batch > p.first_batch  # before the first batch: no loss, no speed yet
     tail = [
         f"{p.batch}/{p.batches}",
-        f"loss {p.loss:.4f}",
-        f"{p.speed:,.0f} img/s",
+        f"loss {p.loss:.4f}" if started else "loss -",
+        f"{p.speed:,.0f} img/s" if started else "- img/s",
     ]
     elapsed, eta = clock(now - p.started), f"eta {clock(p.eta(now))}"
     for with_elapsed in (True, False):
@@ -289,11 +290,10 @@ class TrainScreen:
         if self._upper is None or self._upper[0] != key:
             self._upper = (key, self._fit(console, width, height - len(bottom)))
         lines = self._upper[1] + [line for b in bottom for line in self._render(console, width, b)]
-        lines = lines[-height:]  # the last resort: what cannot fit goes from the top, never
-        for i, line in enumerate(lines):  # the progress line at the bottom
-            if i:
-                yield Segment.line()
+        # the last resort: what cannot fit goes from the top, never the progress line at the bottom
+        for line in lines[-height:]:
             yield from line
+            yield Segment.line()
 
     def layout(self, console: Console, width: int, height: int) -> tuple[TableForm, Layout]:
         """The table's form for `width` and how `height` lines are shared."""
