@@ -61,7 +61,7 @@ def screen_lines(width: int, height: int, epochs: int, **kwargs) -> list[str]:
     """The live screen as a terminal of `width` x `height` shows it, mid-way through the
     epoch after the `epochs` finished ones."""
     console = Console(width=width, height=height, color_system=None, force_terminal=True)
-    screen = TrainScreen(console)
+    screen = TrainScreen()
     screen.set_history(history(epochs), best=epochs - 2, without_gain=2, patience=5)
     for note in kwargs.get("notes", ()):
         screen.add_note(Text(note))

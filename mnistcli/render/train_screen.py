@@ -254,8 +254,7 @@ class TrainScreen:
     given at each refresh. `final`: the last frame, drawn once into the scrollback, shows every
     epoch and full-size curves whatever the terminal's height."""
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
+    def __init__(self) -> None:
         self.progress = EpochProgress()
         self.history: tuple[EpochStats, ...] = ()
         self.best_epoch = 0

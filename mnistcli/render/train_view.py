@@ -99,7 +99,7 @@ class LiveView(PlainView):
 
     def __init__(self, err: Console) -> None:
         super().__init__(err)
-        self.screen = TrainScreen(err)
+        self.screen = TrainScreen()
         self.live = Live(
             self.screen,
             console=err,
