@@ -191,7 +191,8 @@ def main_options(
         ),
     ] = False,
     no_color: Annotated[
-        bool, typer.Option("--no-color", help="No colour and no live redraw (as with NO_COLOR=1).")
+        bool,
+        typer.Option("--no-color", help="No colour (as with NO_COLOR=1); progress still shows."),
     ] = False,
     install_completion: Annotated[
         Shell | None,

@@ -161,7 +161,7 @@ def train(
     if resume is not None and name is not None:
         raise ConfigError("--name and --resume cannot go together: a resumed run keeps its folder")
     settings = train_settings(values, name=name, resume=resume, compile=compile_model)
-    run_training(settings, values, quiet=quiet or as_json, plain=plain, as_json=as_json)
+    run_training(settings, values, quiet=quiet, plain=plain, as_json=as_json)
 
 
 def load_data(values: dict[str, Setting], log: Callable[[str], None]) -> Mnist:
@@ -203,6 +203,8 @@ def run_training(
     if not world.is_main:  # under torchrun, rank 0 alone prints
         quiet, as_json = True, False
     cons = consoles(plain=plain)
+    # --json keeps stdout for the document; on a terminal, stderr still shows the progress
+    quiet = quiet or (as_json and not cons.err.is_terminal)
     mnist = load_data(values, stderr_log(quiet, cons.err))
     view = QuietView() if quiet else LiveView(cons.err) if cons.live else PlainView(cons.err)
     stop = StopFlag()

@@ -25,17 +25,14 @@ def is_color(console: Console) -> bool:
 
 
 def make_consoles(*, no_color: bool = False, plain: bool = False) -> Consoles:
-    """Live redraw only on an interactive terminal, and never with NO_COLOR/--no-color/--plain.
-
-    Rich itself decides `is_interactive` (a TTY, not TERM=dumb, TTY_INTERACTIVE); NO_COLOR only
-    removes colour there, so we also treat it as a request for plain line-by-line output.
-    """
+    """Live redraw wherever rich finds an interactive terminal (a TTY, not TERM=dumb,
+    TTY_INTERACTIVE), unless --plain asks for lines. NO_COLOR and --no-color remove colour
+    only: the live view and its progress stay, drawn without colour."""
     env_no_color = os.environ.get("NO_COLOR", "") != ""
     kwargs = {"no_color": True} if no_color or env_no_color else {}
     out = Console(highlight=False, **kwargs)
     err = Console(stderr=True, highlight=False, **kwargs)
-    live = err.is_interactive and not (no_color or env_no_color or plain)
-    return Consoles(out=out, err=err, live=live)
+    return Consoles(out=out, err=err, live=err.is_interactive and not plain)
 
 
 def plural(n: int, noun: str) -> str:

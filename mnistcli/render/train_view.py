@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
@@ -26,9 +18,9 @@ from mnistcli.events import (
     TestDone,
     TrainResult,
 )
-from mnistcli.records import EpochStats, parse_run_status
-from mnistcli.render.charts import curves
-from mnistcli.render.console import is_color, percent, plural
+from mnistcli.records import parse_run_status
+from mnistcli.render.console import percent, plural
+from mnistcli.render.train_screen import TrainScreen
 
 
 def describe_run(e: RunStarted) -> str:
@@ -69,40 +61,6 @@ def epoch_line(e: EpochDone) -> str:
     )
 
 
-def epochs_table(
-    history: tuple[EpochStats, ...], best_epoch: int, epochs_without_gain: int, patience: int
-) -> Table:
-    title = "epochs" + (f"  (patience {epochs_without_gain}/{patience})" if patience else "")
-    table = Table(title=title, title_justify="left", expand=False, pad_edge=False)
-    for col in (
-        "epoch",
-        "train loss",
-        "train acc",
-        "val loss",
-        "val acc",
-        "lr",
-        "time",
-        "img/s",
-        "",
-    ):
-        table.add_column(col, justify="right")
-    for s in history:
-        best = s.epoch == best_epoch
-        table.add_row(
-            str(s.epoch),
-            f"{s.train_loss:.4f}",
-            percent(s.train_acc),
-            f"{s.val_loss:.4f}",
-            percent(s.val_acc),
-            f"{s.lr:.1e}",
-            f"{s.seconds:.1f}s",
-            f"{s.samples_per_s:,.0f}",
-            "★ best" if best else "",
-            style="bold green" if best else None,
-        )
-    return table
-
-
 class QuietView:
     """--quiet: nothing while training (the run still writes curves.png)."""
 
@@ -136,106 +94,55 @@ class PlainView(QuietView):
 
 
 class LiveView(PlainView):
-    """A rich Live view: epoch progress bar, a table of finished epochs, plotext curves."""
+    """A rich Live view on a terminal: the run's line printed once, then a screen redrawn in
+    place (train_screen.TrainScreen) that fits the terminal at every refresh, with the progress
+    line always at its bottom. The last frame, left in the scrollback, has every epoch."""
 
     def __init__(self, err: Console) -> None:
         super().__init__(err)
-        self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("{task.fields[speed]:,.0f} img/s"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=err,
-        )
-        self.task = self.progress.add_task(
-            "epoch", total=1, epoch=0, epochs=0, loss=0.0, speed=0.0, visible=False
-        )
-        self.header = Text("")
-        self.table: Table | None = None
-        self.chart: Text | None = None
-        self.notes: list[Text] = []  # early stop, the test set: below the curves, in order
+        self.screen = TrainScreen()
         self.live = Live(
-            self._group(),
+            self.screen,
             console=err,
-            refresh_per_second=8,
-            transient=False,
+            refresh_per_second=4,
+            transient=True,  # cleared at the end, for the final frame printed in its place
             redirect_stdout=False,
             redirect_stderr=False,
         )
-
-    def _group(self) -> Group:
-        parts: list = [self.header]
-        if self.table is not None:
-            parts.append(self.table)
-        if self.chart is not None:
-            parts.append(self.chart)
-        parts.extend(self.notes)
-        parts.append(self.progress)
-        return Group(*parts)
 
     def __enter__(self) -> LiveView:
         self.live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.update(self.task, visible=False)
-        self.live.update(self._group(), refresh=True)
+        self.screen.progress.visible = False
         self.live.__exit__(None, None, None)
-
-    def _redraw_history(
-        self, history: tuple[EpochStats, ...], best: int, without_gain: int, patience: int
-    ) -> None:
-        self.table = epochs_table(history, best, without_gain, patience)
-        if len(history) >= 2:  # a curve needs two points
-            width = min(self.err.width, 120)
-            self.chart = Text.from_ansi(
-                curves(
-                    history,
-                    width,
-                    14,
-                    color=is_color(self.err),
-                )
-            )
-        self.live.update(self._group())
+        self.screen.final = True  # every epoch and full-size curves, left in the scrollback
+        self.err.print(self.screen)
 
     def __call__(self, event: Event) -> None:
+        screen = self.screen
         if isinstance(event, RunStarted):
-            self.header = Text(describe_run(event))
-            if event.history:  # a resumed run: its epochs so far, as the trainer judged them
-                self._redraw_history(
-                    event.history,
-                    event.best_epoch,
-                    event.epochs_without_gain,
-                    event.hyper.patience,
-                )
-            self.live.update(self._group())
+            # above the live screen: scrolls away with the terminal, never takes its room
+            self.err.print(Text(describe_run(event)))
+            # a resumed run: its epochs so far, as the trainer judged them
+            screen.set_history(
+                event.history, event.best_epoch, event.epochs_without_gain, event.hyper.patience
+            )
         elif isinstance(event, EpochStarted):
-            self.progress.reset(
-                self.task,
-                total=event.batches,
-                completed=event.first_batch,
-                visible=True,
-                epoch=event.epoch,
-                epochs=event.epochs,
-                loss=0.0,
-                speed=0.0,
-            )
+            screen.progress.start(event.epoch, event.epochs, event.batches, event.first_batch)
         elif isinstance(event, BatchDone):
-            self.progress.update(
-                self.task, completed=event.batch, loss=event.loss, speed=event.samples_per_s
-            )
+            screen.progress.batch, screen.progress.loss = event.batch, event.loss
+            screen.progress.speed = event.samples_per_s
         elif isinstance(event, EpochDone):
-            self._redraw_history(
+            screen.set_history(
                 event.history, event.best_epoch, event.epochs_without_gain, event.patience
             )
+            self.live.refresh()
         elif isinstance(event, EarlyStopped | TestDone):
-            self.progress.update(self.task, visible=False)
-            self.notes.append(Text(_event_text(event)))
-            self.live.update(self._group(), refresh=True)
+            screen.progress.visible = False
+            screen.add_note(Text(_event_text(event)))
+            self.live.refresh()
 
 
 def _event_text(event: EarlyStopped | TestDone) -> str:
@@ -250,8 +157,13 @@ def _event_text(event: EarlyStopped | TestDone) -> str:
     )
 
 
+# What a run folder can hold, in the order the summary lists them.
+RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "metrics.json", "config.json", "curves.png")
+
+
 def summary_table(result: TrainResult) -> Table:
-    """The final summary (stdout): best epoch, accuracies, where things were saved."""
+    """The final summary (stdout): how the run ended, the best epoch, accuracies, and the files
+    the run folder holds now (after an early Ctrl-C, best.pt and curves.png do not exist yet)."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -270,9 +182,9 @@ def summary_table(result: TrainResult) -> Table:
             f"{percent(result.test_acc)} (loss {result.test_loss:.4f}, best model restored)",
         )
     table.add_row("elapsed", f"{result.seconds:.1f} s on {result.device}")
+    files = [name for name in RUN_FILES if (result.run_dir / name).is_file()]
     table.add_row(
         "saved in",
-        escape(str(result.run_dir)) + "  (best.pt, last.pt, metrics.csv, "
-        "metrics.json, config.json, curves.png)",
+        escape(str(result.run_dir)) + (f"  ({', '.join(files)})" if files else "  (nothing yet)"),
     )
     return table
