@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from mnistcli.draw import DrawModel, MnistDigits
 from mnistcli.loading import open_model
 from mnistcli.predict import predict_paths
-from mnistcli.render.draw_app import FULL, HALF, DrawApp
+from mnistcli.render.draw_app import DrawApp
+from mnistcli.render.draw_widgets import FULL, HALF
 from tests.helpers import REPO, SHARED_MNIST
 
 runner = CliRunner()
