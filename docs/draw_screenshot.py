@@ -1,6 +1,9 @@
-"""The README's screenshot of `mnistcli draw`, made by the app itself (Textual's SVG screenshot).
+"""The screenshot of `mnistcli draw`, made by the app itself (Textual's SVG screenshot).
 
-    python docs/draw_screenshot.py --checkpoint runs/latest [--out docs/draw.svg]
+    python docs/draw_screenshot.py --checkpoint runs/latest [--out docs/images/draw.svg]
+
+`make screenshots` (docs/screenshots.py) calls `shoot` with its own small model; this script
+alone reshoots draw.svg with any checkpoint.
 
 Draws a 7 with the mouse events a terminal sends (through Textual's pilot), turns the saliency
 overlay on, and saves the screen at 110x34, so the picture is what the app shows today.
@@ -24,6 +27,7 @@ SEVEN = [(12, 6), (20, 4), (32, 4), (44, 4), (48, 6), (44, 12), (38, 20), (34, 2
 
 
 async def shoot(model: DrawModel, out: Path) -> int | None:
+    """Draw the 7, turn the saliency overlay on, save the screen as SVG; the digit read."""
     app = DrawApp(model)
     async with app.run_test(size=(110, 34)) as pilot:
         await pilot.mouse_down("#canvas", offset=SEVEN[0])
@@ -40,10 +44,10 @@ async def shoot(model: DrawModel, out: Path) -> int | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default="latest")
-    parser.add_argument("--runs", type=Path, default=Path("runs"))
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "draw.svg")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "images" / "draw.svg")
     args = parser.parse_args()
-    model = DrawModel(resolve_checkpoint(args.checkpoint, args.runs), "cpu", threads=1)
+    model = DrawModel(resolve_checkpoint(args.checkpoint, args.runs_dir), "cpu", threads=1)
     digit = asyncio.run(shoot(model, args.out))
     print(f"wrote {args.out} (read as {digit})")
 

@@ -54,7 +54,7 @@ class Shot:
 SHOTS = (
     Shot("train", tuple(TRAIN)),
     Shot(
-        "eval", ("eval", "--checkpoint", "runs/demo", "--no-save", "--top", "3", "--gallery", "3")
+        "eval", ("eval", "--checkpoint", "runs/demo", "--no-save", "--pairs", "3", "--gallery", "3")
     ),
     Shot("predict-explain", ("predict", "--checkpoint", "runs/demo", "--explain", "seven.png")),
     Shot(
@@ -183,23 +183,16 @@ def save_svg(lines: list[str], title: str, path: Path, columns: int) -> None:
     console.save_svg(str(path), title=title, theme=MONOKAI)
 
 
-def shoot_draw(workdir: Path, out: Path) -> bool:
-    """draw's screenshot, made by the app itself: Textual's `App.save_screenshot`.
-
-    SLOT FOR `mnistcli draw` (issue 24): filled where mnistcli.render.draw_app exists; the
-    drawing it makes (a 7 with the mouse, the saliency overlay on) comes from the draw branch's
-    own script. Returns False, and writes nothing, where draw is not part of this checkout."""
-    try:
-        from mnistcli.draw import DrawModel
-        from mnistcli.render.draw_app import DrawApp  # noqa: F401  (draw is part of this tree)
-    except ImportError:
-        return False
+def shoot_draw(workdir: Path, out: Path) -> int | None:
+    """draw's screenshot, made by the app itself: Textual's `App.save_screenshot` of a 7 drawn
+    with mouse events, the saliency overlay on (docs/draw_screenshot.py), with train's model."""
     sys.path.insert(0, str(REPO / "docs"))
-    from draw_screenshot import shoot  # the draw branch's: mouse events for a 7, then "s"
+    from draw_screenshot import shoot
+
+    from mnistcli.draw import DrawModel
 
     model = DrawModel(workdir / "runs" / "demo" / "best.pt", "cpu", threads=1)
-    asyncio.run(shoot(model, out))
-    return True
+    return asyncio.run(shoot(model, out))
 
 
 def main() -> None:
@@ -221,7 +214,7 @@ def main() -> None:
             needs_data = shot.args[0] in ("train", "eval")
             command = [*shot.args, *config, *(data if needs_data else [])]
             if shot.args[0] == "train":
-                command += ["--out", "runs"]
+                command += ["--runs-dir", "runs"]
             stream = run_in_terminal(command, workdir, COLUMNS, ROWS)
             if wanted:
                 lines = keep(final_screen(stream.decode("utf-8", errors="replace")), shot)
@@ -230,10 +223,8 @@ def main() -> None:
                 print(f"wrote {args.out / shot.name}.svg ({len(lines)} lines)")
         if args.only is not None and "draw" not in args.only:
             return
-        if shoot_draw(workdir, args.out / "draw.svg"):
-            print(f"wrote {args.out / 'draw.svg'}")
-        else:
-            print("draw.svg: skipped (mnistcli draw is not part of this checkout)")
+        digit = shoot_draw(workdir, args.out / "draw.svg")
+        print(f"wrote {args.out / 'draw.svg'} (the 7 read as {digit})")
 
 
 if __name__ == "__main__":
