@@ -60,8 +60,7 @@ SHOTS = (
     Shot(
         "inspect-image",
         ("inspect", "--checkpoint", "runs/demo", "--image", "seven.png"),
-        first="features.0  Conv2d  (",  # the maps, after the layer table
-        max_lines=42,
+        max_lines=46,  # the input and the verdict first, then the first layers' outputs
     ),
 )
 
