@@ -143,6 +143,10 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "predict": {
         "top_k": Spec(int, 3, "--top-k"),
+        # Below 0.5 the model gives the nine other digits together more probability than its
+        # answer: if it is calibrated, such an answer is more often wrong than right.
+        "min_confidence": Spec(float, 0.5, "--min-confidence"),
+        "workers": Spec(int, 0, "--workers", shown="the number of cores"),  # 0: every core
     },
     "export": {
         "format": Spec(str, "onnx", "--format"),
@@ -474,6 +478,16 @@ def validate(values: Mapping[str, Setting]) -> None:
     for key in ("eval.top", "eval.gallery"):
         need(key, values[key].value >= 0, "it must be 0 or more")
     need("predict.top_k", 1 <= values["predict.top_k"].value <= 10, "it must be between 1 and 10")
+    need(
+        "predict.min_confidence",
+        0 <= values["predict.min_confidence"].value <= 1,
+        "it is a probability between 0 and 1 (0: mark nothing)",
+    )
+    need(
+        "predict.workers",
+        0 <= values["predict.workers"].value <= 1024,
+        "it must be 0 (every core) or a number of processes",
+    )
     need(
         "export.check_images",
         values["export.check_images"].value >= 0,

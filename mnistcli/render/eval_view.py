@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -21,7 +22,10 @@ from rich.text import Text
 
 from mnistcli.metrics import ClassScore, EvalReport, Evaluation, Mistake
 from mnistcli.render.charts import curves
-from mnistcli.render.console import is_color, percent
+from mnistcli.render.console import is_color, percent, probability
+
+if TYPE_CHECKING:
+    from mnistcli.labelled import ImagesReport
 from mnistcli.render.digits import digit_rows
 
 # Cell colours as (background, text) pairs, light to dark. Both colours are set, so a cell reads
@@ -62,6 +66,7 @@ def summary_table(
     device: str,
     trained: str | None = None,
     saved: Sequence[str] = (),
+    data: str | None = None,
 ) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -69,7 +74,7 @@ def summary_table(
     table.add_row("model", escape(checkpoint))
     if trained:
         table.add_row("trained", escape(trained))
-    table.add_row("data", f"{split} split, {ev.n:,} images")
+    table.add_row("data", escape(data) if data else f"{split} split, {ev.n:,} images")
     ci = ev.interval
     table.add_row(
         "accuracy",
@@ -89,8 +94,11 @@ def summary_table(
     return table
 
 
-def confusion_table(confusion: Sequence[Sequence[int]], *, color: bool) -> Table:
-    """Rows true, columns predicted; cell colour by count (blue diagonal, red mistakes)."""
+def confusion_table(
+    confusion: Sequence[Sequence[int]], *, color: bool, no_digit: Sequence[int] = ()
+) -> Table:
+    """Rows true, columns predicted; cell colour by count (blue diagonal, red mistakes).
+    `no_digit`: a last column, "none", of the images in which no digit was found."""
     size = len(confusion)
     diag_max = max((confusion[i][i] for i in range(size)), default=0)
     off_max = max((confusion[t][p] for t in range(size) for p in range(size) if t != p), default=0)
@@ -124,6 +132,11 @@ def confusion_table(confusion: Sequence[Sequence[int]], *, color: bool) -> Table
     for p in range(size):
         widest = max([len(str(p)) + 1] + [r[p].cell_len for r in rows])
         table.add_column(f"{p} ", justify="right", no_wrap=True, min_width=widest)
+    if no_digit:
+        for t, cells in enumerate(rows):
+            style = Style(color="yellow") if color and no_digit[t] else None
+            cells.append(Text(f"{no_digit[t]} ", style=style or ""))
+        table.add_column("none ", justify="right", no_wrap=True, min_width=5)
     for t, cells in enumerate(rows):
         table.add_row(str(t), *cells)
     return table
@@ -176,7 +189,9 @@ def pairs_text(ev: Evaluation) -> Text:
 def gallery(mistakes: Sequence[Mistake], errors: int, width: int, *, color: bool) -> Group:
     """Misclassified digits side by side, each captioned 'true -> predicted  confidence  #index'."""
     head = Text(f"most confident mistakes ({len(mistakes)} of {errors:,})", style="bold")
-    head.append("\n  each: true -> predicted, confidence, #index in the split", style="not bold")
+    files = any(m.path for m in mistakes)
+    where = "and its file" if files else "#index in the split"
+    head.append(f"\n  each: true -> predicted, confidence, {where}", style="not bold")
     if not mistakes:
         return Group(head, Text("  none: no mistakes"))
     tiles = [digit_rows(m.pixels, color=color, crop=CROP) for m in mistakes]
@@ -187,16 +202,25 @@ def gallery(mistakes: Sequence[Mistake], errors: int, width: int, *, color: bool
         chunk = mistakes[start : start + per_row]
         drawn = tiles[start : start + per_row]
         captions = [
-            Text(f"{m.true} -> {m.pred}  {percent(m.confidence, 0)}  #{m.index}"[:w].ljust(w))
+            f"{m.true} -> {m.pred}  {probability(m.confidence)}"
+            + ("" if m.path else f"  #{m.index}")
             for m in chunk
         ]
         for r in range(len(drawn[0])):
             lines.append(Text(" " * GALLERY_GAP).join(t[r] for t in drawn))
-        caption = Text(" " * GALLERY_GAP).join(captions)
+        caption = Text(" " * GALLERY_GAP).join(Text(c[:w].ljust(w)) for c in captions)
         caption.stylize("bold")
         lines.append(caption)
+        if files:  # the path's end, which names the file, under the digit
+            names = [_tail(m.path or "", w).ljust(w) for m in chunk]
+            lines.append(Text(" " * GALLERY_GAP).join(Text(n) for n in names))
         lines.append(Text(""))
     return Group(*lines)
+
+
+def _tail(path: str, width: int) -> str:
+    """The end of a path in `width` cells, marked with … where its start is left out."""
+    return path if len(path) <= width else "…" + path[-(width - 1) :]
 
 
 def print_report(
@@ -210,18 +234,27 @@ def print_report(
     saved: Sequence[str] = (),
     top: int = 10,
     gallery_size: int = 16,
+    data: str | None = None,
 ) -> None:
     """Everything, in reading order: summary, matrix, per-class table, pairs, gallery."""
     color = is_color(console)
     console.print(
         summary_table(
-            ev, checkpoint=checkpoint, split=split, device=device, trained=trained, saved=saved
+            ev,
+            checkpoint=checkpoint,
+            split=split,
+            device=device,
+            trained=trained,
+            saved=saved,
+            data=data,
         )
     )
     console.print()
-    console.print(confusion_table(ev.confusion, color=color))
+    console.print(confusion_table(ev.confusion, color=color, no_digit=ev.no_digit))
     if not color:
         console.print(Text("  [n]: correct predictions (the diagonal)"))
+    if ev.no_digit:
+        console.print(Text("  none: no digit found (counted as wrong)"))
     console.print()
     console.print(class_table(ev.per_class, ev.macro))
     if top > 0:
@@ -258,3 +291,28 @@ def print_eval(
     if len(report.history) >= 2:
         chart = curves(report.history, min(err.width, 120), 14, color=is_color(err))
         err.print(Text.from_ansi(chart))
+
+
+def print_images_eval(
+    out: Console, report: ImagesReport, saved: Sequence[Path], *, top: int, gallery: int
+) -> None:
+    """eval --images: the same report, its data line saying where the images and labels came
+    from, how many had no digit found and how many files were left out."""
+    ev = report.evaluation
+    data = f"{ev.n:,} images from {report.source}"
+    if sum(ev.no_digit):
+        data += f"; no digit found in {sum(ev.no_digit):,} (wrong)"
+    if report.left_out:
+        data += f"; {len(report.left_out):,} left out (unreadable or unlabelled, listed above)"
+    print_report(
+        out,
+        ev,
+        checkpoint=str(report.checkpoint),
+        split="images",
+        device=report.device,
+        trained=report.model,
+        saved=[str(p) for p in saved],
+        top=top,
+        gallery_size=gallery,
+        data=data,
+    )
