@@ -166,6 +166,13 @@ RETIRED: dict[str, str] = {
 }
 
 
+# predict's numbers: key, largest value, what it is
+_PREDICT_BOUNDS = (
+    ("predict.min_confidence", 1, "it is a probability between 0 and 1 (0: mark nothing)"),
+    ("predict.workers", 1024, "it must be 0 (every core) or a number of processes"),
+)
+
+
 def spec(qualified: str) -> Spec:
     """The Spec of a qualified key ("train.epochs", "device")."""
     section, _, key = qualified.rpartition(".")
@@ -478,16 +485,8 @@ def validate(values: Mapping[str, Setting]) -> None:
     for key in ("eval.top", "eval.gallery"):
         need(key, values[key].value >= 0, "it must be 0 or more")
     need("predict.top_k", 1 <= values["predict.top_k"].value <= 10, "it must be between 1 and 10")
-    need(
-        "predict.min_confidence",
-        0 <= values["predict.min_confidence"].value <= 1,
-        "it is a probability between 0 and 1 (0: mark nothing)",
-    )
-    need(
-        "predict.workers",
-        0 <= values["predict.workers"].value <= 1024,
-        "it must be 0 (every core) or a number of processes",
-    )
+    for key, top, what in _PREDICT_BOUNDS:
+        need(key, 0 <= values[key].value <= top, what)
     need(
         "export.check_images",
         values["export.check_images"].value >= 0,

@@ -193,7 +193,7 @@ def test_gallery_without_colour_uses_half_blocks():
     assert art and set("".join(art)) <= set(" ▀▄█")
     assert "█" in "".join(art)
     captions = [line for line in lines[2:] if "->" in line]
-    assert captions[0].count("1 -> 7  88%") == 3  # 3 tiles of 24 columns fit in 80
+    assert captions[0].count("1 -> 7  87.5%") == 3  # 3 tiles of 24 columns fit in 80
     assert "#4" in captions[1]
 
 

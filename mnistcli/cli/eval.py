@@ -180,20 +180,22 @@ def _eval_images(
             cons.err.print(f"[bold red]error:[/] {escape(str(item))}", soft_wrap=True)
         raise InputError(f"none of the {len(labelled.items):,} images can be scored")
     workers = values["predict.workers"].value or default_workers()
-    progress = progress_bar(cons.err, "scoring") if cons.err.is_interactive else None
+    progress = progress_bar(cons.err) if cons.err.is_interactive else None
+    task = progress.add_task("loading the model", total=len(labelled.items)) if progress else None
+
+    def advance(_pred: object) -> None:
+        if progress is not None and task is not None:
+            progress.advance(task)
+
     with ImageFeed(labelled.items, workers=workers) as feed:
-        model = open_model(
-            settings.checkpoint, settings.device, runs_dir=settings.runs_dir, channels_last=True
-        )
-        task = progress.add_task("eval", total=len(labelled.items)) if progress else None
-
-        def advance(_pred: object) -> None:
-            if progress is not None and task is not None:
-                progress.advance(task)
-
-        if progress is not None:
-            progress.start()
         try:
+            if progress is not None:
+                progress.start()  # at once: loading torch and the model takes seconds
+            model = open_model(
+                settings.checkpoint, settings.device, runs_dir=settings.runs_dir, channels_last=True
+            )
+            if progress is not None and task is not None:
+                progress.update(task, description="scoring")
             evaluation, left_out = evaluate_images(
                 labelled,
                 feed,

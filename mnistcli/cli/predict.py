@@ -127,16 +127,11 @@ def predict(
     workers = settings.workers or default_workers()
     # the workers start preparing the images while the model loads
     with ImageFeed(items, raw=settings.raw, workers=workers) as feed:
-        model = _open(settings)
-        if not as_json:
-            cons.err.print(
-                f"model: {escape(str(model.path))} ({model.description}) on {model.device}",
-                soft_wrap=True,
-            )
         if settings.explain or len(items) == 1:
+            model = _open(settings, cons, as_json)
             failed = _predict_whole(feed, model, settings, cons, show=show, as_json=as_json)
         else:
-            failed = _predict_streaming(feed, model, settings, cons, show=show, as_json=as_json)
+            failed = _predict_streaming(feed, settings, cons, show=show, as_json=as_json)
     if failed:
         raise typer.Exit(1)
 
@@ -146,16 +141,23 @@ def _fail(err: Console, message: str) -> int:
     return 2
 
 
-def _open(settings: PredictSettings) -> LoadedModel:
+def _open(settings: PredictSettings, cons: Consoles, as_json: bool) -> LoadedModel:
+    """The model, and the line that says which (not with --json)."""
     from mnistcli.loading import open_model
 
-    return open_model(
+    model = open_model(
         settings.checkpoint,
         settings.device,
         runs_dir=settings.runs_dir,
         need_module=settings.explain,
         channels_last=True,
     )
+    if not as_json:
+        cons.err.print(
+            f"model: {escape(str(model.path))} ({model.description}) on {model.device}",
+            soft_wrap=True,
+        )
+    return model
 
 
 def _predict_whole(
@@ -196,7 +198,6 @@ def _predict_whole(
 
 def _predict_streaming(
     feed: ImageFeed,
-    model: LoadedModel,
     settings: PredictSettings,
     cons: Consoles,
     *,
@@ -217,13 +218,18 @@ def _predict_streaming(
     # rows printed on the same terminal go above the bar, not through it
     bar = progress_bar(cons.err, redirect_stdout=cons.out.is_terminal)
     progress = bar if cons.err.is_interactive else None
-    task = progress.add_task("predict", total=total) if progress is not None else None
-    if not as_json:
-        cons.out.print(fmt.header(), soft_wrap=True)
-    preds = predict_feed(feed, model, top_k=settings.top_k, min_confidence=settings.min_confidence)
+    task = progress.add_task("loading the model", total=total) if progress else None
     try:
         if progress is not None:
-            progress.start()
+            progress.start()  # at once: loading torch and the model takes seconds
+        model = _open(settings, cons, as_json)
+        if progress is not None and task is not None:
+            progress.update(task, description="predicting")
+        if not as_json:
+            cons.out.print(fmt.header(), soft_wrap=True)
+        preds = predict_feed(
+            feed, model, top_k=settings.top_k, min_confidence=settings.min_confidence
+        )
         for pred in preds:
             if pred.error:
                 cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
@@ -240,7 +246,6 @@ def _predict_streaming(
     except KeyboardInterrupt:
         if progress is not None:
             progress.stop()
-        preds.close()
         sys.stdout.flush()
         cons.err.print(
             f"interrupted: {tally.images:,} of {total:,} images done (their rows are above)",

@@ -224,14 +224,12 @@ class SpeedColumn(ProgressColumn):
         return Text("" if speed is None else f"{speed:,.0f} images/s", style="cyan")
 
 
-def progress_bar(
-    console: Console, what: str = "predicting", *, redirect_stdout: bool = False
-) -> Progress:
+def progress_bar(console: Console, *, redirect_stdout: bool = False) -> Progress:
     """Files done / total, images/s and the time left, on `console` (stderr); it goes away when
     done. Colour or not, it is the same line (NO_COLOR takes colour, never progress).
     `redirect_stdout`: stdout is the same terminal, so what is printed there goes above it."""
     return Progress(
-        TextColumn(what),
+        TextColumn("{task.description}"),
         BarColumn(bar_width=30),
         MofNCompleteColumn(),
         TextColumn("files"),
