@@ -20,6 +20,8 @@ from mnistcli.cli.options import (
     settings_values,
 )
 
+STREAM_BATCH = 64  # images per forward pass while rows stream
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -227,8 +229,13 @@ def _predict_streaming(
             progress.update(task, description="predicting")
         if not as_json:
             cons.out.print(fmt.header(), soft_wrap=True)
+        # batches of 64: rows and progress move in small steps, at no cost a user would see
         preds = predict_feed(
-            feed, model, top_k=settings.top_k, min_confidence=settings.min_confidence
+            feed,
+            model,
+            top_k=settings.top_k,
+            min_confidence=settings.min_confidence,
+            batch_size=STREAM_BATCH,
         )
         for pred in preds:
             if pred.error:
