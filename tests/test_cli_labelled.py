@@ -168,7 +168,17 @@ def test_ctrl_c_keeps_the_rows_done_stops_the_pool_and_exits_130(trained_run, ma
     assert 1 <= done < 1500 and said.endswith("of 1,500 images done (their rows are above)")
     assert len(rows) == done  # every row done was printed, none after
     time.sleep(1)
-    assert not [pid for pid in pool if Path(f"/proc/{pid}").exists()]  # the pool is gone
+    assert not [pid for pid in pool if running(pid)]  # the pool is gone
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process: not gone, and not a zombie that nobody reaped (a
+    container's first process may never reap the orphans it inherits)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 def descendants(pid: int) -> list[int]:
@@ -189,43 +199,49 @@ def descendants(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="a pseudo-terminal test")
-def test_progress_shows_on_a_terminal_even_with_no_color_and_json(trained_run, many_files):
+def test_progress_shows_on_a_terminal_even_with_no_color_and_json(
+    trained_run, many_files, tmp_path
+):
+    import fcntl
     import pty
     import select
+    import struct
+    import termios
 
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100x24
     env = {**os.environ, "TERM": "xterm-256color", "NO_COLOR": "1", "PYTHONPATH": str(REPO)}
     env.pop("_TYPER_FORCE_DISABLE_TERMINAL", None)
+    argv = [sys.executable, "-m", "mnistcli", "predict", str(many_files), "--json"]
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mnistcli",
-            "predict",
-            str(many_files),
-            "--json",
-            "--checkpoint",
-            str(trained_run),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        cwd=many_files,
-    )
+    with open(tmp_path / "out.jsonl", "wb") as stdout:  # a file: a full pipe would block it
+        proc = subprocess.Popen(
+            [*argv, "--checkpoint", str(trained_run)],
+            stdout=stdout,
+            stderr=slave,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=many_files,
+        )
     os.close(slave)
     seen, first = b"", None
-    while proc.poll() is None or select.select([master], [], [], 0.1)[0]:
-        if select.select([master], [], [], 0.1)[0]:
-            try:
-                seen += os.read(master, 65536)
-            except OSError:
+    while True:
+        if not select.select([master], [], [], 1.0)[0]:
+            if proc.poll() is not None:
                 break
-            if first is None and b"/1500 files" in seen:
-                first = time.monotonic() - start
-    out = proc.stdout.read()
-    proc.wait()
+            continue
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other side closed: the command ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if first is None and b"/1500 files" in seen:
+            first = time.monotonic() - start
+    os.close(master)
+    proc.wait(timeout=120)
+    out = (tmp_path / "out.jsonl").read_bytes()
     assert proc.returncode == 0
     assert first is not None and first < 20  # 5 s on a quiet machine; this one is shared
     assert b"images/s" in seen and b"ETA" in seen
