@@ -216,7 +216,8 @@ def _predict_streaming(
     total = len(feed.items)
     tally = Tally()
     shown = []  # --show: the inputs to draw at the end
-    fmt = RowFormat([str(getattr(i, "path", None) or i) for i in feed.items], cons.out.width)
+    paths = [str(getattr(i, "path", None) or i) for i in feed.items]
+    fmt = RowFormat(paths, cons.out.width if cons.out.is_terminal else None, settings.top_k)
     # rows printed on the same terminal go above the bar, not through it
     bar = progress_bar(cons.err, redirect_stdout=cons.out.is_terminal)
     progress = bar if cons.err.is_interactive else None

@@ -107,9 +107,10 @@ def framed(art: Text, subtitle: str | Text = "28x28 input") -> Panel:
     return Panel(art, padding=0, width=width, subtitle=subtitle)
 
 
-def predictions_table(preds: Sequence[Prediction], *, width: int = 120) -> Group:
+def predictions_table(preds: Sequence[Prediction], *, width: int | None = 120) -> Group:
     """Many images at once: the header and one row each, as `RowFormat` prints them."""
-    fmt = RowFormat([p.path for p in preds], width)
+    top_k = max((len(p.top_k) for p in preds), default=3)
+    fmt = RowFormat([p.path for p in preds], width, top_k)
     return Group(fmt.header(), *(line for p in preds for line in fmt.row(p)))
 
 
@@ -119,16 +120,20 @@ class RowFormat:
     from every path before the first row is printed, so the rows can stream as they come."""
 
     paths: Sequence[str]
-    width: int = 120  # the terminal's columns: a longer path folds onto lines of its own
+    width: int | None = 120  # a terminal's columns (a longer path folds); None: never fold
+    top_k: int = 3
     image: int = field(init=False)
 
     DIGIT = 5  # "digit"
     PROB = 6  # "100.0%"
-    TOP_K = 30  # room kept for the top-k column when paths are long
 
     def __post_init__(self) -> None:
         longest = max((len(p) for p in self.paths), default=0)
-        room = self.width - (2 + self.DIGIT + 2 + self.PROB + 2 + self.TOP_K)
+        if self.width is None:  # a pipe or a file: whole paths, for grep and cut
+            object.__setattr__(self, "image", max(len("image"), longest))
+            return
+        top_k = 9 * self.top_k  # "7 99.9%  " each
+        room = self.width - (2 + self.DIGIT + 2 + self.PROB + 2 + top_k)
         object.__setattr__(self, "image", max(len("image"), min(longest, max(room, 20))))
 
     def header(self) -> Text:
