@@ -180,6 +180,7 @@ class ImageFeed:
         self._pool: ProcessPoolExecutor | None = None
         self._pending: deque[tuple[int, Future[list[Ready]]]] = deque()
         self._next = 0  # the start of the next chunk to queue
+        self._worked = False  # a chunk came back from the pool
 
     def __enter__(self) -> ImageFeed:
         if self.workers > 1:
@@ -210,7 +211,15 @@ class ImageFeed:
             start, future = self._pending.popleft()
             try:
                 ready = future.result()
+                self._worked = True
             except BrokenProcessPool:
+                if not self._worked:
+                    # no chunk ever came back: the workers cannot start here (a main module
+                    # they cannot import, a system refusing processes); this process does it
+                    self.close()
+                    for item in self.items[start:]:
+                        yield prepare(item, self.raw)
+                    return
                 ready = self._recover(start)
             self._fill()
             yield from ready
@@ -222,8 +231,7 @@ class ImageFeed:
     def _fill(self) -> None:
         assert self._pool is not None
         while self._next < len(self.items) and len(self._pending) < self.workers * AHEAD:
-            chunk = list(self.items[self._next : self._next + CHUNK])
-            self._pending.append((self._next, self._pool.submit(_prepare_chunk, chunk, self.raw)))
+            self._pending.append((self._next, self._submit(self._next)))
             self._next += CHUNK
 
     def _recover(self, start: int) -> list[Ready]:
@@ -237,16 +245,27 @@ class ImageFeed:
         for item in self.items[start : start + CHUNK]:
             assert self._pool is not None
             try:
-                ready.append(self._pool.submit(_prepare_chunk, [item], self.raw).result()[0])
+                ready.append(self._pool.submit(prepare, item, self.raw).result())
             except BrokenProcessPool:
                 ready.append(ImageError("preparing this image stopped its process", item))
                 self.close()
                 self._start_empty()
-        assert self._pool is not None
         for s in lost:
-            chunk = list(self.items[s : s + CHUNK])
-            self._pending.append((s, self._pool.submit(_prepare_chunk, chunk, self.raw)))
+            self._pending.append((s, self._submit(s)))
         return ready
+
+    def _submit(self, start: int) -> Future[list[Ready]]:
+        """The chunk at `start`, queued; a pool that broke meanwhile gives a failed future,
+        recovered like any other when its turn comes."""
+        assert self._pool is not None
+        try:
+            return self._pool.submit(
+                _prepare_chunk, list(self.items[start : start + CHUNK]), self.raw
+            )
+        except BrokenProcessPool as exc:
+            failed: Future[list[Ready]] = Future()
+            failed.set_exception(exc)
+            return failed
 
     def _start_empty(self) -> None:
         self._pool = ProcessPoolExecutor(

@@ -222,3 +222,64 @@ def test_an_image_error_crosses_processes_whole():
 
     err = pickle.loads(pickle.dumps(ImageError("bad header", "x.png")))
     assert (err.reason, err.path, str(err)) == ("bad header", "x.png", "x.png: bad header")
+
+
+def test_a_file_that_kills_its_worker_is_reported_and_the_rest_still_prepared(
+    tmp_path, monkeypatch
+):
+    """A decoder crash takes its worker down: the pool is restarted, the lost chunk retried
+    one file at a time, and only the file that kills a worker is reported."""
+    import multiprocessing
+    import os
+
+    import mnistcli.predict as predict_module
+    from mnistcli.predict import ImageFeed
+
+    main, real = os.getpid(), predict_module.load_image
+
+    def deadly(path: Path, raw: bool = False) -> Prepared:
+        if path.name == "070.png" and os.getpid() != main:
+            os._exit(1)  # as a segfault in a decoder would
+        return real(path, raw=raw)
+
+    # fork, so the workers inherit the patched function
+    monkeypatch.setattr(
+        predict_module, "_pool_context", lambda: multiprocessing.get_context("fork")
+    )
+    monkeypatch.setattr(predict_module, "load_image", deadly)
+    items = [tmp_path / f"{i:03d}.png" for i in range(80)]
+    for path in items:
+        bar_image(path, 5)
+    with ImageFeed(items, workers=2) as feed:
+        ready = list(feed)
+    assert len(ready) == 80 and isinstance(ready[70], ImageError)
+    assert ready[70].reason == "preparing this image stopped its process"
+    assert all(isinstance(r, Prepared) for i, r in enumerate(ready) if i != 70)
+
+
+def test_workers_that_cannot_start_leave_the_work_to_this_process(tmp_path, monkeypatch):
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    import mnistcli.predict as predict_module
+    from mnistcli.predict import ImageFeed
+
+    class Broken:  # a pool whose every worker died at start (a main module it cannot import)
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def submit(self, *args, **kwargs) -> Future:
+            future: Future = Future()
+            future.set_exception(BrokenProcessPool("died at start"))
+            return future
+
+        def shutdown(self, **kwargs) -> None:
+            pass
+
+    monkeypatch.setattr(predict_module, "ProcessPoolExecutor", Broken)
+    items = [tmp_path / f"{i:03d}.png" for i in range(70)]
+    for path in items:
+        bar_image(path, 5)
+    with ImageFeed(items, workers=2) as feed:
+        ready = list(feed)
+    assert len(ready) == 70 and all(isinstance(r, Prepared) for r in ready)
