@@ -15,6 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
+from mnistcli.render.console import probability
 from mnistcli.metrics import Mistake
 from tests.helpers import SHARED_MNIST, run_cli
 
@@ -89,7 +90,8 @@ def test_val_split_printed_json_and_files_agree(here, run_copy, mnist_root):
         assert re.search(rf"^  {pair['true']} -> {pair['pred']}  +{pair['count']} ", out, re.M)
     assert len(doc["misclassified"]) == 3
     for m in doc["misclassified"]:
-        assert f"{m['true']} -> {m['pred']}  {100 * m['confidence']:.0f}%  #{m['index']}" in out
+        caption = f"{m['true']} -> {m['pred']}  {probability(m['confidence'])}  #{m['index']}"
+        assert caption in out
     assert "▀" in out or "▄" in out or "█" in out  # the digits are drawn
 
 
