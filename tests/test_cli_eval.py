@@ -15,8 +15,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
-from mnistcli.render.console import probability
 from mnistcli.metrics import Mistake
+from mnistcli.render.console import probability
 from tests.helpers import SHARED_MNIST, run_cli
 
 runner = CliRunner()
