@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from mnistcli.loading import LoadedModel
-    from mnistcli.predict import ImageFeed
+    from mnistcli.predict import ImageFeed, Prediction
     from mnistcli.render.console import Consoles
+    from mnistcli.render.predict_view import RowFormat
     from mnistcli.settings import PredictSettings
 
 PathsArg = Annotated[
@@ -138,6 +140,41 @@ def predict(
         raise typer.Exit(1)
 
 
+class Interrupts:
+    """Ctrl-C while rows stream is noted and acted on between two rows (stop.check), never
+    half-way through printing one; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.hit = False
+
+    def __enter__(self) -> Interrupts:
+        self._previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _note(self, signum: int, frame: object) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def check(self) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+
+
+def _print_row(pred: Prediction, fmt: RowFormat, cons: Consoles, *, as_json: bool) -> None:
+    """One image's row (or JSON line) on stdout, and its error on stderr."""
+    if pred.error:
+        cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps(pred.to_dict()) + "\n")
+    else:
+        for line in fmt.row(pred):
+            cons.out.print(line, soft_wrap=True)
+
+
 def _fail(err: Console, message: str) -> int:
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return 2
@@ -238,19 +275,15 @@ def _predict_streaming(
             min_confidence=settings.min_confidence,
             batch_size=STREAM_BATCH,
         )
-        for pred in preds:
-            if pred.error:
-                cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
-            if as_json:
-                sys.stdout.write(json.dumps(pred.to_dict()) + "\n")
-            else:
-                for line in fmt.row(pred):
-                    cons.out.print(line, soft_wrap=True)
-            tally.add(pred)
-            if show and pred.pixels is not None and pred.digit is not None:
-                shown.append(pred)
-            if progress is not None and task is not None:
-                progress.advance(task)
+        with Interrupts() as stop:
+            for pred in preds:
+                _print_row(pred, fmt, cons, as_json=as_json)
+                tally.add(pred)
+                if show and pred.pixels is not None and pred.digit is not None:
+                    shown.append(pred)
+                if progress is not None and task is not None:
+                    progress.advance(task)
+                stop.check()  # between two rows: the count said is the rows printed
     except KeyboardInterrupt:
         if progress is not None:
             progress.stop()
