@@ -143,6 +143,10 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "predict": {
         "top_k": Spec(int, 3, "--top-k"),
+        # Below 0.5 the model gives the nine other digits together more probability than its
+        # answer: if it is calibrated, such an answer is more often wrong than right.
+        "min_confidence": Spec(float, 0.5, "--min-confidence"),
+        "workers": Spec(int, 0, "--workers", shown="the number of cores"),  # 0: every core
     },
     "export": {
         "format": Spec(str, "onnx", "--format"),
@@ -161,6 +165,13 @@ RETIRED: dict[str, str] = {
         for key in ("elastic", "ema", "clean_epochs", "weight_decay")
     },
 }
+
+
+# predict's numbers: key, largest value, what it is
+_PREDICT_BOUNDS = (
+    ("predict.min_confidence", 1, "it is a probability between 0 and 1 (0: mark nothing)"),
+    ("predict.workers", 1024, "it must be 0 (every core) or a number of processes"),
+)
 
 
 def spec(qualified: str) -> Spec:
@@ -475,6 +486,8 @@ def validate(values: Mapping[str, Setting]) -> None:
     for key in ("eval.pairs", "eval.gallery"):
         need(key, values[key].value >= 0, "it must be 0 or more")
     need("predict.top_k", 1 <= values["predict.top_k"].value <= 10, "it must be between 1 and 10")
+    for key, top, what in _PREDICT_BOUNDS:
+        need(key, 0 <= values[key].value <= top, what)
     need(
         "export.check_images",
         values["export.check_images"].value >= 0,

@@ -42,6 +42,10 @@ class ImageError(MnistcliError):
         self.path = None if path is None else str(path)
         super().__init__(reason if self.path is None else f"{self.path}: {reason}")
 
+    def __reduce__(self) -> tuple[type[ImageError], tuple[str, str | None]]:
+        # rebuilt from reason and path (not the joined message) when it crosses processes
+        return (type(self), (self.reason, self.path))
+
 
 class OutputError(MnistcliError):
     """A result file (a figure, a JSON report) could not be written."""

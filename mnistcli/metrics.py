@@ -80,9 +80,11 @@ class Mistake:
     confidence: float  # softmax probability of `pred`
     true_prob: float  # softmax probability of the true class
     pixels: bytes  # the 28x28 uint8 image, row by row (784 bytes), for drawing
+    path: str | None = None  # the file, for images from files (eval --images)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "pixels"}  # pixels: for drawing
+        skip = {"pixels"} if self.path is not None else {"pixels", "path"}  # pixels: for drawing
+        return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ class Evaluation:
     pairs: tuple[ConfusedPair, ...]  # most confused first
     mistakes: tuple[Mistake, ...]  # most confident mistakes first
     seconds: float  # inference and metrics, not loading
+    # per true class, images in which no digit was found (eval --images): wrong, and counted
+    # in `n` and each class's support, but in no column of `confusion`; () for MNIST's splits
+    no_digit: tuple[int, ...] = ()
 
     @property
     def accuracy(self) -> float:
@@ -123,6 +128,7 @@ class Evaluation:
             },
             "confusion_matrix": [list(row) for row in self.confusion],
             "confusion_matrix_axes": "rows: true label, columns: predicted label",
+            **({"no_digit": list(self.no_digit)} if self.no_digit else {}),
             "per_class": [_score_dict(s) for s in self.per_class],
             "macro_avg": {
                 k: v for k, v in _score_dict(self.macro).items() if k not in ("label", "predicted")
@@ -162,14 +168,16 @@ def confusion_matrix(
     return flat.view(num_classes, num_classes)
 
 
-def class_scores(confusion: torch.Tensor) -> tuple[ClassScore, ...]:
-    """Per-class precision, recall and F1 from a confusion matrix (rows true, columns pred)."""
+def class_scores(confusion: torch.Tensor, no_digit: Sequence[int] = ()) -> tuple[ClassScore, ...]:
+    """Per-class precision, recall and F1 from a confusion matrix (rows true, columns pred);
+    `no_digit[k]`: images of class k given no prediction at all, which lower its recall."""
     cm = confusion.long()
     tp = cm.diagonal()
     support, predicted = cm.sum(1), cm.sum(0)
     scores = []
     for k in range(cm.shape[0]):
-        hit, sup, pred = int(tp[k]), int(support[k]), int(predicted[k])
+        hit, pred = int(tp[k]), int(predicted[k])
+        sup = int(support[k]) + (no_digit[k] if no_digit else 0)
         precision = hit / pred if pred else 0.0
         recall = hit / sup if sup else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -241,12 +249,7 @@ def most_confident_mistakes(
 
     probs, targets = probs.float().cpu(), targets.long().cpu()
     confidence, preds = probs.max(1)
-    wrong = (preds != targets).nonzero().flatten()
-    if k <= 0 or wrong.numel() == 0:
-        return ()
-    # stable sort on -confidence keeps index order among equal confidences
-    order = torch.sort(-confidence[wrong], stable=True).indices[:k]
-    chosen = wrong[order].tolist()
+    chosen = mistake_order(probs, targets, k)
     images = images.cpu()
     return tuple(
         Mistake(
@@ -259,6 +262,21 @@ def most_confident_mistakes(
         )
         for i in chosen
     )
+
+
+def mistake_order(probs: torch.Tensor, targets: torch.Tensor, k: int) -> list[int]:
+    """The indices of the `k` most confident mistakes, surest first (ties: lower index first):
+    the one ranking behind every gallery. probs: (N, C) softmax outputs; targets: (N,)."""
+    import torch
+
+    probs, targets = probs.float().cpu(), targets.long().cpu()
+    confidence, preds = probs.max(1)
+    wrong = (preds != targets).nonzero().flatten()
+    if k <= 0 or wrong.numel() == 0:
+        return []
+    # stable sort on -confidence keeps index order among equal confidences
+    order = torch.sort(-confidence[wrong], stable=True).indices[:k]
+    return wrong[order].tolist()
 
 
 def evaluate_model(
@@ -335,9 +353,6 @@ def evaluate_tensors(
     The one evaluation both the trainer (each epoch's validation, the final test set) and
     `mnistcli eval` run. `logits`: the (N, C) outputs already computed, `model` then unused.
     """
-    import torch
-    import torch.nn.functional as F
-
     from mnistcli.model import logits_in_batches
 
     start = time.perf_counter()
@@ -346,23 +361,41 @@ def evaluate_tensors(
             raise ValueError("evaluate_tensors needs a model or its logits")
         logits = logits_in_batches(model, data.x, batch_size)
     logits = logits.to(data.y.device).float()
+    evaluation, probs = evaluation_from_logits(logits, data.y, top=top)
+    return dataclasses.replace(evaluation, seconds=time.perf_counter() - start), probs
+
+
+def evaluation_from_logits(
+    logits: torch.Tensor, targets: torch.Tensor, *, top: int = 10, no_digit: Sequence[int] = ()
+) -> tuple[Evaluation, torch.Tensor]:
+    """Every figure but the mistakes from (N, C) logits and their (N,) true labels, and the
+    softmax outputs: the one place the figures are computed, for MNIST's splits and for files.
+
+    `no_digit[k]`: images of class k in which no digit was found (eval --images). They are
+    wrong: counted in `n`, in no confusion column, and in their class's support.
+    """
+    import torch
+    import torch.nn.functional as F
+
     with torch.inference_mode():
-        loss = F.cross_entropy(logits, data.y).item() if len(data) else 0.0
+        loss = F.cross_entropy(logits, targets).item() if len(targets) else 0.0
         probs = logits.softmax(1)
-    cm = confusion_matrix(data.y, logits.argmax(1), logits.shape[1])
+    cm = confusion_matrix(targets, logits.argmax(1), logits.shape[1])
     correct = int(cm.diagonal().sum())
-    scores = class_scores(cm)
+    n = len(targets) + sum(no_digit)
+    scores = class_scores(cm, no_digit)
     evaluation = Evaluation(
-        n=len(data),
+        n=n,
         correct=correct,
         loss=loss,
-        interval=wilson_interval(correct, len(data)),
+        interval=wilson_interval(correct, n),
         confusion=tuple(tuple(row) for row in cm.tolist()),
         per_class=scores,
         macro=macro_average(scores),
         pairs=top_confused_pairs(cm, top),
         mistakes=(),
-        seconds=time.perf_counter() - start,
+        seconds=0.0,
+        no_digit=tuple(no_digit),
     )
     return evaluation, probs
 

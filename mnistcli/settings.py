@@ -159,6 +159,8 @@ class PredictSettings:
     top_k: int = _predict("top_k")
     raw: bool = False  # no preprocessing: the images already are MNIST-style 28x28 digits
     explain: bool = False  # also each image's saliency (integrated gradients)
+    min_confidence: float = _predict("min_confidence")  # answers below it are marked
+    workers: int = _predict("workers")  # processes preparing images; 0: one per core
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,8 @@ def predict_settings(
         top_k=values["predict.top_k"].value,
         raw=raw,
         explain=explain,
+        min_confidence=values["predict.min_confidence"].value,
+        workers=values["predict.workers"].value,
     )
 
 

@@ -68,8 +68,13 @@ SETTINGS_BY_COMMAND = {
         *("train.precision", "train.threads"),
     },
     "inspect": {"train.model", "train.batch_size", "runs_dir"},
-    "eval": {"device", "runs_dir", "data.root", "eval.batch_size", "eval.pairs", "eval.gallery"},
-    "predict": {"device", "runs_dir", "predict.top_k"},
+    "eval": {
+        *("device", "runs_dir", "data.root", "eval.batch_size", "eval.pairs", "eval.gallery"),
+        "predict.workers",
+    },
+    "predict": {
+        *("device", "runs_dir", "predict.top_k", "predict.min_confidence", "predict.workers"),
+    },
     "export": {"runs_dir", "data.root", "export.format", "export.check_images"},
     "runs": {"runs_dir"},
     "draw": {"device", "runs_dir", "data.root"},

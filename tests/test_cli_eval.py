@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from mnistcli.cli import app
 from mnistcli.metrics import Mistake
+from mnistcli.render.console import probability
 from tests.helpers import SHARED_MNIST, run_cli
 
 runner = CliRunner()
@@ -89,7 +90,8 @@ def test_val_split_printed_json_and_files_agree(here, run_copy, mnist_root):
         assert re.search(rf"^  {pair['true']} -> {pair['pred']}  +{pair['count']} ", out, re.M)
     assert len(doc["misclassified"]) == 3
     for m in doc["misclassified"]:
-        assert f"{m['true']} -> {m['pred']}  {100 * m['confidence']:.0f}%  #{m['index']}" in out
+        caption = f"{m['true']} -> {m['pred']}  {probability(m['confidence'])}  #{m['index']}"
+        assert caption in out
     assert "▀" in out or "▄" in out or "█" in out  # the digits are drawn
 
 
@@ -194,7 +196,7 @@ def test_gallery_without_colour_uses_half_blocks():
     assert art and set("".join(art)) <= set(" ▀▄█")
     assert "█" in "".join(art)
     captions = [line for line in lines[2:] if "->" in line]
-    assert captions[0].count("1 -> 7  88%") == 3  # 3 tiles of 24 columns fit in 80
+    assert captions[0].count("1 -> 7  87.5%") == 3  # 3 tiles of 24 columns fit in 80
     assert "#4" in captions[1]
 
 

@@ -157,22 +157,29 @@ def test_raw_takes_mnist_format_images_as_they_are(trained_run, real_mnist, tmp_
 
 @pytest.mark.slow
 def test_settings_come_from_flags_environment_and_config(trained_run, images, monkeypatch):
-    """The core patched: the exact top-k, raw flag and device the command passes on."""
+    """The core patched: the exact top-k, raw flag, workers and device the command passes on."""
     import mnistcli.predict
 
     seen = {}
 
-    def fake(paths, backend, *, top_k, raw):
-        seen.update(paths=paths, device=str(backend.device), top_k=top_k, raw=raw)
+    def fake(feed, backend, *, top_k, min_confidence, batch_size=256):
+        seen.update(paths=list(feed.items), device=str(backend.device), top_k=top_k)
+        seen.update(raw=feed.raw, min_confidence=min_confidence)
         return iter(())
 
-    monkeypatch.setattr(mnistcli.predict, "predict_paths", fake)
+    monkeypatch.setattr(mnistcli.predict, "predict_feed", fake)
     monkeypatch.setenv("MNISTCLI_PREDICT_TOP_K", "5")
     args = ["predict", str(images / "d0.png"), "--checkpoint", str(trained_run), "-d", "cpu"]
     assert runner.invoke(app, args).exit_code == 0
-    assert seen == {"paths": [images / "d0.png"], "device": "cpu", "top_k": 5, "raw": False}
-    assert runner.invoke(app, [*args, "--top-k", "2", "--raw"]).exit_code == 0
-    assert seen["top_k"] == 2 and seen["raw"] is True
+    assert seen == {
+        **{"paths": [images / "d0.png"], "device": "cpu", "top_k": 5, "raw": False},
+        "min_confidence": 0.5,
+    }
+    flags = ["--top-k", "2", "--raw", "--min-confidence", "0.9"]
+    assert runner.invoke(app, [*args, *flags]).exit_code == 0
+    assert seen["top_k"] == 2 and seen["raw"] is True and seen["min_confidence"] == 0.9
+    result = runner.invoke(app, [*args, "--min-confidence", "1.5"])
+    assert result.exit_code == 2 and "predict.min_confidence = 1.5" in result.stderr
     result = runner.invoke(app, [*args, "--top-k", "11"])
     assert result.exit_code == 2 and "predict.top_k = 11" in result.stderr
     assert "between 1 and 10" in result.stderr
@@ -239,3 +246,26 @@ def test_digit_art_in_colour_packs_two_pixel_rows_per_cell_and_in_shades_without
     assert len(plain) == 28 and {len(line) for line in plain} == {56}
     assert plain[0].startswith("██  ") and plain[1].startswith("  ▒▒")
     assert plain[27].strip() == ""  # blank rows are kept: the whole 28x28 is shown
+
+
+def test_rows_say_why_a_file_failed_mark_low_confidence_and_fold_long_paths():
+    from mnistcli.predict import Prediction
+    from mnistcli.render.console import probability
+    from mnistcli.render.predict_view import RowFormat, summary_line
+
+    ok = Prediction("a.png", 4, 0.46, ((4, 0.46), (9, 0.40)), low_confidence=True)
+    failed = Prediction("b.png", error="b.png: cannot decode the image", reason="cannot decode")
+    fmt = RowFormat(["a.png", "b.png"], None, top_k=2)
+    assert fmt.header().plain == "image  digit   prob.  top-k"
+    assert fmt.row(ok)[0].plain == "a.png      4   46.0%  4 46.0%  9 40.0%  low confidence"
+    assert fmt.row(failed)[0].plain.endswith("-          failed: cannot decode")
+    long = "scans/" + "x" * 100 + ".png"
+    folded = RowFormat([long], 60, top_k=1).row(Prediction(long, 1, 0.9, ((1, 0.9),)))
+    assert "".join(line.plain.split("  ")[0] for line in folded) == long  # folded, never cut
+    assert len(RowFormat([long], None).row(Prediction(long, 1, 0.9, ((1, 0.9),)))) == 1
+    assert summary_line([ok, failed], 0.5).plain == (
+        "2 images: 1 predicted (1 low confidence, below 50.0%), 1 failed; digits 4: 1"
+    )
+    assert [probability(p) for p in (1.0, 0.99999, 0.0004, 0.5)] == [
+        *("100.0%", "99.9%", "0.0%", "50.0%")
+    ]

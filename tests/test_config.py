@@ -207,6 +207,7 @@ def test_command_settings_defaults_are_the_schemas():
         *("EvalSettings.device", "EvalSettings.runs_dir", "EvalSettings.batch_size"),
         *("EvalSettings.top", "EvalSettings.gallery"),
         *("PredictSettings.device", "PredictSettings.runs_dir", "PredictSettings.top_k"),
+        *("PredictSettings.min_confidence", "PredictSettings.workers"),
         *("InspectSettings.model", "InspectSettings.runs_dir", "InspectSettings.batch_size"),
         *("ExportSettings.runs_dir", "ExportSettings.format", "ExportSettings.check_images"),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,12 @@ from mnistcli.cli.options import (
     settings_values,
     stderr_log,
 )
+from mnistcli.errors import ImageError, InputError
+
+if TYPE_CHECKING:
+    from mnistcli.config import Setting
+    from mnistcli.render.console import Consoles
+    from mnistcli.settings import EvalSettings
 
 
 class EvalSplit(enum.StrEnum):
@@ -63,6 +69,36 @@ OutDirOpt = Annotated[
     ),
 ]
 NoSaveOpt = Annotated[bool, typer.Option("--no-save", help="Write no files.")]
+ImagesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--images",
+        metavar="PATH",
+        help="Score your own labelled images instead of MNIST: a folder with one folder per "
+        "digit (DIR/0/*.png ... DIR/9/*.png), or files, folders and quoted globs labelled by "
+        "the digit folder they are in, or - for paths on standard input; repeat for more. "
+        "Each image is prepared exactly as predict prepares it.",
+        show_default=False,
+    ),
+]
+LabelsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels",
+        metavar="FILE",
+        help="A CSV or TSV file with 'path' and 'label' columns giving each image's digit "
+        "(paths relative to the file); its rows are the images unless --images is given.",
+        show_default=False,
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    setting_option(
+        "predict.workers",
+        "-j",
+        help="With --images: processes that read and prepare the images; 1 for this process alone.",
+    ),
+]
 
 
 def eval_model(
@@ -79,12 +115,19 @@ def eval_model(
     data_root: DataRootOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    images: ImagesOpt = None,
+    labels: LabelsOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Evaluate a checkpoint on MNIST: accuracy with a 95% interval, confusion matrix, per-class
     precision/recall/F1, the most confused pairs and a gallery of mistakes drawn in the terminal.
 
     Also writes confusion_matrix.png, misclassified.png and eval.json (with --split val:
-    *_val.png and eval_val.json) into the run folder, or --out-dir DIR.
+    *_val.png and eval_val.json; with --images: *_images.png and eval_images.json) into the
+    run folder, or --out-dir DIR.
+
+    With --images (or --labels) it scores your own labelled images: "no digit found" counts
+    as wrong, unreadable files are listed and left out of the figures.
     """
     from mnistcli.metrics import evaluate_checkpoint
     from mnistcli.render.eval_figures import save_eval_files
@@ -97,6 +140,9 @@ def eval_model(
         values, checkpoint=checkpoint, split=split.value, save=save, write_files=not no_save
     )
     cons = consoles()
+    if images or labels is not None:
+        _eval_images(settings, values, images or [], labels, cons, as_json=as_json)
+        return
     # progress on stderr whenever it is a terminal, --json or not: stdout holds the results
     with task_progress(cons.err) as progress:
         report = evaluate_checkpoint(
@@ -112,3 +158,83 @@ def eval_model(
         typer.echo(json.dumps(report.to_dict(saved), indent=2))
     else:
         print_eval(cons.out, cons.err, report, saved, top=settings.top, gallery=settings.gallery)
+
+
+def _eval_images(
+    settings: EvalSettings,
+    values: dict[str, Setting],
+    images: list[str],
+    labels: Path | None,
+    cons: Consoles,
+    *,
+    as_json: bool,
+) -> None:
+    """eval --images: the layout checked before torch loads, the images prepared on every core
+    while it does, eval's report on them, the files left out listed on stderr."""
+    import sys
+
+    from rich.markup import escape
+
+    from mnistcli.labelled import ImagesReport, collect_labelled, evaluate_images
+    from mnistcli.loading import open_model
+    from mnistcli.predict import ImageFeed, default_workers
+    from mnistcli.render.eval_figures import save_eval_files
+    from mnistcli.render.eval_view import print_images_eval
+    from mnistcli.render.predict_view import progress_bar
+
+    labelled = collect_labelled(images, labels, stdin=sys.stdin if "-" in images else None)
+    for line in labelled.warnings:
+        cons.err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+    if not labelled.items:
+        raise InputError(f"no images to score in {labelled.source or 'standard input'}")
+    if all(isinstance(item, ImageError) for item in labelled.items):
+        for item in labelled.items:
+            cons.err.print(f"[bold red]error:[/] {escape(str(item))}", soft_wrap=True)
+        raise InputError(f"none of the {len(labelled.items):,} images can be scored")
+    workers = values["predict.workers"].value or default_workers()
+    progress = progress_bar(cons.err) if cons.err.is_interactive else None
+    task = progress.add_task("loading the model", total=len(labelled.items)) if progress else None
+
+    def advance(_pred: object) -> None:
+        if progress is not None and task is not None:
+            progress.advance(task)
+
+    with ImageFeed(labelled.items, workers=workers) as feed:
+        try:
+            if progress is not None:
+                progress.start()  # at once: loading torch and the model takes seconds
+            model = open_model(
+                settings.checkpoint, settings.device, runs_dir=settings.runs_dir, channels_last=True
+            )
+            if progress is not None and task is not None:
+                progress.update(task, description="scoring")
+            evaluation, left_out = evaluate_images(
+                labelled,
+                feed,
+                model,
+                top=settings.top,
+                gallery=settings.gallery,
+                batch_size=settings.batch_size,
+                on_prediction=advance,
+            )
+        finally:
+            if progress is not None:
+                progress.stop()
+    report = ImagesReport(
+        checkpoint=model.path,
+        model=model.description,
+        device=model.device,
+        source=labelled.source,
+        evaluation=evaluation,
+        left_out=left_out,
+        warnings=tuple(labelled.warnings),
+    )
+    for line in left_out:
+        cons.err.print(f"[yellow]left out:[/] {escape(line)}", soft_wrap=True)
+    saved: list[Path] = []
+    if settings.write_files:
+        saved = save_eval_files(report, settings.save or report.checkpoint.parent)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(saved), indent=2))
+    else:
+        print_images_eval(cons.out, report, saved, top=settings.top, gallery=settings.gallery)

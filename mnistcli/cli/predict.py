@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import signal
+import sys
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -20,18 +22,44 @@ from mnistcli.cli.options import (
     stderr_log,
 )
 
+STREAM_BATCH = 64  # images per forward pass while rows stream
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mnistcli.loading import LoadedModel
+    from mnistcli.predict import ImageFeed, Prediction
+    from mnistcli.render.console import Consoles
+    from mnistcli.render.predict_view import RowFormat
+    from mnistcli.settings import PredictSettings
+
 PathsArg = Annotated[
     list[str],
     typer.Argument(
         metavar="PATH...",
-        help="Image files (PNG, JPEG, BMP, GIF, TIFF, WebP), folders (their images) or "
-        "globs such as 'scans/*.png'.",
+        help="Image files (PNG, JPEG, BMP, GIF, TIFF, WebP), folders (their images), "
+        "globs such as 'scans/*.png', or - to read paths from standard input, one a line.",
         show_default=False,
     ),
 ]
 TopKOpt = Annotated[
     int | None,
     setting_option("predict.top_k", "-k", help="Most likely digits to list (1-10)."),
+]
+MinConfidenceOpt = Annotated[
+    float | None,
+    setting_option(
+        "predict.min_confidence",
+        help="Mark answers less probable than this (0-1) as low confidence; 0 marks none.",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    setting_option(
+        "predict.workers",
+        "-j",
+        help="Processes that read and prepare the images; 1 for this process alone.",
+    ),
 ]
 ShowOpt = Annotated[bool, typer.Option("--show", help="Also draw the 28x28 input the model saw.")]
 ExplainOpt = Annotated[
@@ -65,6 +93,8 @@ def predict(
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = None,
     top_k: TopKOpt = None,
+    min_confidence: MinConfidenceOpt = None,
+    workers: WorkersOpt = None,
     show: ShowOpt = False,
     explain: ExplainOpt = False,
     raw: RawOpt = False,
@@ -79,17 +109,82 @@ def predict(
     out (the lines of ruled or squared paper go black), cropped to the ink
     (specks ignored), scaled into 20x20 (a stroke far thinner or thicker than
     MNIST's brought back into its range) and centred by its centre of mass in
-    28x28. A blank image says "no digit found". A file
+    28x28. A blank image says "no digit found". Many images are read on every
+    core and printed as they are done, with progress on a terminal. A file
     that cannot be read gets a one-line error, the others are still predicted,
     and the exit code is 1. --explain shows which pixels decided each digit.
     """
-    from mnistcli.loading import open_model
-    from mnistcli.predict import collect_paths, predict_paths
+    from mnistcli.errors import ImageError
+    from mnistcli.predict import ImageFeed, collect_paths, default_workers
     from mnistcli.settings import predict_settings
 
     values = settings_values(setting_flags(predict, locals()), config)
     settings = predict_settings(values, checkpoint=checkpoint, raw=raw, explain=explain)
     cons = consoles()
+    # every input is checked before torch is imported (about 3 s): a typo is answered at once
+    items = collect_paths(paths, stdin=sys.stdin if "-" in paths else None)
+    if not items:
+        raise typer.Exit(_fail(cons.err, "no paths on standard input; pipe in one path a line"))
+    if all(isinstance(item, ImageError) for item in items):
+        for item in items:
+            cons.err.print(f"[bold red]error:[/] {escape(str(item))}", soft_wrap=True)
+        raise typer.Exit(2)
+    workers = settings.workers or default_workers()
+    # the workers start preparing the images while the model loads
+    with ImageFeed(items, raw=settings.raw, workers=workers) as feed:
+        if settings.explain or len(items) == 1:
+            model = _open(settings, cons, as_json)
+            failed = _predict_whole(feed, model, settings, cons, show=show, as_json=as_json)
+        else:
+            failed = _predict_streaming(feed, settings, cons, show=show, as_json=as_json)
+    if failed:
+        raise typer.Exit(1)
+
+
+class Interrupts:
+    """Ctrl-C while rows stream is noted and acted on between two rows (stop.check), never
+    half-way through printing one; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.hit = False
+
+    def __enter__(self) -> Interrupts:
+        self._previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _note(self, signum: int, frame: object) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def check(self) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+
+
+def _print_row(pred: Prediction, fmt: RowFormat, cons: Consoles, *, as_json: bool) -> None:
+    """One image's row (or JSON line) on stdout, and its error on stderr."""
+    if pred.error:
+        cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps(pred.to_dict()) + "\n")
+    else:
+        for line in fmt.row(pred):
+            cons.out.print(line, soft_wrap=True)
+
+
+def _fail(err: Console, message: str) -> int:
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    return 2
+
+
+def _open(settings: PredictSettings, cons: Consoles, as_json: bool) -> LoadedModel:
+    """The model, and the line that says which (not with --json)."""
+    from mnistcli.loading import open_model
+
     model = open_model(
         settings.checkpoint,
         settings.device,
@@ -103,8 +198,25 @@ def predict(
             f"model: {escape(str(model.path))} ({model.description}) on {model.device}",
             soft_wrap=True,
         )
+    return model
+
+
+def _predict_whole(
+    feed: ImageFeed,
+    model: LoadedModel,
+    settings: PredictSettings,
+    cons: Consoles,
+    *,
+    show: bool,
+    as_json: bool,
+) -> bool:
+    """One image (a panel), or --explain (saliency needs every prediction first)."""
+    from mnistcli.predict import predict_feed
+
     preds = []
-    for pred in predict_paths(collect_paths(paths), model, top_k=settings.top_k, raw=settings.raw):
+    for pred in predict_feed(
+        feed, model, top_k=settings.top_k, min_confidence=settings.min_confidence
+    ):
         if pred.error:
             cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
         if as_json and not settings.explain:  # with --explain, once the saliency is known
@@ -122,5 +234,74 @@ def predict(
         from mnistcli.render.explain_view import print_predictions
 
         print_predictions(cons.out, preds, explained, show=show)
-    if any(p.error for p in preds):
-        raise typer.Exit(1)
+    return any(p.error for p in preds)
+
+
+def _predict_streaming(
+    feed: ImageFeed,
+    settings: PredictSettings,
+    cons: Consoles,
+    *,
+    show: bool,
+    as_json: bool,
+) -> bool:
+    """Many images: a row (or a JSON line) per image as its batch is done, progress on stderr
+    when it is a terminal, the summary at the end. Ctrl-C keeps the rows printed, says how
+    many were done and exits 130; the pool is shut down by the feed's `with`."""
+    from mnistcli.predict import predict_feed
+    from mnistcli.render.console import is_color
+    from mnistcli.render.predict_view import RowFormat, Tally, gallery, progress_bar, summary_line
+
+    total = len(feed.items)
+    tally = Tally()
+    shown = []  # --show: the inputs to draw at the end
+    paths = [str(getattr(i, "path", None) or i) for i in feed.items]
+    fmt = RowFormat(paths, cons.out.width if cons.out.is_terminal else None, settings.top_k)
+    # rows printed on the same terminal go above the bar, not through it
+    bar = progress_bar(cons.err, redirect_stdout=cons.out.is_terminal)
+    progress = bar if cons.err.is_interactive else None
+    task = progress.add_task("loading the model", total=total) if progress else None
+    try:
+        if progress is not None:
+            progress.start()  # at once: loading torch and the model takes seconds
+        model = _open(settings, cons, as_json)
+        if progress is not None and task is not None:
+            progress.update(task, description="predicting")
+        if not as_json:
+            cons.out.print(fmt.header(), soft_wrap=True)
+        # batches of 64: rows and progress move in small steps, at no cost a user would see
+        preds = predict_feed(
+            feed,
+            model,
+            top_k=settings.top_k,
+            min_confidence=settings.min_confidence,
+            batch_size=STREAM_BATCH,
+        )
+        with Interrupts() as stop:
+            for pred in preds:
+                _print_row(pred, fmt, cons, as_json=as_json)
+                tally.add(pred)
+                if show and pred.pixels is not None and pred.digit is not None:
+                    shown.append(pred)
+                if progress is not None and task is not None:
+                    progress.advance(task)
+                stop.check()  # between two rows: the count said is the rows printed
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.stop()
+        sys.stdout.flush()
+        cons.err.print(
+            f"interrupted: {tally.images:,} of {total:,} images done (their rows are above)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    finally:
+        if progress is not None:
+            progress.stop()
+    if not as_json:
+        if shown:
+            cons.out.print()
+            cons.out.print(gallery(shown, color=is_color(cons.out)))
+        cons.out.print()
+        cons.out.print(summary_line(tally, settings.min_confidence), soft_wrap=True)
+    return tally.failed > 0

@@ -49,3 +49,9 @@ def percent(fraction: float | None, digits: int = 2, *, below_100: bool = False)
     if below_100 and fraction < 1:
         value = min(value, 100 - 10**-digits)
     return f"{value:.{digits}f}%"
+
+
+def probability(p: float) -> str:
+    """The one way a probability is printed (predict, eval, figures): a percentage with one
+    decimal that never reads 100.0% short of certainty (0.9996 -> '99.9%')."""
+    return percent(p, 1, below_100=True)

@@ -6,14 +6,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
 from mnistcli.errors import OutputError
 from mnistcli.figures import INK, font, save_png
 from mnistcli.metrics import EvalReport, Mistake
-from mnistcli.render.console import percent
+from mnistcli.render.console import percent, probability
 from mnistcli.runs import eval_paths, write_json
+
+if TYPE_CHECKING:
+    from mnistcli.labelled import ImagesReport
 
 WHITE = (255, 255, 255)
 DIAGONAL_RGB = (8, 81, 156)  # dark blue: correct predictions
@@ -117,7 +121,7 @@ def save_misclassified_png(mistakes: Sequence[Mistake], path: Path, title: str) 
         image.paste(digit.convert("RGB"), (x0, y0))
         draw.text(
             (x0 + tile // 2, y0 + tile + 3),
-            f"{m.true} -> {m.pred}  {percent(m.confidence, 0)}",
+            f"{m.true} -> {m.pred}  {probability(m.confidence)}",
             fill=ERROR_RGB,
             font=f_caption,
             anchor="mt",
@@ -125,7 +129,7 @@ def save_misclassified_png(mistakes: Sequence[Mistake], path: Path, title: str) 
     save_png(image, path)
 
 
-def save_eval_files(report: EvalReport, folder: Path) -> list[Path]:
+def save_eval_files(report: EvalReport | ImagesReport, folder: Path) -> list[Path]:
     """Write confusion_matrix.png, misclassified.png (when there are mistakes) and eval.json
     (the report's JSON document, with the list of files saved) into `folder`; a split other
     than "test" adds a suffix (eval_val.json). Returns the paths written; raises OutputError if

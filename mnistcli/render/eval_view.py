@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -22,7 +23,10 @@ from rich.text import Text
 
 from mnistcli.metrics import ClassScore, EvalReport, Evaluation, Mistake
 from mnistcli.render.charts import curves
-from mnistcli.render.console import is_color, percent
+from mnistcli.render.console import is_color, percent, probability
+
+if TYPE_CHECKING:
+    from mnistcli.labelled import ImagesReport
 from mnistcli.render.digits import digit_rows
 from mnistcli.render.fit import Whole, first_fit, needed_width, stack_if_narrow
 
@@ -64,12 +68,13 @@ def summary_rows(
     device: str,
     trained: str | None = None,
     saved: Sequence[str] = (),
+    data: str | None = None,
 ) -> list[tuple[str, str]]:
     """The summary's (name, value in rich markup) pairs: model, data, accuracy, errors, time."""
     rows = [("model", escape(checkpoint))]
     if trained:
         rows.append(("trained", escape(trained)))
-    rows.append(("data", f"{split} split, {ev.n:,} images"))
+    rows.append(("data", escape(data) if data else f"{split} split, {ev.n:,} images"))
     ci = ev.interval
     rows.append(
         (
@@ -137,10 +142,15 @@ def _shades(confusion: Sequence[Sequence[int]]) -> list[list[int]]:
 
 
 def confusion_table(
-    confusion: Sequence[Sequence[int]], *, color: bool, titled: bool = True
+    confusion: Sequence[Sequence[int]],
+    *,
+    color: bool,
+    titled: bool = True,
+    no_digit: Sequence[int] = (),
 ) -> Table:
     """Rows true, columns predicted; cell colour by count (blue diagonal, red mistakes). The
-    full form: `titled` puts the title in the table (else the caller prints it above)."""
+    full form: `titled` puts the title in the table (else the caller prints it above).
+    `no_digit`: a last column, "none", of the images in which no digit was found."""
     size = len(confusion)
     levels = _shades(confusion)
     table = Table(
@@ -163,13 +173,22 @@ def confusion_table(
     for p in range(size):
         widest = max([len(str(p)) + 1] + [r[p].cell_len for r in rows])
         table.add_column(f"{p} ", justify="right", no_wrap=True, min_width=widest)
+    if no_digit:
+        for t, cells in enumerate(rows):
+            style = Style(color="yellow") if color and no_digit[t] else None
+            cells.append(Text(f"{no_digit[t]} ", style=style or ""))
+        table.add_column("none ", justify="right", no_wrap=True, min_width=5)
     for t, cells in enumerate(rows):
         table.add_row(str(t), *cells)
     return table
 
 
 def compact_confusion_table(
-    confusion: Sequence[Sequence[int]], *, color: bool, diagonal_apart: bool = False
+    confusion: Sequence[Sequence[int]],
+    *,
+    color: bool,
+    diagonal_apart: bool = False,
+    no_digit: Sequence[int] = (),
 ) -> Table:
     """The matrix in as few columns as its counts allow: no padding around a count, one space
     between columns. With `diagonal_apart` the correct counts leave the diagonal (marked ·)
@@ -182,6 +201,8 @@ def compact_confusion_table(
         table.add_column(str(p), justify="right", no_wrap=True)
     if diagonal_apart:
         table.add_column("ok", justify="right", no_wrap=True)
+    if no_digit:
+        table.add_column("none", justify="right", no_wrap=True)
     for t in range(size):
         cells: list[Text] = []
         for p in range(size):
@@ -193,12 +214,18 @@ def compact_confusion_table(
             )
         if diagonal_apart:
             cells.append(_matrix_cell(confusion[t][t], True, levels[t][t], color=color, pad=False))
+        if no_digit:
+            cells.append(Whole(str(no_digit[t]), style="yellow" if color and no_digit[t] else ""))
         table.add_row(str(t), *cells)
     return table
 
 
 def confusion_view(
-    console: Console, confusion: Sequence[Sequence[int]], *, color: bool
+    console: Console,
+    confusion: Sequence[Sequence[int]],
+    *,
+    color: bool,
+    no_digit: Sequence[int] = (),
 ) -> RenderableType:
     """The matrix in the widest form that fits the console, every count whole: the full table;
     a compact one; one with the correct counts in a column of their own; or, when not even that
@@ -207,20 +234,19 @@ def confusion_view(
     plain_legend = Text("  [n]: correct predictions (the diagonal)")
     compact_legend = legend("the diagonal (row = column): correct predictions")
     apart_legend = legend(f"ok: correct predictions, moved out of the diagonal ({DIAGONAL_MARK})")
+    none = [legend("none: no digit found (counted as wrong)")] if no_digit else []
 
     def full() -> RenderableType:
-        table = confusion_table(confusion, color=color)
-        return table if color else Group(table, plain_legend)
+        table = confusion_table(confusion, color=color, no_digit=no_digit)
+        return Group(table, *none) if color else Group(table, plain_legend, *none)
 
-    forms = [
-        full,
-        lambda: Group(heading, compact_confusion_table(confusion, color=color), compact_legend),
-        lambda: Group(
-            heading,
-            compact_confusion_table(confusion, color=color, diagonal_apart=True),
-            apart_legend,
-        ),
-    ]
+    def compact(apart: bool) -> RenderableType:
+        table = compact_confusion_table(
+            confusion, color=color, diagonal_apart=apart, no_digit=no_digit
+        )
+        return Group(heading, table, apart_legend if apart else compact_legend, *none)
+
+    forms = [full, lambda: compact(False), lambda: compact(True)]
     fitted = first_fit(console, forms)
     if fitted is not None:
         return fitted
@@ -334,7 +360,9 @@ def pairs_text(ev: Evaluation) -> Text:
 def gallery(mistakes: Sequence[Mistake], errors: int, width: int, *, color: bool) -> Group:
     """Misclassified digits side by side, each captioned 'true -> predicted  confidence  #index'."""
     head = Text(f"most confident mistakes ({len(mistakes)} of {errors:,})", style="bold")
-    head.append("\n  each: true -> predicted, confidence, #index in the split", style="not bold")
+    files = any(m.path for m in mistakes)
+    where = "and its file" if files else "#index in the split"
+    head.append(f"\n  each: true -> predicted, confidence, {where}", style="not bold")
     if not mistakes:
         return Group(head, Text("  none: no mistakes"))
     tiles = [digit_rows(m.pixels, color=color, crop=CROP) for m in mistakes]
@@ -347,16 +375,25 @@ def gallery(mistakes: Sequence[Mistake], errors: int, width: int, *, color: bool
         chunk = mistakes[start : start + per_row]
         drawn = tiles[start : start + per_row]
         captions = [
-            Text(f"{m.true} -> {m.pred}  {percent(m.confidence, 0)}  #{m.index}"[:w].ljust(w))
+            f"{m.true} -> {m.pred}  {probability(m.confidence)}"
+            + ("" if m.path else f"  #{m.index}")
             for m in chunk
         ]
         for r in range(len(drawn[0])):
             lines.append(Text(" " * GALLERY_GAP).join(t[r] for t in drawn))
-        caption = Text(" " * GALLERY_GAP).join(captions)
+        caption = Text(" " * GALLERY_GAP).join(Text(c[:w].ljust(w)) for c in captions)
         caption.stylize("bold")
         lines.append(caption)
+        if files:  # the path's end, which names the file, under the digit
+            names = [_tail(m.path or "", w).ljust(w) for m in chunk]
+            lines.append(Text(" " * GALLERY_GAP).join(Text(n) for n in names))
         lines.append(Text(""))
     return Group(*lines)
+
+
+def _tail(path: str, width: int) -> str:
+    """The end of a path in `width` cells, marked with … where its start is left out."""
+    return path if len(path) <= width else "…" + path[-(width - 1) :]
 
 
 def print_report(
@@ -370,15 +407,22 @@ def print_report(
     saved: Sequence[str] = (),
     top: int = 10,
     gallery_size: int = 16,
+    data: str | None = None,
 ) -> None:
     """Everything, in reading order: summary, matrix, per-class table, pairs, gallery."""
     color = is_color(console)
     rows = summary_rows(
-        ev, checkpoint=checkpoint, split=split, device=device, trained=trained, saved=saved
+        ev,
+        checkpoint=checkpoint,
+        split=split,
+        device=device,
+        trained=trained,
+        saved=saved,
+        data=data,
     )
     console.print(stack_if_narrow(console, summary_table(rows), rows))
     console.print()
-    console.print(confusion_view(console, ev.confusion, color=color))
+    console.print(confusion_view(console, ev.confusion, color=color, no_digit=ev.no_digit))
     console.print()
     console.print(class_view(console, ev.per_class, ev.macro))
     if top > 0:
@@ -415,3 +459,28 @@ def print_eval(
     if len(report.history) >= 2:
         chart = curves(report.history, min(err.width, 120), 14, color=is_color(err))
         err.print(Text.from_ansi(chart))
+
+
+def print_images_eval(
+    out: Console, report: ImagesReport, saved: Sequence[Path], *, top: int, gallery: int
+) -> None:
+    """eval --images: the same report, its data line saying where the images and labels came
+    from, how many had no digit found and how many files were left out."""
+    ev = report.evaluation
+    data = f"{ev.n:,} images from {report.source}"
+    if sum(ev.no_digit):
+        data += f"; no digit found in {sum(ev.no_digit):,} (wrong)"
+    if report.left_out:
+        data += f"; {len(report.left_out):,} left out (unreadable or unlabelled, listed above)"
+    print_report(
+        out,
+        ev,
+        checkpoint=str(report.checkpoint),
+        split="images",
+        device=report.device,
+        trained=report.model,
+        saved=[str(p) for p in saved],
+        top=top,
+        gallery_size=gallery,
+        data=data,
+    )

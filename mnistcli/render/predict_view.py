@@ -1,19 +1,31 @@
 """What `mnistcli predict` shows: one panel per image (digit, probability, top-k bars and,
-with --show, the 28x28 input the model saw), or a table of many images and a summary line."""
+with --show, the 28x28 input the model saw), or for many images a table printed row by row as
+the predictions come, a summary line, and progress on stderr while it runs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rich.columns import Columns
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from mnistcli.predict import Prediction
-from mnistcli.render.console import percent
+from mnistcli.render.console import probability
 from mnistcli.render.digits import digit_rows
 
 if TYPE_CHECKING:
@@ -41,9 +53,8 @@ def top_k_chart(pred: Prediction, width: int = 30) -> Table:
     return table
 
 
-def pct(p: float) -> str:
-    """A probability with one decimal; short of 1 it never reads as 100% (99.96% -> 99.9%)."""
-    return percent(p, 1, below_100=True)
+pct = probability  # the one way a probability is printed (render.console.probability)
+LOW = "low confidence"  # the marker of an answer below predict.min_confidence
 
 
 def headline(pred: Prediction) -> Text:
@@ -54,8 +65,10 @@ def headline(pred: Prediction) -> Text:
             " (blank, or too little ink or contrast)", style="dim"
         )
     text = Text("digit ")
-    text.append(str(pred.digit), style="bold green")
+    text.append(str(pred.digit), style="bold yellow" if pred.low_confidence else "bold green")
     text.append(f"  {pct(pred.probability or 0.0)}", style="bold")
+    if pred.low_confidence:
+        text.append(f"  {LOW}: another digit is about as likely", style="yellow")
     return text
 
 
@@ -94,29 +107,60 @@ def framed(art: Text, subtitle: str | Text = "28x28 input") -> Panel:
     return Panel(art, padding=0, width=width, subtitle=subtitle)
 
 
-def predictions_table(preds: Sequence[Prediction]) -> Table:
-    """Many images: one row each (digit, probability, the other candidates)."""
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("image", overflow="fold")
-    table.add_column("digit", justify="right")
-    table.add_column("prob.", justify="right")
-    table.add_column("top-k", no_wrap=True)
-    for pred in preds:
+def predictions_table(preds: Sequence[Prediction], *, width: int | None = 120) -> Group:
+    """Many images at once: the header and one row each, as `RowFormat` prints them."""
+    top_k = max((len(p.top_k) for p in preds), default=3)
+    fmt = RowFormat([p.path for p in preds], width, top_k)
+    return Group(fmt.header(), *(line for p in preds for line in fmt.row(p)))
+
+
+@dataclass(frozen=True)
+class RowFormat:
+    """One line per image (path, digit, probability, the top-k and a mark), in columns sized
+    from every path before the first row is printed, so the rows can stream as they come."""
+
+    paths: Sequence[str]
+    width: int | None = 120  # a terminal's columns (a longer path folds); None: never fold
+    top_k: int = 3
+    image: int = field(init=False)
+
+    DIGIT = 5  # "digit"
+    PROB = 6  # "100.0%"
+
+    def __post_init__(self) -> None:
+        longest = max((len(p) for p in self.paths), default=0)
+        if self.width is None:  # a pipe or a file: whole paths, for grep and cut
+            object.__setattr__(self, "image", max(len("image"), longest))
+            return
+        top_k = 9 * self.top_k  # "7 99.9%  " each
+        room = self.width - (2 + self.DIGIT + 2 + self.PROB + 2 + top_k)
+        object.__setattr__(self, "image", max(len("image"), min(longest, max(room, 20))))
+
+    def header(self) -> Text:
+        head = f"{'image':<{self.image}}  {'digit':>{self.DIGIT}}  {'prob.':>{self.PROB}}  top-k"
+        return Text(head, style="bold")
+
+    def row(self, pred: Prediction) -> list[Text]:
+        """The lines of one image: its row, after the leading parts of a path too long for
+        its column (folded, never cut)."""
+        path = pred.path
+        folded = [path[i : i + self.image] for i in range(0, len(path), self.image)] or [""]
+        lines = [Text(part) for part in folded[:-1]]
+        line = Text(f"{folded[-1]:<{self.image}}  ")
         if pred.error:
-            table.add_row(Text(pred.path), Text("-"), Text(""), Text("failed", style="red"))
+            line.append(f"{'-':>{self.DIGIT}}  {'':>{self.PROB}}  ")
+            line.append(f"failed: {pred.reason or pred.error}", style="red")
         elif pred.digit is None:
-            table.add_row(
-                Text(pred.path), Text("-"), Text(""), Text("no digit found", style="yellow")
-            )
+            line.append(f"{'-':>{self.DIGIT}}  {'':>{self.PROB}}  ")
+            line.append("no digit found", style="yellow")
         else:
-            others = "  ".join(f"{d} {pct(p)}" for d, p in pred.top_k)
-            table.add_row(
-                Text(pred.path),
-                Text(str(pred.digit), style="bold green"),
-                Text(pct(pred.probability or 0.0)),
-                Text(others, style="dim"),
-            )
-    return table
+            style = "bold yellow" if pred.low_confidence else "bold green"
+            line.append(f"{pred.digit:>{self.DIGIT}}", style=style)
+            line.append(f"  {pct(pred.probability or 0.0):>{self.PROB}}  ")
+            line.append("  ".join(f"{d} {pct(p)}" for d, p in pred.top_k), style="dim")
+            if pred.low_confidence:
+                line.append(f"  {LOW}", style="yellow")
+        return [*lines, line]
 
 
 def gallery(preds: Sequence[Prediction], *, color: bool) -> Columns:
@@ -136,20 +180,72 @@ def _short(path: str, width: int) -> str:
     return path if len(path) <= width else "…" + path[-(width - 1) :]
 
 
-def summary_line(preds: Sequence[Prediction]) -> Text:
+@dataclass
+class Tally:
+    """What the summary line counts, kept as rows stream by (no prediction is kept)."""
+
+    images: int = 0
+    blank: int = 0
+    failed: int = 0
+    low: int = 0
+    digits: Counter[int] = field(default_factory=Counter)
+
+    def add(self, pred: Prediction) -> None:
+        self.images += 1
+        if pred.error:
+            self.failed += 1
+        elif pred.digit is None:
+            self.blank += 1
+        else:
+            self.digits[pred.digit] += 1
+            self.low += pred.low_confidence
+
+
+def summary_line(preds: Iterable[Prediction] | Tally, min_confidence: float = 0.0) -> Text:
     """ "12 images: 10 predicted, 1 no digit found, 1 failed" and the digits counted."""
-    ok = [p for p in preds if p.status == "ok"]
-    blank = sum(p.status == "no digit" for p in preds)
-    failed = sum(p.status == "error" for p in preds)
-    text = Text(f"{len(preds)} images: {len(ok)} predicted")
-    if blank:
-        text.append(f", {blank} no digit found", style="yellow")
-    if failed:
-        text.append(f", {failed} failed", style="red")
+    tally = preds if isinstance(preds, Tally) else Tally()
+    if not isinstance(preds, Tally):
+        for pred in preds:
+            tally.add(pred)
+    ok = sum(tally.digits.values())
+    text = Text(f"{tally.images} images: {ok} predicted")
+    if tally.low:
+        text.append(f" ({tally.low} {LOW}, below {pct(min_confidence)})", style="yellow")
+    if tally.blank:
+        text.append(f", {tally.blank} no digit found", style="yellow")
+    if tally.failed:
+        text.append(f", {tally.failed} failed", style="red")
     if ok:
-        counts = {d: sum(p.digit == d for p in ok) for d in range(10)}
-        text.append("; digits " + ", ".join(f"{d}: {n}" for d, n in counts.items() if n))
+        counts = sorted(tally.digits.items())
+        text.append("; digits " + ", ".join(f"{d}: {n}" for d, n in counts if n))
     return text
+
+
+class SpeedColumn(ProgressColumn):
+    """Images per second, over the task's recent progress (rich keeps a short window)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} images/s", style="cyan")
+
+
+def progress_bar(console: Console, *, redirect_stdout: bool = False) -> Progress:
+    """Files done / total, images/s and the time left, on `console` (stderr); it goes away when
+    done. Colour or not, it is the same line (NO_COLOR takes colour, never progress).
+    `redirect_stdout`: stdout is the same terminal, so what is printed there goes above it."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=30),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        SpeedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        redirect_stdout=redirect_stdout,
+        redirect_stderr=False,
+    )
 
 
 def predict_view(
@@ -158,7 +254,7 @@ def predict_view(
     """A panel for a single image; a table, a summary and (with `show`) a gallery for many."""
     if len(preds) == 1:
         return prediction_panel(preds[0], show=show, color=color, width=width)
-    parts: list[RenderableType] = [predictions_table(preds)]
+    parts: list[RenderableType] = [predictions_table(preds, width=width)]
     if show:
         parts += [Text(""), gallery(preds, color=color)]
     parts += [Text(""), summary_line(preds)]

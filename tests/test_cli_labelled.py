@@ -1,0 +1,249 @@
+"""`mnistcli eval --images` and predict at scale, as a user runs them: real MNIST digits as
+files, the same figures as predict's answers counted by hand, layout errors, `predict -`,
+inputs checked before torch, Ctrl-C keeping the rows, progress on a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnistcli.cli import app
+from tests.helpers import REPO, start_cli
+
+runner = CliRunner()
+
+
+def scan(pixels) -> Image.Image:
+    """A 28x28 MNIST digit as a 64x64 scan: dark ink on light paper."""
+    im = Image.frombytes("L", (28, 28), bytes(pixels.flatten().tolist()))
+    return im.point(lambda v: 255 - v).resize((64, 64))
+
+
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory, real_mnist) -> tuple[Path, Path]:
+    """40 real test digits laid out DIR/<digit>/<index>.png, and a manifest of the same files
+    with paths relative to it."""
+    root = tmp_path_factory.mktemp("digits")
+    rows = ["path,label"]
+    for i in range(40):
+        label = int(real_mnist.test_labels[i])
+        path = root / "set" / str(label) / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scan(real_mnist.test_images[i]).save(path)
+        rows.append(f"set/{label}/{i:03d}.png,{label}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "set", root / "labels.csv"
+
+
+@pytest.mark.slow
+def test_eval_images_gives_predicts_answers_counted_by_hand(trained_run, digits_folder, tmp_path):
+    folder, manifest = digits_folder
+    ck = ["--checkpoint", str(trained_run)]
+    predicted = runner.invoke(app, ["predict", str(folder / "*" / "*.png"), "--json", *ck])
+    assert predicted.exit_code == 0, predicted.output
+    confusion = [[0] * 10 for _ in range(10)]
+    for doc in map(json.loads, predicted.stdout.splitlines()):
+        confusion[int(Path(doc["path"]).parent.name)][doc["digit"]] += 1
+    correct = sum(confusion[d][d] for d in range(10))
+    for source in (["--images", str(folder)], ["--labels", str(manifest)]):
+        result = runner.invoke(app, ["eval", *source, "--json", "--save", str(tmp_path), *ck])
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.stdout)
+        assert doc["confusion_matrix"] == confusion and doc["n"] == 40
+        assert doc["accuracy"] == correct / 40 and doc["left_out"] == 0
+        assert doc["no_digit"] == [0] * 10 and doc["split"] == "images"
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "eval_images.json",
+        "confusion_matrix_images.png",
+    }
+    shown = runner.invoke(app, ["eval", "--images", str(folder), "--no-save", *ck])
+    assert shown.exit_code == 0, shown.output
+    assert f"{correct / 40:.2%}" in shown.stdout and "40 images from" in shown.stdout
+    if correct < 40:  # the gallery names each mistake's file
+        assert "each: true -> predicted, confidence, and its file" in shown.stdout
+        assert ".png" in shown.stdout.split("most confident mistakes")[1]
+
+
+def test_eval_images_layout_errors_are_one_line(tmp_path):
+    (tmp_path / "set" / "3").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(tmp_path / "set" / "3" / "a.png")
+    (tmp_path / "set" / "threes").mkdir()
+    result = runner.invoke(app, ["eval", "--images", str(tmp_path / "set")])
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(f"error: {tmp_path / 'set' / 'threes'}: not a class")
+    assert len(result.stderr.strip().splitlines()) == 1
+    (tmp_path / "m.csv").write_text("path,label\nset/3/a.png,11\n")
+    result = runner.invoke(app, ["eval", "--labels", str(tmp_path / "m.csv")])
+    assert result.exit_code == 2 and "line 2: label '11' is not a digit 0-9" in result.stderr
+
+
+CHECK_TORCH = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+    "from mnistcli.cli import main\n"
+    "sys.argv = ['mnistcli', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
+def test_every_input_missing_exits_2_before_torch_is_imported(tmp_path):
+    argv = [sys.executable, "-c", CHECK_TORCH, "predict", "gone.png", "nope/*.png"]
+    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert lines == [
+        "error: gone.png: no such file or folder",
+        "error: nope/*.png: no files match this pattern",
+        "torch imported: False",
+    ]
+
+
+def cli_with_stdin(*args: str, cwd: Path, stdin: str) -> tuple[int, str, str]:
+    proc = start_cli(*args, cwd=cwd, stdin=subprocess.PIPE)
+    out, err = proc.communicate(stdin, timeout=240)
+    return proc.returncode, out, err
+
+
+@pytest.mark.slow
+def test_predict_dash_reads_paths_from_stdin(trained_run, digits_folder, tmp_path):
+    folder, _ = digits_folder
+    files = sorted(folder.glob("*/*.png"))[:3]
+    stdin = "".join(f"{f}\n" for f in files) + f"{tmp_path / 'missing.png'}\n"
+    code, out, err = cli_with_stdin(
+        "predict", "-", "--json", "--checkpoint", str(trained_run), cwd=tmp_path, stdin=stdin
+    )
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert code == 1 and [d["path"] for d in docs] == [
+        *map(str, files),
+        str(tmp_path / "missing.png"),
+    ]
+    assert [d["status"] for d in docs] == ["ok", "ok", "ok", "error"]
+    assert docs[3]["error"].endswith("no such file or folder")
+    assert err.strip() == f"error: {tmp_path / 'missing.png'}: no such file or folder"
+
+
+@pytest.fixture(scope="module")
+def many_files(tmp_path_factory, real_mnist) -> Path:
+    """1,500 small digit files: enough for a Ctrl-C to land half-way through."""
+    folder = tmp_path_factory.mktemp("many")
+    for i in range(1500):
+        Image.frombytes("L", (28, 28), bytes(real_mnist.test_images[i].flatten().tolist())).save(
+            folder / f"{i:04d}.png"
+        )
+    return folder
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_rows_done_stops_the_pool_and_exits_130(trained_run, many_files):
+    proc = start_cli(
+        "predict",
+        str(many_files),
+        "--checkpoint",
+        str(trained_run),
+        "--workers",
+        "2",
+        cwd=many_files,
+    )
+    header = proc.stdout.readline()
+    first = proc.stdout.readline()  # a row printed: the pool is running
+    assert header.startswith("image") and first.split()[0].endswith("0000.png")
+    pool = descendants(proc.pid)
+    assert pool  # the fork server and its workers
+    os.kill(proc.pid, signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    rows = [first, *[line for line in rest.splitlines() if line.strip()]]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    [said] = [line for line in err.splitlines() if line.startswith("interrupted: ")]
+    done = int(said.split()[1].replace(",", ""))
+    assert 1 <= done < 1500 and said.endswith("of 1,500 images done (their rows are above)")
+    assert len(rows) == done  # every row done was printed, none after
+    time.sleep(1)
+    assert not [pid for pid in pool if running(pid)]  # the pool is gone
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process: not gone, and not a zombie that nobody reaped (a
+    container's first process may never reap the orphans it inherits)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (Linux /proc), children first."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [p for p, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="a pseudo-terminal test")
+def test_progress_shows_on_a_terminal_even_with_no_color_and_json(
+    trained_run, many_files, tmp_path
+):
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100x24
+    env = {**os.environ, "TERM": "xterm-256color", "NO_COLOR": "1", "PYTHONPATH": str(REPO)}
+    env.pop("_TYPER_FORCE_DISABLE_TERMINAL", None)
+    argv = [sys.executable, "-m", "mnistcli", "predict", str(many_files), "--json"]
+    start = time.monotonic()
+    with open(tmp_path / "out.jsonl", "wb") as stdout:  # a file: a full pipe would block it
+        proc = subprocess.Popen(
+            [*argv, "--checkpoint", str(trained_run)],
+            stdout=stdout,
+            stderr=slave,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=many_files,
+        )
+    os.close(slave)
+    seen, first = b"", None
+    while True:
+        if not select.select([master], [], [], 1.0)[0]:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other side closed: the command ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if first is None and b"/1500 files" in seen:
+            first = time.monotonic() - start
+    os.close(master)
+    proc.wait(timeout=120)
+    out = (tmp_path / "out.jsonl").read_bytes()
+    assert proc.returncode == 0
+    assert first is not None and first < 20  # 5 s on a quiet machine; this one is shared
+    assert b"images/s" in seen and b"ETA" in seen
+    assert b"\x1b[3" not in seen  # NO_COLOR: no colour, and still progress
+    assert len(out.splitlines()) == 1500 and b"\x1b" not in out  # stdout: the JSON alone
