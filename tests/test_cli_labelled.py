@@ -55,7 +55,7 @@ def test_eval_images_gives_predicts_answers_counted_by_hand(trained_run, digits_
         confusion[int(Path(doc["path"]).parent.name)][doc["digit"]] += 1
     correct = sum(confusion[d][d] for d in range(10))
     for source in (["--images", str(folder)], ["--labels", str(manifest)]):
-        result = runner.invoke(app, ["eval", *source, "--json", "--save", str(tmp_path), *ck])
+        result = runner.invoke(app, ["eval", *source, "--json", "--out-dir", str(tmp_path), *ck])
         assert result.exit_code == 0, result.output
         doc = json.loads(result.stdout)
         assert doc["confusion_matrix"] == confusion and doc["n"] == 40

@@ -50,6 +50,7 @@ MinConfidenceOpt = Annotated[
     float | None,
     setting_option(
         "predict.min_confidence",
+        metavar="P",
         help="Mark answers less probable than this (0-1) as low confidence; 0 marks none.",
     ),
 ]
