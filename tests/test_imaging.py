@@ -690,7 +690,7 @@ def test_marker_drawn_mnist_digits_come_out_with_mnists_stroke_width(real_mnist,
         return np.median(widths)
 
     corrected = median_width()
-    monkeypatch.setattr(imaging, "STROKE_RANGE", (0.0, float("inf")))
+    monkeypatch.setattr(strokes, "STROKE_RANGE", (0.0, float("inf")))
     assert median_width() > hi + 0.5
     assert corrected <= hi + 0.35
 
