@@ -19,7 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from torchvision import datasets, transforms
+
+try:
+    from torchvision import datasets, transforms
+except ImportError:  # torchvision is in mnistcli's [bench] and [dev] extras, not its core
+    raise SystemExit(
+        "examples/textbook_loop.py needs torchvision: pip install torchvision "
+        "(or pip install -e '.[dev]')"
+    ) from None
 
 
 class Net(nn.Module):
