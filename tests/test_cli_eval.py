@@ -432,3 +432,66 @@ def test_progress_on_a_terminal_even_with_no_color_and_json(tmp_path, run_copy, 
 
     piped = run_cli(*args, *data_args(mnist_root), cwd=tmp_path, timeout=120)
     assert piped.returncode == 0 and piped.stderr == ""  # no terminal: no progress at all
+
+
+def stdout_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str], columns: int) -> str:
+    """Run mnistcli with stdout on a pseudo-terminal `columns` wide (stderr piped); what the
+    terminal received."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    main, side = pty.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnistcli", *args],
+        cwd=cwd,
+        env={k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")},
+        stdout=side,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(side)
+    received = bytearray()
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        received += chunk
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    os.close(main)
+    return received.decode(errors="replace").replace("\r\n", "\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("columns", [60, 40])
+def test_a_narrow_terminal_shows_every_confusion_count(tmp_path, run_copy, mnist_root, columns):
+    """In a real terminal 60 or 40 columns wide, every count of the confusion matrix is on the
+    screen, whole, and no line is wider than the terminal (issue 23: never hidden silently)."""
+    import os
+
+    args = ["eval", "--checkpoint", str(run_copy), "--no-save", *data_args(mnist_root)]
+    doc = json.loads(run_cli(*args, "--json", cwd=tmp_path, timeout=120).stdout)
+    env = {**os.environ, "TERM": "xterm-256color", "NO_COLOR": "1"}
+    screen = stdout_on_a_terminal(args, tmp_path, env, columns)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen).splitlines()
+    assert max(len(line) for line in plain) <= columns
+    start = next(i for i, line in enumerate(plain) if line.startswith("confusion matrix"))
+    rows = {}
+    for line in plain[start + 1 :]:
+        cells = line.split()
+        counts_only = all(re.fullmatch(r"\[?\d+\]?|·", c) for c in cells[1:])
+        if cells and cells[0].isdigit() and len(cells) >= 11 and counts_only:
+            rows[int(cells[0])] = sorted(int(c.strip("[]")) for c in cells[1:] if c != "·")
+        if len(rows) == 10:
+            break
+    assert sorted(rows) == list(range(10)), plain[start : start + 16]
+    for t, counts in rows.items():
+        assert counts == sorted(doc["confusion_matrix"][t]), (t, counts)
