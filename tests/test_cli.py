@@ -103,7 +103,7 @@ def captured(monkeypatch, tmp_path):
 
     seen = {}
 
-    def no_data(values, log):  # run_training loads the data; these tests never get that far
+    def no_data(values, log, **_):  # run_training loads the data; these tests never get that far
         pytest.fail("building the settings must not load MNIST")
 
     monkeypatch.setattr(train_command, "load_data", no_data)
@@ -233,7 +233,7 @@ def test_train_on_the_gpu_through_the_cli(monkeypatch, tmp_path, tiny_mnist):
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU here")
-    monkeypatch.setattr(train_command, "load_data", lambda values, log: tiny_mnist)
+    monkeypatch.setattr(train_command, "load_data", lambda values, log, **_: tiny_mnist)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(
         app,
@@ -373,7 +373,7 @@ def test_train_json_on_tiny_data_is_one_document(monkeypatch, tmp_path, tiny_mni
     """The real trainer on synthetic data through the CLI: --json prints only the result."""
     import mnistcli.cli.train as train_command
 
-    monkeypatch.setattr(train_command, "load_data", lambda values, log: tiny_mnist)
+    monkeypatch.setattr(train_command, "load_data", lambda values, log, **_: tiny_mnist)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(
         app,

@@ -245,7 +245,7 @@ import sys, time
 import mnistcli.cli.train as train_command
 from mnistcli.render import train_view
 from tests.helpers import synthetic_mnist
-train_command.load_data = lambda values, log: synthetic_mnist(n_train=256, n_test=64)
+train_command.load_data = lambda values, log, **_: synthetic_mnist(n_train=256, n_test=64)
 draw = train_view.LiveView.__call__
 def held_back(self, event):
     draw(self, event)

@@ -29,6 +29,8 @@ from mnistcli.errors import ConfigError
 from mnistcli.settings import TrainSettings
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from mnistcli.data import Mnist
 
 Recipe = enum.Enum("Recipe", {name: name for name in RECIPES}, type=str)  # type: ignore[misc]
@@ -164,10 +166,19 @@ def train(
     run_training(settings, values, quiet=quiet, plain=plain, as_json=as_json)
 
 
-def load_data(values: dict[str, Setting], log: Callable[[str], None]) -> Mnist:
+def load_data(
+    values: dict[str, Setting], log: Callable[[str], None], *, err: Console | None
+) -> Mnist:
+    """MNIST, fetched and checked; with `err` (the console `log` prints on), the checking and
+    any download show their progress there when it is a terminal, as eval's do."""
     from mnistcli.data import load_mnist
+    from mnistcli.render.progress_view import task_progress
 
-    return load_mnist(values["data.root"].value, values["data.mirrors"].value, on_message=log)
+    root, mirrors = values["data.root"].value, values["data.mirrors"].value
+    if err is None:
+        return load_mnist(root, mirrors, on_message=log)
+    with task_progress(err) as progress:
+        return load_mnist(root, mirrors, on_message=log, on_progress=progress.data)
 
 
 class StopFlag:
@@ -205,7 +216,7 @@ def run_training(
     cons = consoles(plain=plain)
     # --json keeps stdout for the document; on a terminal, stderr still shows the progress
     quiet = quiet or (as_json and not cons.err.is_terminal)
-    mnist = load_data(values, stderr_log(quiet, cons.err))
+    mnist = load_data(values, stderr_log(quiet, cons.err), err=None if quiet else cons.err)
     view = QuietView() if quiet else LiveView(cons.err) if cons.live else PlainView(cons.err)
     stop = StopFlag()
     stop.install()
