@@ -159,7 +159,11 @@ def test_ctrl_c_keeps_the_rows_done_stops_the_pool_and_exits_130(trained_run, ma
     pool = descendants(proc.pid)
     assert pool  # the fork server and its workers
     os.kill(proc.pid, signal.SIGINT)
-    rest, err = proc.communicate(timeout=60)
+    # read through the same buffered streams as readline above: communicate() reads the pipes'
+    # file descriptors and would lose the rows readline had already buffered
+    rest = proc.stdout.read()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
     rows = [first, *[line for line in rest.splitlines() if line.strip()]]
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
