@@ -382,61 +382,11 @@ def test_test_split_needs_only_the_test_files(tmp_path, run_copy):
     ]
 
 
-def stderr_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[str, str]:
-    """Run mnistcli with stderr on a pseudo-terminal (80x24) and stdout on a pipe; returns
-    (stdout, everything the terminal received)."""
-    import fcntl
-    import os
-    import pty
-    import struct
-    import subprocess
-    import sys
-    import termios
-
-    main, side = pty.openpty()
-    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mnistcli", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=side,
-        stdin=subprocess.DEVNULL,
-    )
-    os.close(side)
-    received = bytearray()
-    while True:
-        try:
-            chunk = os.read(main, 4096)
-        except OSError:  # the terminal closed: the process is done
-            break
-        if not chunk:
-            break
-        received += chunk
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    assert proc.wait(timeout=120) == 0, received.decode(errors="replace")
-    os.close(main)
-    return out, received.decode(errors="replace")
-
-
-@pytest.mark.slow
-def test_progress_on_a_terminal_even_with_no_color_and_json(tmp_path, run_copy, mnist_root):
-    import os
-
-    env = {**os.environ, "TERM": "xterm-256color", "NO_COLOR": "1", "COLUMNS": "80"}
-    args = ["eval", "--checkpoint", str(run_copy), "--no-save", "--json", "-b", "100"]
-    out, screen = stderr_on_a_terminal([*args, *data_args(mnist_root)], tmp_path, env)
-    assert json.loads(out)["n"] == 10_000  # stdout: the JSON document alone
-    assert "scoring" in screen and "/10,000 images" in screen
-    assert "\x1b[3" not in screen  # NO_COLOR: no colour codes, the progress all the same
-
-    piped = run_cli(*args, *data_args(mnist_root), cwd=tmp_path, timeout=120)
-    assert piped.returncode == 0 and piped.stderr == ""  # no terminal: no progress at all
-
-
-def stdout_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str], columns: int) -> str:
-    """Run mnistcli with stdout on a pseudo-terminal `columns` wide (stderr piped); what the
-    terminal received."""
+def on_a_terminal(
+    args: list[str], cwd: Path, env: dict[str, str], *, stream: str, columns: int = 80
+) -> tuple[str, str]:
+    """Run mnistcli with `stream` ("stdout" or "stderr") on a pseudo-terminal `columns` wide
+    and the other on a pipe; returns (what the pipe got, what the terminal received)."""
     import fcntl
     import os
     import pty
@@ -447,13 +397,13 @@ def stdout_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str], column
 
     main, side = pty.openpty()
     fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, stream: side}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mnistcli", *args],
         cwd=cwd,
         env={k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")},
-        stdout=side,
-        stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        **streams,
     )
     os.close(side)
     received = bytearray()
@@ -465,9 +415,27 @@ def stdout_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str], column
         if not chunk:
             break
         received += chunk
-    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    piped = proc.stderr if stream == "stdout" else proc.stdout
+    other = piped.read().decode() if piped else ""
+    screen = received.decode(errors="replace").replace("\r\n", "\n")
+    assert proc.wait(timeout=120) == 0, screen + other
     os.close(main)
-    return received.decode(errors="replace").replace("\r\n", "\n")
+    return other, screen
+
+
+@pytest.mark.slow
+def test_progress_on_a_terminal_even_with_no_color_and_json(tmp_path, run_copy, mnist_root):
+    import os
+
+    env = {**os.environ, "TERM": "xterm-256color", "NO_COLOR": "1", "COLUMNS": "80"}
+    args = ["eval", "--checkpoint", str(run_copy), "--no-save", "--json", "-b", "100"]
+    out, screen = on_a_terminal([*args, *data_args(mnist_root)], tmp_path, env, stream="stderr")
+    assert json.loads(out)["n"] == 10_000  # stdout: the JSON document alone
+    assert "scoring" in screen and "/10,000 images" in screen
+    assert "\x1b[3" not in screen  # NO_COLOR: no colour codes, the progress all the same
+
+    piped = run_cli(*args, *data_args(mnist_root), cwd=tmp_path, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == ""  # no terminal: no progress at all
 
 
 @pytest.mark.slow
@@ -480,7 +448,7 @@ def test_a_narrow_terminal_shows_every_confusion_count(tmp_path, run_copy, mnist
     args = ["eval", "--checkpoint", str(run_copy), "--no-save", *data_args(mnist_root)]
     doc = json.loads(run_cli(*args, "--json", cwd=tmp_path, timeout=120).stdout)
     env = {**os.environ, "TERM": "xterm-256color", "NO_COLOR": "1"}
-    screen = stdout_on_a_terminal(args, tmp_path, env, columns)
+    _, screen = on_a_terminal(args, tmp_path, env, stream="stdout", columns=columns)
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen).splitlines()
     assert max(len(line) for line in plain) <= columns
     start = next(i for i, line in enumerate(plain) if line.startswith("confusion matrix"))
