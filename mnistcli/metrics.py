@@ -474,7 +474,7 @@ def evaluate_checkpoint(
         labels,
         device=loaded.device if on_torch else "cpu",
         batch_size=settings.batch_size,
-        top=settings.top,
+        top=settings.pairs,
         gallery=settings.gallery,
         logits_fn=None if on_torch else _pixel_logits(loaded, settings.batch_size),
         on_progress=on_progress,

@@ -143,7 +143,7 @@ class EvalSettings:
     checkpoint: str | None = None  # a file, a run folder or 'latest'; None: the latest run
     split: str = "test"  # "test", or "val": the run's own validation images
     batch_size: int = _eval("batch_size")
-    top: int = _eval("pairs")  # confused pairs listed
+    pairs: int = _eval("pairs")  # confused pairs listed
     gallery: int = _eval("gallery")  # mistakes kept for drawing
     save: Path | None = None  # where the files go; None: the checkpoint's run folder
     write_files: bool = True
@@ -206,7 +206,7 @@ def eval_settings(
         checkpoint=checkpoint,
         split=split,
         batch_size=values["eval.batch_size"].value,
-        top=values["eval.pairs"].value,
+        pairs=values["eval.pairs"].value,
         gallery=values["eval.gallery"].value,
         save=save,
         write_files=write_files,

@@ -27,6 +27,8 @@ from mnistcli.errors import ImageError, InputError
 
 if TYPE_CHECKING:
     from mnistcli.config import Setting
+    from mnistcli.labelled import ImagesReport
+    from mnistcli.metrics import EvalReport
     from mnistcli.render.console import Consoles
     from mnistcli.settings import EvalSettings
 
@@ -130,8 +132,6 @@ def eval_model(
     as wrong, unreadable files are listed and left out of the figures.
     """
     from mnistcli.metrics import evaluate_checkpoint
-    from mnistcli.render.eval_figures import save_eval_files
-    from mnistcli.render.eval_view import print_eval
     from mnistcli.render.progress_view import task_progress
     from mnistcli.settings import eval_settings
 
@@ -151,13 +151,7 @@ def eval_model(
             on_data=progress.data,
             on_progress=progress.scoring,
         )
-    saved: list[Path] = []
-    if settings.write_files:
-        saved = save_eval_files(report, settings.save or report.checkpoint.parent)
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(saved), indent=2))
-    else:
-        print_eval(cons.out, cons.err, report, saved, top=settings.top, gallery=settings.gallery)
+    _report(report, settings, cons, as_json=as_json)
 
 
 def _eval_images(
@@ -178,8 +172,6 @@ def _eval_images(
     from mnistcli.labelled import ImagesReport, collect_labelled, evaluate_images
     from mnistcli.loading import open_model
     from mnistcli.predict import ImageFeed, default_workers
-    from mnistcli.render.eval_figures import save_eval_files
-    from mnistcli.render.eval_view import print_images_eval
     from mnistcli.render.predict_view import progress_bar
 
     labelled = collect_labelled(images, labels, stdin=sys.stdin if "-" in images else None)
@@ -212,7 +204,7 @@ def _eval_images(
                 labelled,
                 feed,
                 model,
-                top=settings.top,
+                top=settings.pairs,
                 gallery=settings.gallery,
                 batch_size=settings.batch_size,
                 on_prediction=advance,
@@ -231,10 +223,24 @@ def _eval_images(
     )
     for line in left_out:
         cons.err.print(f"[yellow]left out:[/] {escape(line)}", soft_wrap=True)
+    _report(report, settings, cons, as_json=as_json)
+
+
+def _report(
+    report: EvalReport | ImagesReport, settings: EvalSettings, cons: Consoles, *, as_json: bool
+) -> None:
+    """Either report (MNIST's or your images'): its files written unless --no-save, then the
+    JSON document on stdout, or the report drawn."""
+    from mnistcli.labelled import ImagesReport
+    from mnistcli.render.eval_figures import save_eval_files
+    from mnistcli.render.eval_view import print_eval, print_images_eval
+
     saved: list[Path] = []
     if settings.write_files:
         saved = save_eval_files(report, settings.save or report.checkpoint.parent)
     if as_json:
         typer.echo(json.dumps(report.to_dict(saved), indent=2))
+    elif isinstance(report, ImagesReport):
+        print_images_eval(cons.out, report, saved, top=settings.pairs, gallery=settings.gallery)
     else:
-        print_images_eval(cons.out, report, saved, top=settings.top, gallery=settings.gallery)
+        print_eval(cons.out, cons.err, report, saved, top=settings.pairs, gallery=settings.gallery)
