@@ -61,7 +61,11 @@ def measure(argv: list[str]) -> tuple[float, int]:
 
 
 def predict_argv(folder: Path, checkpoint: str, workers: int | None) -> list[str]:
-    argv = [sys.executable, "-m", "mnistcli", "predict", str(folder), "--json"]
+    """The command as a user types it: the `mnistcli` script installed beside this Python
+    (`python -m mnistcli` where there is none)."""
+    script = Path(sys.executable).with_name("mnistcli")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "mnistcli"]
+    argv = [*command, "predict", str(folder), "--json"]
     argv += ["--checkpoint", checkpoint, "--device", "cpu"]
     return argv + ([] if workers is None else ["--workers", str(workers)])
 

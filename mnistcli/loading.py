@@ -93,6 +93,7 @@ def open_model(
     runs_dir: Path = Path("runs"),
     need_module: bool = False,
     channels_last: bool = False,
+    threads: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> LoadedModel:
     """Open what `--checkpoint` names (see runs.resolve_checkpoint: None or 'latest' is the
@@ -102,13 +103,15 @@ def open_model(
     `need_module` asks for the PyTorch module (gradients for --explain, layers for inspect):
     then its weights are read into PyTorch. `channels_last`: lay the weights out for fast CPU
     inference (eval, predict); the standard layout is what export writes and inspect describes.
+    `threads`: the CPU threads the model computes on (torch.set_num_threads, onnxruntime's
+    intra-op threads), None for the library's default (one per core).
     `log` is told which run 'latest' picked ("using run NAME (latest)").
     """
     path = resolve_checkpoint(checkpoint, runs_dir, log=log)
     if is_onnx(path) and is_pt2_archive(path):  # a torch.export program under an .onnx name
         raise pt2_refused(path)
     if is_onnx(path) and not need_module:
-        onnx = open_onnx(path, device)
+        onnx = open_onnx(path, device, threads=threads or 0)
         try:
             meta, error = onnx_meta(onnx), None
             description = f"{meta.model}, epoch {meta.epoch}"
@@ -118,6 +121,10 @@ def open_model(
     from mnistcli.device import resolve_device
 
     dev = resolve_device(device)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     module, meta = load_model(path, dev, channels_last=channels_last)
 
     def run(batch: np.ndarray, batch_size: int) -> np.ndarray:

@@ -27,14 +27,14 @@ def is_onnx(path: Path) -> bool:
     return path.suffix.lower() == ".onnx"
 
 
-def open_onnx(path: Path, device: str) -> OnnxModel:
+def open_onnx(path: Path, device: str, *, threads: int = 0) -> OnnxModel:
     """An ONNX model for eval or predict: onnxruntime's CPU provider, so a GPU is refused."""
     if device not in ("auto", "cpu"):
         raise ConfigError(
             f"--device {device}: an .onnx model runs on onnxruntime's CPU provider here; "
             f"leave --device out, or use the .pt checkpoint on the GPU"
         )
-    return OnnxModel(path)
+    return OnnxModel(path, threads=threads)
 
 
 class OnnxModel:

@@ -38,7 +38,10 @@ STDIN = "-"  # the argument that stands for paths read from standard input, one 
 # one core (bench/README.md, "predict on every core"). Fewer are prepared in this process.
 POOL_MIN_IMAGES = 64
 CHUNK = 16  # images per task sent to a worker: few enough round trips, small enough to stream
-AHEAD = 4  # chunks queued per worker: keeps every core busy while memory stays flat
+# Chunks queued per worker: 1,024 images (about 1 MB prepared), enough to keep the workers busy
+# through the seconds this process spends importing torch and loading the model, and a bound
+# that keeps memory flat however many files there are.
+AHEAD = 64
 
 Item = Path | ImageError  # a file to prepare, or the error already known for an input
 Ready = Prepared | ImageError  # a prepared image, or why it could not be prepared
@@ -194,6 +197,14 @@ class ImageFeed:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def model_threads(self) -> int | None:
+        """The threads the model may compute on beside the pool: the cores the workers leave
+        free, at least one (None without a pool: the library's default). A model's own threads
+        competing with busy workers for the same cores cost more than they give."""
+        if self.workers == 1:
+            return None
+        return max(1, default_workers() - self.workers)
 
     def close(self) -> None:
         """Cancel the queued chunks and stop the workers (each finishes its current chunk)."""

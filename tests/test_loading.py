@@ -100,3 +100,15 @@ def test_a_pt2_program_is_refused_unread(tmp_path):
         open_model(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         open_model(tmp_path / "missing.onnx")
+
+
+def test_threads_sets_the_threads_the_model_computes_on(run):
+    before = torch.get_num_threads()
+    try:
+        open_model(run / "best.pt", "cpu", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    onnx = open_model(run / "model.onnx", "cpu", threads=1)
+    session = onnx.run.__self__.session  # type: ignore[attr-defined]
+    assert session.get_session_options().intra_op_num_threads == 1

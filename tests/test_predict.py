@@ -181,6 +181,35 @@ def test_one_image_or_one_worker_starts_no_pool(tmp_path):
         assert feed._pool is None and len(list(feed)) == 100
 
 
+def test_the_workers_prepare_ahead_while_the_model_loads(tmp_path):
+    """Entering the feed queues work for the workers: they prepare hundreds of images while
+    this process imports torch and loads the model (seconds), before any is asked for."""
+    from mnistcli.predict import CHUNK, ImageFeed
+
+    bar_image(tmp_path / "a.png", 5)
+    items = [tmp_path / "a.png"] * 400
+    with ImageFeed(items, workers=2) as feed:
+        assert feed._next >= len(items)  # every chunk is queued: nothing waits for the caller
+        done = [future for _, future in feed._pending]
+        for future in done:
+            future.result(timeout=60)
+        assert len(done) * CHUNK >= len(items)
+        assert len(list(feed)) == 400
+
+
+def test_the_model_computes_on_the_cores_the_workers_leave(tmp_path, monkeypatch):
+    from mnistcli import predict
+    from mnistcli.predict import ImageFeed
+
+    items = [tmp_path / "a.png"] * 200
+    monkeypatch.setattr(predict, "default_workers", lambda: 2)
+    assert ImageFeed(items, workers=1).model_threads() is None  # no pool: torch's own default
+    assert ImageFeed(items, workers=2).model_threads() == 1
+    assert ImageFeed(items, workers=3).model_threads() == 1  # never fewer than one
+    monkeypatch.setattr(predict, "default_workers", lambda: 16)
+    assert ImageFeed(items, workers=4).model_threads() == 12
+
+
 def test_default_workers_is_the_cores_this_process_may_use():
     import os
 

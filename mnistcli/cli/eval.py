@@ -196,7 +196,11 @@ def _eval_images(
             if progress is not None:
                 progress.start()  # at once: loading torch and the model takes seconds
             model = open_model(
-                settings.checkpoint, settings.device, runs_dir=settings.runs_dir, channels_last=True
+                settings.checkpoint,
+                settings.device,
+                runs_dir=settings.runs_dir,
+                channels_last=True,
+                threads=feed.model_threads(),
             )
             if progress is not None and task is not None:
                 progress.update(task, description="scoring")

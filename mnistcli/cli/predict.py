@@ -134,7 +134,7 @@ def predict(
     # the workers start preparing the images while the model loads
     with ImageFeed(items, raw=settings.raw, workers=workers) as feed:
         if settings.explain or len(items) == 1:
-            model = _open(settings, cons, as_json)
+            model = _open(settings, cons, as_json, feed.model_threads())
             failed = _predict_whole(feed, model, settings, cons, show=show, as_json=as_json)
         else:
             failed = _predict_streaming(feed, settings, cons, show=show, as_json=as_json)
@@ -182,8 +182,10 @@ def _fail(err: Console, message: str) -> int:
     return 2
 
 
-def _open(settings: PredictSettings, cons: Consoles, as_json: bool) -> LoadedModel:
-    """The model, and the line that says which (not with --json)."""
+def _open(
+    settings: PredictSettings, cons: Consoles, as_json: bool, threads: int | None
+) -> LoadedModel:
+    """The model, on `threads` CPU threads, and the line that says which (not with --json)."""
     from mnistcli.loading import open_model
 
     model = open_model(
@@ -192,6 +194,7 @@ def _open(settings: PredictSettings, cons: Consoles, as_json: bool) -> LoadedMod
         runs_dir=settings.runs_dir,
         need_module=settings.explain,
         channels_last=True,
+        threads=threads,
         log=stderr_log(as_json, cons.err),
     )
     if not as_json:
@@ -265,7 +268,7 @@ def _predict_streaming(
     try:
         if progress is not None:
             progress.start()  # at once: loading torch and the model takes seconds
-        model = _open(settings, cons, as_json)
+        model = _open(settings, cons, as_json, feed.model_threads())
         if progress is not None and task is not None:
             progress.update(task, description="predicting")
         if not as_json:
