@@ -84,6 +84,9 @@ def test_eval_images_layout_errors_are_one_line(tmp_path):
     (tmp_path / "m.csv").write_text("path,label\nset/3/a.png,11\n")
     result = runner.invoke(app, ["eval", "--labels", str(tmp_path / "m.csv")])
     assert result.exit_code == 2 and "line 2: label '11' is not a digit 0-9" in result.stderr
+    result = runner.invoke(app, ["eval", "--images", str(tmp_path / "set"), "--split", "val"])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "--split chooses an MNIST split; --images scores your images" in result.stderr
 
 
 CHECK_TORCH = (

@@ -39,12 +39,13 @@ class EvalSplit(enum.StrEnum):
 
 
 SplitOpt = Annotated[
-    EvalSplit,
+    EvalSplit | None,
     typer.Option(
         "--split",
         metavar="SPLIT",
         help="test: the 10,000 test images; val: the validation images held out from training "
-        "(the same seed and size as the checkpoint's run).",
+        "(the same seed and size as the checkpoint's run). \\[default: test]",
+        show_default=False,
     ),
 ]
 BatchSizeOpt = Annotated[
@@ -105,7 +106,7 @@ WorkersOpt = Annotated[
 
 def eval_model(
     checkpoint: CheckpointOpt = None,
-    split: SplitOpt = EvalSplit.test,
+    split: SplitOpt = None,
     device: DeviceOpt = None,
     batch_size: BatchSizeOpt = None,
     pairs: PairsOpt = None,
@@ -135,9 +136,18 @@ def eval_model(
     from mnistcli.render.progress_view import task_progress
     from mnistcli.settings import eval_settings
 
+    if split is not None and (images or labels is not None):
+        given = "--images" if images else "--labels"
+        raise InputError(
+            f"--split chooses an MNIST split; {given} scores your images: leave one out"
+        )
     values = settings_values(setting_flags(eval_model, locals()), config, data)
     settings = eval_settings(
-        values, checkpoint=checkpoint, split=split.value, save=save, write_files=not no_save
+        values,
+        checkpoint=checkpoint,
+        split=(split or EvalSplit.test).value,
+        save=save,
+        write_files=not no_save,
     )
     cons = consoles()
     if images or labels is not None:
