@@ -168,3 +168,44 @@ def make_settings(tmp: Path, data_root: Path | None = None, **hyper):
         runs_dir=tmp / "runs",
         name="test",
     )
+
+
+def on_a_terminal(
+    args: list[str], cwd: Path, env: dict[str, str], *, stream: str, columns: int = 80
+) -> tuple[str, str]:
+    """Run mnistcli with `stream` ("stdout" or "stderr") on a pseudo-terminal `columns` wide
+    and the other on a pipe; returns (what the pipe got, what the terminal received)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    main, side = pty.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, stream: side}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnistcli", *args],
+        cwd=cwd,
+        env={k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")},
+        stdin=subprocess.DEVNULL,
+        **streams,
+    )
+    os.close(side)
+    received = bytearray()
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        received += chunk
+    piped = proc.stderr if stream == "stdout" else proc.stdout
+    other = piped.read().decode() if piped else ""
+    screen = received.decode(errors="replace").replace("\r\n", "\n")
+    assert proc.wait(timeout=120) == 0, screen + other
+    os.close(main)
+    return other, screen

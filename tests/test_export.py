@@ -460,6 +460,28 @@ def test_a_real_export_prints_no_torch_log_lines(trained_run, tmp_path):
         assert proc.stdout.startswith("wrote ") and len(proc.stdout.splitlines()) == 2
 
 
+@pytest.mark.slow
+def test_a_real_export_shows_its_progress_on_a_terminal_and_leaves_none_behind(
+    trained_run, tmp_path
+):
+    """On a terminal (NO_COLOR too) each stage shows a transient progress line on stderr;
+    stdout keeps the result alone; nothing of torch's log reaches the screen."""
+    import os
+
+    from tests.helpers import SHARED_MNIST, on_a_terminal
+
+    env = {**os.environ, "TERM": "xterm-256color", "NO_COLOR": "1"}
+    out = tmp_path / "m.onnx"
+    args = ["export", "--checkpoint", str(trained_run), "--out", str(out)]
+    args += ["--check-images", "2000", "--data", str(SHARED_MNIST)]
+    stdout, screen = on_a_terminal(args, tmp_path, env, stream="stderr")
+    assert out.is_file() and stdout.startswith("wrote ") and len(stdout.splitlines()) == 2
+    assert "PyTorch on the test digits" in screen and "checking the written file" in screen
+    assert "/2000" in screen  # the self-check counts its digits
+    assert "\x1b[3" not in screen  # NO_COLOR: no colour codes, the progress all the same
+    assert "W1" not in screen and "torch" not in screen.replace("PyTorch", "")
+
+
 def test_a_torch_export_program_is_named_whatever_its_suffix(run, tmp_path):
     """A .pt2 under another name is refused as what it is, never as a damaged checkpoint with
     a paragraph of torch's advice cut mid-word."""
