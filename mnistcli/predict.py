@@ -360,14 +360,30 @@ def predict_feed(
 ) -> Iterator[Prediction]:
     """Predictions for an entered ImageFeed, `batch_size` images per call of the model, each
     batch's predictions yielded as soon as the model has answered."""
+    for batch in predict_batches(
+        feed, model, top_k=top_k, batch_size=batch_size, min_confidence=min_confidence
+    ):
+        yield from batch
+
+
+def predict_batches(
+    feed: ImageFeed,
+    model: PixelLogits,
+    *,
+    top_k: int = 3,
+    batch_size: int = 256,
+    min_confidence: float = 0.0,
+) -> Iterator[list[Prediction]]:
+    """predict_feed's predictions a batch at a time: for a caller that prints each batch at
+    once."""
     batch: list[tuple[Item, Ready]] = []
     for item, ready in zip(feed.items, feed, strict=True):
         batch.append((item, ready))
         if len(batch) == batch_size:
-            yield from _predict_batch(batch, model, top_k, min_confidence)
+            yield _predict_batch(batch, model, top_k, min_confidence)
             batch = []
     if batch:
-        yield from _predict_batch(batch, model, top_k, min_confidence)
+        yield _predict_batch(batch, model, top_k, min_confidence)
 
 
 def _predict_batch(

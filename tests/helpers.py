@@ -173,8 +173,9 @@ def make_settings(tmp: Path, data_root: Path | None = None, **hyper):
 def on_a_terminal(
     args: list[str], cwd: Path, env: dict[str, str], *, stream: str, columns: int = 80
 ) -> tuple[str, str]:
-    """Run mnistcli with `stream` ("stdout" or "stderr") on a pseudo-terminal `columns` wide
-    and the other on a pipe; returns (what the pipe got, what the terminal received)."""
+    """Run mnistcli with `stream` ("stdout", "stderr" or "both") on a pseudo-terminal
+    `columns` wide and the other on a pipe; returns (what the pipe got, what the terminal
+    received)."""
     import fcntl
     import os
     import pty
@@ -185,7 +186,9 @@ def on_a_terminal(
 
     main, side = pty.openpty()
     fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, stream: side}
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    for name in ("stdout", "stderr") if stream == "both" else (stream,):
+        streams[name] = side
     proc = subprocess.Popen(
         [sys.executable, "-m", "mnistcli", *args],
         cwd=cwd,
@@ -203,7 +206,7 @@ def on_a_terminal(
         if not chunk:
             break
         received += chunk
-    piped = proc.stderr if stream == "stdout" else proc.stdout
+    piped = {"stdout": proc.stderr, "stderr": proc.stdout}.get(stream)
     other = piped.read().decode() if piped else ""
     screen = received.decode(errors="replace").replace("\r\n", "\n")
     assert proc.wait(timeout=120) == 0, screen + other

@@ -206,6 +206,32 @@ def descendants(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="a pseudo-terminal test")
+def test_rows_and_progress_on_one_terminal_never_run_into_each_other(trained_run, many_files):
+    """stdout and stderr on the same terminal (the usual case): every row is printed on a line
+    of its own above the progress line, never written over it, and the line is gone at the
+    end. (Rows printed by a second console went straight through it before.)"""
+    import re
+
+    from tests.helpers import on_a_terminal
+
+    env = {**os.environ, "TERM": "xterm-256color", "PYTHONPATH": str(REPO)}
+    env.pop("_TYPER_FORCE_DISABLE_TERMINAL", None)
+    args = ["predict", str(many_files), "--checkpoint", str(trained_run)]
+    _, screen = on_a_terminal(args, many_files, env, stream="both", columns=80)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    segments = re.split(r"[\r\n]", plain)
+    bars = [s for s in segments if "files" in s and "ETA" in s]
+    assert bars, "no progress line was drawn"
+    assert not [s for s in bars if ".png" in s or "digit" in s]  # nothing written over it
+    rows = [s for s in segments if s.startswith(f"{many_files}/")]
+    assert [r.split()[0] for r in rows] == [f"{many_files}/{i:04d}.png" for i in range(1500)]
+    assert all(len(r) <= 80 for r in rows)  # each row fits the terminal
+    tail = screen[screen.rindex("files") :]
+    assert "\x1b[2K" in tail and "1,500 images: " in tail  # the line cleared, the summary
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="a pseudo-terminal test")
 def test_progress_shows_on_a_terminal_even_with_no_color_and_json(
     trained_run, many_files, tmp_path
 ):

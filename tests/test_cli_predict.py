@@ -248,6 +248,34 @@ def test_digit_art_in_colour_packs_two_pixel_rows_per_cell_and_in_shades_without
     assert plain[27].strip() == ""  # blank rows are kept: the whole 28x28 is shown
 
 
+def test_every_row_fits_the_terminal_and_the_note_says_what_gave_way():
+    """At any width from 40 columns, with the low-confidence mark and probabilities of
+    100.0%, no line is wider than the terminal: the top-k list gives way first (the note
+    says how much), then long paths fold."""
+    from mnistcli.predict import Prediction
+    from mnistcli.render.predict_view import RowFormat
+
+    for width in (40, 60, 80, 100, 120, 200):
+        for top_k in (1, 3, 10):
+            for path in ("a.png", "/tmp/pw/imgs/d00957.png", "scans/" + "x" * 90 + ".png"):
+                fmt = RowFormat([path], width, top_k)
+                ranked = tuple((d, 1.0) for d in range(top_k))
+                low = Prediction(path, 0, 1.0, ranked, low_confidence=True)
+                lines = [fmt.header(), *fmt.row(low), *fmt.row(Prediction(path))]
+                assert max(line.cell_len for line in lines) <= width, (width, top_k, path)
+                note = fmt.note()
+                if fmt.shown < top_k:
+                    assert note is not None and note.plain.startswith(
+                        f"top-k: {fmt.shown} of {top_k} fit in {width} columns"
+                    )
+                else:
+                    assert note is None
+    fmt = RowFormat(["/tmp/pw/imgs/d00957.png"], 80, 3)
+    assert (fmt.image, fmt.shown) == (23, 2)  # the path whole, one top-k entry gives way
+    assert RowFormat(["/tmp/pw/imgs/d00957.png"], 80, 3, marks=False).shown == 3
+    assert RowFormat(["a.png"], None, 10).shown == 10  # a pipe: everything
+
+
 def test_rows_say_why_a_file_failed_mark_low_confidence_and_fold_long_paths():
     from mnistcli.predict import Prediction
     from mnistcli.render.console import probability

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from mnistcli.cli.options import (
     CheckpointOpt,
@@ -166,15 +167,31 @@ class Interrupts:
             raise KeyboardInterrupt
 
 
-def _print_row(pred: Prediction, fmt: RowFormat, cons: Consoles, *, as_json: bool) -> None:
-    """One image's row (or JSON line) on stdout, and its error on stderr."""
-    if pred.error:
-        cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
-    if as_json:
-        sys.stdout.write(json.dumps(pred.to_dict()) + "\n")
-    else:
-        for line in fmt.row(pred):
-            cons.out.print(line, soft_wrap=True)
+def _print_rows(
+    preds: list[Prediction], fmt: RowFormat, out: Console, err: Console, *, as_json: bool
+) -> None:
+    """A batch's rows (or JSON lines) on `out` in one print, each error on `err` before the
+    row of its file."""
+    lines: list[Text] = []
+
+    def flush() -> None:
+        if not lines:
+            return
+        if as_json and not out.is_terminal:
+            sys.stdout.write("".join(f"{line.plain}\n" for line in lines))
+        else:  # through rich, which keeps a progress line below them
+            out.print(Text("\n").join(lines), soft_wrap=True)
+        lines.clear()
+
+    for pred in preds:
+        if pred.error:
+            flush()
+            err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
+        if as_json:
+            lines.append(Text(json.dumps(pred.to_dict())))
+        else:
+            lines.extend(fmt.row(pred))
+    flush()
 
 
 def _fail(err: Console, message: str) -> int:
@@ -252,18 +269,22 @@ def _predict_streaming(
     """Many images: a row (or a JSON line) per image as its batch is done, progress on stderr
     when it is a terminal, the summary at the end. Ctrl-C keeps the rows printed, says how
     many were done and exits 130; the pool is shut down by the feed's `with`."""
-    from mnistcli.predict import predict_feed
-    from mnistcli.render.console import is_color
+    from mnistcli.predict import predict_batches
+    from mnistcli.render.console import is_color, same_terminal
     from mnistcli.render.predict_view import RowFormat, Tally, gallery, progress_bar, summary_line
 
     total = len(feed.items)
     tally = Tally()
     shown = []  # --show: the inputs to draw at the end
     paths = [str(getattr(i, "path", None) or i) for i in feed.items]
-    fmt = RowFormat(paths, cons.out.width if cons.out.is_terminal else None, settings.top_k)
+    width = cons.out.width if cons.out.is_terminal else None
+    fmt = RowFormat(paths, width, settings.top_k, marks=settings.min_confidence > 0)
     # rows printed on the same terminal go above the bar, not through it
     bar = progress_bar(cons.err, redirect_stdout=cons.out.is_terminal)
     progress = bar if cons.err.is_interactive else None
+    # stdout on the progress line's own terminal: the rows go through its console, which
+    # lifts the line, prints them, and draws it again below (the screen is the same)
+    out = bar.console if progress is not None and same_terminal(cons.out, cons.err) else cons.out
     task = progress.add_task("loading the model", total=total) if progress else None
     try:
         if progress is not None:
@@ -272,9 +293,11 @@ def _predict_streaming(
         if progress is not None and task is not None:
             progress.update(task, description="predicting")
         if not as_json:
-            cons.out.print(fmt.header(), soft_wrap=True)
+            out.print(fmt.header(), soft_wrap=True)
+            if (note := fmt.note()) is not None:
+                out.print(note)
         # batches of 64: rows and progress move in small steps, at no cost a user would see
-        preds = predict_feed(
+        batches = predict_batches(
             feed,
             model,
             top_k=settings.top_k,
@@ -282,14 +305,15 @@ def _predict_streaming(
             batch_size=STREAM_BATCH,
         )
         with Interrupts() as stop:
-            for pred in preds:
-                _print_row(pred, fmt, cons, as_json=as_json)
-                tally.add(pred)
-                if show and pred.pixels is not None and pred.digit is not None:
-                    shown.append(pred)
+            for batch in batches:
+                _print_rows(batch, fmt, out, cons.err, as_json=as_json)
+                for pred in batch:
+                    tally.add(pred)
+                    if show and pred.pixels is not None and pred.digit is not None:
+                        shown.append(pred)
                 if progress is not None and task is not None:
-                    progress.advance(task)
-                stop.check()  # between two rows: the count said is the rows printed
+                    progress.advance(task, len(batch))
+                stop.check()  # between two batches: the count said is the rows printed
     except KeyboardInterrupt:
         if progress is not None:
             progress.stop()
@@ -307,5 +331,7 @@ def _predict_streaming(
             cons.out.print()
             cons.out.print(gallery(shown, color=is_color(cons.out)))
         cons.out.print()
-        cons.out.print(summary_line(tally, settings.min_confidence), soft_wrap=True)
+        # a terminal wraps it between words; a pipe gets it on one line, for grep
+        summary = summary_line(tally, settings.min_confidence)
+        cons.out.print(summary, soft_wrap=not cons.out.is_terminal)
     return tally.failed > 0

@@ -19,6 +19,17 @@ class Consoles:
         return is_color(self.err)
 
 
+def same_terminal(a: Console, b: Console) -> bool:
+    """Whether `a` and `b` write to one terminal (stdout and stderr on the same screen): what
+    one prints while the other shows a live display must go through the live one's console."""
+    if not (a.is_terminal and b.is_terminal):
+        return False
+    try:
+        return os.path.samestat(os.fstat(a.file.fileno()), os.fstat(b.file.fileno()))
+    except (OSError, ValueError, AttributeError):  # not a real file
+        return False
+
+
 def is_color(console: Console) -> bool:
     """Whether `console` will show colour (a colour terminal, and no NO_COLOR/--no-color)."""
     return console.color_system is not None and not console.no_color

@@ -110,35 +110,66 @@ def framed(art: Text, subtitle: str | Text = "28x28 input") -> Panel:
 def predictions_table(preds: Sequence[Prediction], *, width: int | None = 120) -> Group:
     """Many images at once: the header and one row each, as `RowFormat` prints them."""
     top_k = max((len(p.top_k) for p in preds), default=3)
-    fmt = RowFormat([p.path for p in preds], width, top_k)
-    return Group(fmt.header(), *(line for p in preds for line in fmt.row(p)))
+    marks = any(p.low_confidence for p in preds)
+    fmt = RowFormat([p.path for p in preds], width, top_k, marks=marks)
+    note = fmt.note()
+    head = [fmt.header(), note] if note is not None else [fmt.header()]
+    return Group(*head, *(line for p in preds for line in fmt.row(p)))
 
 
 @dataclass(frozen=True)
 class RowFormat:
     """One line per image (path, digit, probability, the top-k and a mark), in columns sized
-    from every path before the first row is printed, so the rows can stream as they come."""
+    from every path before the first row is printed, so the rows can stream as they come.
+
+    In a terminal every row fits its width: room is kept for the low-confidence mark where
+    answers may carry it (`marks`), paths stay whole where they can, and the top-k list shows
+    as many entries as fit beside them (`note` says so); a path too long for any room folds,
+    never cut, in a column of at least MIN_IMAGE."""
 
     paths: Sequence[str]
-    width: int | None = 120  # a terminal's columns (a longer path folds); None: never fold
+    width: int | None = 120  # a terminal's columns; None: a pipe or a file, nothing folds
     top_k: int = 3
-    image: int = field(init=False)
+    marks: bool = True  # answers may be marked low confidence
+    image: int = field(init=False)  # the path column's width
+    shown: int = field(init=False)  # the top-k entries that fit
 
     DIGIT = 5  # "digit"
     PROB = 6  # "100.0%"
+    ENTRY = 8  # a top-k entry, "7 100.0%"
+    MIN_IMAGE = 20  # a path that must fold keeps a column this wide
 
     def __post_init__(self) -> None:
         longest = max((len(p) for p in self.paths), default=0)
+        shown = self.top_k
         if self.width is None:  # a pipe or a file: whole paths, for grep and cut
-            object.__setattr__(self, "image", max(len("image"), longest))
-            return
-        top_k = 9 * self.top_k  # "7 99.9%  " each
-        room = self.width - (2 + self.DIGIT + 2 + self.PROB + 2 + top_k)
-        object.__setattr__(self, "image", max(len("image"), min(longest, max(room, 20))))
+            image = max(len("image"), longest)
+        else:
+            room = self.width - 2 - self.DIGIT - 2 - self.PROB - (2 + len(LOW) if self.marks else 0)
+            # whole paths before the other guesses; a path that folds anyway keeps MIN_IMAGE
+            want = longest if longest <= room else self.MIN_IMAGE
+            while shown > 0 and room - self._entries(shown) < max(len("image"), want):
+                shown -= 1
+            image = max(len("image"), min(longest, room - self._entries(shown)))
+        object.__setattr__(self, "image", image)
+        object.__setattr__(self, "shown", shown)
+
+    def _entries(self, k: int) -> int:
+        """The width of k top-k entries with the two spaces before each."""
+        return k * (2 + self.ENTRY)
 
     def header(self) -> Text:
-        head = f"{'image':<{self.image}}  {'digit':>{self.DIGIT}}  {'prob.':>{self.PROB}}  top-k"
-        return Text(head, style="bold")
+        head = f"{'image':<{self.image}}  {'digit':>{self.DIGIT}}  {'prob.':>{self.PROB}}"
+        return Text(head + ("  top-k" if self.shown else ""), style="bold")
+
+    def note(self) -> Text | None:
+        """What the terminal's width left out of the top-k, or None."""
+        if self.shown == self.top_k:
+            return None
+        return Text(
+            f"top-k: {self.shown} of {self.top_k} fit in {self.width} columns; --json has all",
+            style="dim",
+        )
 
     def row(self, pred: Prediction) -> list[Text]:
         """The lines of one image: its row, after the leading parts of a path too long for
@@ -156,8 +187,10 @@ class RowFormat:
         else:
             style = "bold yellow" if pred.low_confidence else "bold green"
             line.append(f"{pred.digit:>{self.DIGIT}}", style=style)
-            line.append(f"  {pct(pred.probability or 0.0):>{self.PROB}}  ")
-            line.append("  ".join(f"{d} {pct(p)}" for d, p in pred.top_k), style="dim")
+            line.append(f"  {pct(pred.probability or 0.0):>{self.PROB}}")
+            entries = [f"{d} {pct(p)}" for d, p in pred.top_k[: self.shown]]
+            if entries:
+                line.append("  " + "  ".join(entries), style="dim")
             if pred.low_confidence:
                 line.append(f"  {LOW}", style="yellow")
         return [*lines, line]
@@ -208,16 +241,16 @@ def summary_line(preds: Iterable[Prediction] | Tally, min_confidence: float = 0.
         for pred in preds:
             tally.add(pred)
     ok = sum(tally.digits.values())
-    text = Text(f"{tally.images} images: {ok} predicted")
+    text = Text(f"{tally.images:,} images: {ok:,} predicted")
     if tally.low:
-        text.append(f" ({tally.low} {LOW}, below {pct(min_confidence)})", style="yellow")
+        text.append(f" ({tally.low:,} {LOW}, below {pct(min_confidence)})", style="yellow")
     if tally.blank:
-        text.append(f", {tally.blank} no digit found", style="yellow")
+        text.append(f", {tally.blank:,} no digit found", style="yellow")
     if tally.failed:
-        text.append(f", {tally.failed} failed", style="red")
+        text.append(f", {tally.failed:,} failed", style="red")
     if ok:
         counts = sorted(tally.digits.items())
-        text.append("; digits " + ", ".join(f"{d}: {n}" for d, n in counts if n))
+        text.append("; digits " + ", ".join(f"{d}: {n:,}" for d, n in counts if n))
     return text
 
 
