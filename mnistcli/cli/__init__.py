@@ -144,10 +144,6 @@ class OneLineErrors(Group):
             if not standalone_mode:  # a caller that handles the errors itself
                 return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = self._run(args, prog_name, complete_var, **extra)
-        # Python's shutdown would search every object left (torch makes several hundred
-        # thousand) for reference cycles to free, a third of a second for memory the system
-        # takes back anyway; frozen objects are not searched. Files are closed by now.
-        gc.freeze()
         sys.exit(code)
 
     def _run(
@@ -245,5 +241,12 @@ app.add_typer(runs.runs_app(handles_errors), name="runs")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (and `python -m mnistcli`)."""
+    try:
+        app()
+    finally:
+        # The process ends here. Python's shutdown would search every object left (torch
+        # makes several hundred thousand) for reference cycles to free: a third of a second
+        # for memory the system takes back anyway. Frozen objects are not searched; the
+        # command's files are closed by now. (Not in app(): a caller in-process keeps its GC.)
+        gc.freeze()
