@@ -55,34 +55,74 @@ def _visible(name: str) -> bool:
     return not name.startswith(".")
 
 
-def _images_below(folder: Path) -> tuple[list[Path], list[ImageError]]:
-    """The images in `folder` and its subfolders (links followed), sorted, hidden ones skipped;
-    and the subfolders that could not be read."""
+def _folder_key(path: Path) -> tuple[int, int] | None:
+    """What identifies a folder however it is reached (links included), or None if unreadable."""
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _images_below(
+    folder: Path, seen: set[tuple[int, int]] | None = None
+) -> tuple[list[Path], list[ImageError], list[str]]:
+    """The images in `folder` and its subfolders (links followed), sorted, hidden files and
+    folders skipped; the subfolders that could not be read; and one warning per folder not
+    read again: a link back up (a loop) or to a folder already read, which would count its
+    images twice. `seen` holds the folders already read (shared across class folders)."""
+    seen = set() if seen is None else seen
     found: list[Path] = []
     errors: list[ImageError] = []
+    skipped: list[str] = []
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        key = _folder_key(current)
+        if key is not None and key in seen and current != folder:
+            skipped.append(f"{current}: a link to a folder already read (or a loop): skipped")
+            continue
+        if key is not None:
+            seen.add(key)
+        try:
+            with os.scandir(current) as listing:
+                entries = sorted((e for e in listing if _visible(e.name)), key=lambda e: e.name)
+        except OSError as exc:
+            errors.append(ImageError(f"cannot read this folder ({exc.strerror or exc})", current))
+            continue
+        subfolders = []
+        for entry in entries:
+            if _is(entry, "dir"):
+                subfolders.append(Path(entry.path))
+            elif _suffix(entry.name) in SUFFIXES and _is(entry, "file"):
+                found.append(Path(entry.path))
+        stack.extend(reversed(subfolders))  # depth first, in name order
+    return found, errors, skipped
 
-    def refused(exc: OSError) -> None:
-        errors.append(ImageError(f"cannot read this folder ({exc.strerror or exc})", exc.filename))
 
-    for root, dirs, files in sorted(os.walk(folder, followlinks=True, onerror=refused)):
-        dirs[:] = sorted(d for d in dirs if _visible(d))
-        found.extend(
-            Path(root, name)
-            for name in sorted(files)
-            if _visible(name) and Path(name).suffix.lower() in SUFFIXES
-        )
-    return found, errors
+def _is(entry: os.DirEntry[str], kind: str) -> bool:
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError:  # a link the system cannot follow (too many levels...): neither
+        return False
 
 
-def class_folders(root: Path) -> LabelledImages:
+def _suffix(name: str) -> str:
+    return os.path.splitext(name)[1].lower()
+
+
+def class_folders(root: Path, seen: set[tuple[int, int]] | None = None) -> LabelledImages:
     """DIR/0 ... DIR/9 -> the images and their digits. A visible folder with another name is
     an error (its images would silently go unmeasured); a digit folder without images and a
-    digit without a folder are warnings; images lying directly in DIR are left out, said."""
+    digit without a folder are warnings; images lying directly in DIR are left out, said.
+    Each folder is read once: a link from one class folder to another, or back to DIR, is
+    skipped with a warning rather than giving the other class's images a wrong label."""
     try:
-        entries = sorted((e for e in os.scandir(root) if _visible(e.name)), key=lambda e: e.name)
+        with os.scandir(root) as listing:
+            entries = sorted((e for e in listing if _visible(e.name)), key=lambda e: e.name)
     except OSError as exc:
         raise InputError(f"{root}: cannot read this folder ({exc.strerror or exc})") from None
-    folders = [e for e in entries if e.is_dir()]
+    folders = [e for e in entries if _is(e, "dir")]
     strangers = [e.name for e in folders if e.name not in DIGITS]
     if strangers:
         raise InputError(
@@ -96,7 +136,7 @@ def class_folders(root: Path) -> LabelledImages:
             f"{root}/9/*.png, or give their labels with --labels FILE"
         )
     out = LabelledImages([], [], f"{root} (one folder per digit)")
-    loose = [e for e in entries if e.is_file() and Path(e.name).suffix.lower() in SUFFIXES]
+    loose = [e for e in entries if _is(e, "file") and _suffix(e.name) in SUFFIXES]
     if loose:
         out.warnings.append(
             f"{root}: {len(loose)} image(s) directly in the folder, not in a digit folder, left out"
@@ -105,10 +145,15 @@ def class_folders(root: Path) -> LabelledImages:
     missing = [d for d in DIGITS if d not in present]
     if missing:
         out.warnings.append(f"{root}: no folder for digit(s) {', '.join(missing)}: not measured")
+    # the root and every class folder are taken before any is read: a link to one of them
+    # from inside another class is skipped, never read under the wrong digit
+    seen = set() if seen is None else seen
+    seen.update(k for k in map(_folder_key, [root, *(Path(e.path) for e in folders)]) if k)
     for entry in folders:
-        images, errors = _images_below(Path(entry.path))
+        images, errors, skipped = _images_below(Path(entry.path), seen)
         if not images:
             out.warnings.append(f"{entry.path}: no images in this class folder: not measured")
+        out.warnings.extend(skipped)
         out.items.extend([*images, *errors])
         out.labels.extend([int(entry.name)] * len(images) + [-1] * len(errors))
     return out
@@ -153,8 +198,7 @@ def read_manifest(manifest: Path) -> list[Row]:
 def _rows(fh: TextIO, manifest: Path) -> list[Row]:
     head = fh.readline()
     fh.seek(0)
-    tab = manifest.suffix.lower() in TSV_SUFFIXES or ("\t" in head and "," not in head)
-    reader = csv.DictReader(fh, delimiter="\t" if tab else ",")
+    reader = csv.DictReader(fh, delimiter=_delimiter(manifest, head))
     columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
     if "path" not in columns or "label" not in columns:
         found = ", ".join(repr(c) for c in columns) or "none"
@@ -176,7 +220,7 @@ def _rows(fh: TextIO, manifest: Path) -> list[Row]:
         if not text:
             bad.append(f"{where}: the path is empty")
             continue
-        path = Path(text).expanduser()
+        path = expand_user(text)
         rows.append(
             Row(reader.line_num, path if path.is_absolute() else manifest.parent / path, int(label))
         )
@@ -186,6 +230,29 @@ def _rows(fh: TextIO, manifest: Path) -> list[Row]:
     if not rows:
         raise InputError(f"--labels {manifest}: no rows under its header")
     return rows
+
+
+def _delimiter(manifest: Path, head: str) -> str:
+    """Tab for a .tsv/.tab file or a tab-separated header; ';' for a header that has one and
+    no comma (spreadsheets in many languages save CSV so); otherwise ','."""
+    if manifest.suffix.lower() in TSV_SUFFIXES or ("\t" in head and "," not in head):
+        return "\t"
+    return ";" if ";" in head and "," not in head else ","
+
+
+def expand_user(text: str) -> Path:
+    """`~/x` and `~user/x` as the shell would expand them; left as written where there is no
+    such user or home (Path.expanduser raises there)."""
+    return Path(os.path.expanduser(text))
+
+
+def _file_key(path: Path) -> str:
+    """One name per file however it is reached (links, `..`); the path itself where the system
+    cannot resolve it (a NUL byte, a loop)."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return str(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,17 +265,26 @@ def collect_labelled(
     """The images of `--images` (folders, files, globs, `-` for stdin, as predict takes them)
     with their labels: from `labels` (a manifest) when given, else from the folder layout.
 
-    With a manifest and no `args`, its rows are the images, and a row naming a missing file is
-    left out, one line each. With both, each image is looked up in the manifest.
+    A folder of class folders is read as ImageFolder reads it (a class is a folder directly in
+    it); a digit folder given itself (`DIR/7`) labels everything below it with its digit;
+    files and globs take the digit of the nearest folder above them named 0-9. With a manifest
+    and no `args`, its rows are the images, and a row naming a missing file is left out, one
+    line each; with both, each image is looked up in the manifest. A file reached twice (named
+    twice, or through a link) is scored once, with a warning; a file given two different
+    labels is an error.
     """
-    if labels is not None:
-        return _from_manifest(args, labels, stdin)
+    out = _from_manifest(args, labels, stdin) if labels is not None else _from_layout(args, stdin)
+    return _once_each(out)
+
+
+def _from_layout(args: Sequence[str], stdin: TextIO | None) -> LabelledImages:
     out = LabelledImages([], [], "")
     sources = []
+    seen: set[tuple[int, int]] = set()  # folders read, across all arguments
     for arg in args:
-        path = Path(arg).expanduser()
+        path = expand_user(arg)
         if arg != STDIN and path.is_dir() and path.name not in DIGITS:
-            part = class_folders(path)
+            part = class_folders(path, seen)
             out.items.extend(part.items)
             out.labels.extend(part.labels)
             out.warnings.extend(part.warnings)
@@ -216,11 +292,12 @@ def collect_labelled(
             continue
         sources.append("standard input" if arg == STDIN else arg)
         if arg != STDIN and path.is_dir():  # DIR/7 itself: its images, all of them 7s
-            images, errors = _images_below(path)
-            found: list[Item] = [*images, *errors]
-        else:
-            found = collect_paths([arg], stdin=stdin)
-        for item in found:
+            images, errors, skipped = _images_below(path, seen)
+            out.items.extend([*images, *errors])
+            out.labels.extend([int(path.name)] * len(images) + [-1] * len(errors))
+            out.warnings.extend(skipped)
+            continue
+        for item in collect_paths([arg], stdin=stdin):
             digit = digit_of(item) if isinstance(item, Path) else None
             if isinstance(item, Path) and digit is None:
                 item = ImageError(
@@ -236,6 +313,14 @@ def collect_labelled(
 def _from_manifest(args: Sequence[str], manifest: Path, stdin: TextIO | None) -> LabelledImages:
     rows = read_manifest(manifest)
     out = LabelledImages([], [], f"{manifest} ({len(rows):,} rows)")
+    by_key: dict[str, Row] = {}
+    for row in rows:
+        first = by_key.setdefault(_file_key(row.path), row)
+        if first.label != row.label:
+            raise InputError(
+                f"{manifest} lines {first.line} and {row.line} give {row.path} two labels "
+                f"({first.label} and {row.label}); keep the right one"
+            )
     if not args:
         for row in rows:
             if row.path.is_file():
@@ -246,14 +331,53 @@ def _from_manifest(args: Sequence[str], manifest: Path, stdin: TextIO | None) ->
                 out.items.append(ImageError(f"{why} (--labels line {row.line})", row.path))
                 out.labels.append(-1)
         return out
-    by_path = {os.path.realpath(row.path): row.label for row in rows}
-    for item in collect_paths(args, stdin=stdin):
-        label = by_path.get(os.path.realpath(item)) if isinstance(item, Path) else None
-        if isinstance(item, Path) and label is None:
+    found: list[Item] = []
+    for arg in args:
+        path = expand_user(arg)
+        if arg != STDIN and path.is_dir():  # a folder: every image below it, as for classes
+            images, errors, skipped = _images_below(path)
+            found.extend([*images, *errors])
+            out.warnings.extend(skipped)
+        else:
+            found.extend(collect_paths([arg], stdin=stdin))
+    for item in found:
+        row = by_key.get(_file_key(item)) if isinstance(item, Path) else None
+        if isinstance(item, Path) and row is None:
             item = ImageError(f"no row for it in {manifest}", item)
         out.items.append(item)
-        out.labels.append(-1 if label is None else label)
+        out.labels.append(-1 if row is None else row.label)
     return out
+
+
+def _once_each(found: LabelledImages) -> LabelledImages:
+    """Each file scored once: a file reached again (named twice, linked from elsewhere, a
+    manifest row repeated) is dropped and counted in one warning; the same file with two
+    different labels is an error naming both."""
+    first: dict[str, tuple[Path, int]] = {}
+    items: list[Item] = []
+    labels: list[int] = []
+    dropped = 0
+    for item, label in zip(found.items, found.labels, strict=True):
+        if isinstance(item, Path):
+            key = _file_key(item)
+            if key in first:
+                seen_as, seen_label = first[key]
+                if seen_label != label:
+                    raise InputError(
+                        f"{item} is the file {seen_as} with another label ({label}, there "
+                        f"{seen_label}); an image has one digit: keep it in one class"
+                    )
+                dropped += 1
+                continue
+            first[key] = (item, label)
+        items.append(item)
+        labels.append(label)
+    warnings = list(found.warnings)
+    if dropped:
+        warnings.append(
+            f"{dropped:,} file(s) reached twice (named again, or through a link): each scored once"
+        )
+    return dataclasses.replace(found, items=items, labels=labels, warnings=warnings)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def collect_paths(args: Sequence[str], *, stdin: TextIO | None = None) -> list[I
             for line in read_path_lines(stdin):
                 found.extend(_literal(line))
             continue
-        path = Path(arg).expanduser()
+        path = Path(os.path.expanduser(arg))  # Path.expanduser raises for an unknown ~user
         if path.exists() or path.is_symlink():
             add(_expand(path))
         elif glob.has_magic(arg):
@@ -107,7 +107,12 @@ def _expand(path: Path) -> list[Item]:
     if not path.is_dir():
         return [path]
     try:
-        entries = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+        # hidden files skipped, as eval --images skips them (macOS's ._x.png are not images)
+        entries = sorted(
+            p
+            for p in path.iterdir()
+            if not p.name.startswith(".") and p.suffix.lower() in SUFFIXES and p.is_file()
+        )
     except OSError as exc:
         return [ImageError(f"cannot read this folder ({exc.strerror or exc})", path)]
     if not entries:
