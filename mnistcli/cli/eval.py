@@ -24,6 +24,7 @@ from mnistcli.cli.options import (
     stderr_log,
 )
 from mnistcli.errors import ImageError, InputError
+from mnistcli.render.console import say
 
 if TYPE_CHECKING:
     from mnistcli.config import Setting
@@ -186,12 +187,12 @@ def _eval_images(
 
     labelled = collect_labelled(images, labels, stdin=sys.stdin if "-" in images else None)
     for line in labelled.warnings:
-        cons.err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+        say(cons.err, f"[yellow]warning:[/] {escape(line)}")
     if not labelled.items:
         raise InputError(f"no images to score in {labelled.source or 'standard input'}")
     if all(isinstance(item, ImageError) for item in labelled.items):
         for item in labelled.items:
-            cons.err.print(f"[bold red]error:[/] {escape(str(item))}", soft_wrap=True)
+            say(cons.err, f"[bold red]error:[/] {escape(str(item))}")
         raise InputError(f"none of the {len(labelled.items):,} images can be scored")
     workers = values["predict.workers"].value or default_workers()
     progress = progress_bar(cons.err) if cons.err.is_interactive else None
@@ -236,7 +237,7 @@ def _eval_images(
         warnings=tuple(labelled.warnings),
     )
     for line in left_out:
-        cons.err.print(f"[yellow]left out:[/] {escape(line)}", soft_wrap=True)
+        say(cons.err, f"[yellow]left out:[/] {escape(line)}")
     _report(report, settings, cons, as_json=as_json)
 
 

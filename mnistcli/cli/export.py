@@ -23,6 +23,7 @@ from mnistcli.cli.options import (
     stderr_log,
 )
 from mnistcli.config import EXPORT_FORMATS
+from mnistcli.render.console import say
 
 ExportFormat = enum.Enum("ExportFormat", {f: f for f in EXPORT_FORMATS}, type=str)  # type: ignore[misc]
 
@@ -93,4 +94,4 @@ def export_cmd(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        cons.out.print(export_lines(result), soft_wrap=True)
+        say(cons.out, export_lines(result))

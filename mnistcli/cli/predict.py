@@ -22,6 +22,7 @@ from mnistcli.cli.options import (
     settings_values,
     stderr_log,
 )
+from mnistcli.render.console import say
 
 STREAM_BATCH = 64  # images per forward pass while rows stream
 
@@ -129,7 +130,7 @@ def predict(
         raise typer.Exit(_fail(cons.err, "no paths on standard input; pipe in one path a line"))
     if all(isinstance(item, ImageError) for item in items):
         for item in items:
-            cons.err.print(f"[bold red]error:[/] {escape(str(item))}", soft_wrap=True)
+            say(cons.err, f"[bold red]error:[/] {escape(str(item))}")
         raise typer.Exit(2)
     workers = settings.workers or default_workers()
     # the workers start preparing the images while the model loads
@@ -186,7 +187,7 @@ def _print_rows(
     for pred in preds:
         if pred.error:
             flush()
-            err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
+            say(err, f"[bold red]error:[/] {escape(pred.error)}")
         if as_json:
             lines.append(Text(json.dumps(pred.to_dict())))
         else:
@@ -195,7 +196,7 @@ def _print_rows(
 
 
 def _fail(err: Console, message: str) -> int:
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    say(err, f"[bold red]error:[/] {escape(message)}")
     return 2
 
 
@@ -215,10 +216,7 @@ def _open(
         log=stderr_log(as_json, cons.err),
     )
     if not as_json:
-        cons.err.print(
-            f"model: {escape(str(model.path))} ({model.description}) on {model.device}",
-            soft_wrap=True,
-        )
+        say(cons.err, f"model: {escape(str(model.path))} ({model.description}) on {model.device}")
     return model
 
 
@@ -239,7 +237,7 @@ def _predict_whole(
         feed, model, top_k=settings.top_k, min_confidence=settings.min_confidence
     ):
         if pred.error:
-            cons.err.print(f"[bold red]error:[/] {escape(pred.error)}", soft_wrap=True)
+            say(cons.err, f"[bold red]error:[/] {escape(pred.error)}")
         if as_json and not settings.explain:  # with --explain, once the saliency is known
             typer.echo(json.dumps(pred.to_dict()))
         preds.append(pred)
@@ -318,9 +316,9 @@ def _predict_streaming(
         if progress is not None:
             progress.stop()
         sys.stdout.flush()
-        cons.err.print(
+        say(
+            cons.err,
             f"interrupted: {tally.images:,} of {total:,} images done (their rows are above)",
-            soft_wrap=True,
         )
         raise typer.Exit(130) from None
     finally:

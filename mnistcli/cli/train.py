@@ -26,6 +26,7 @@ from mnistcli.cli.options import (
 )
 from mnistcli.config import PRECISIONS, RECIPES, Setting, default_text
 from mnistcli.errors import ConfigError
+from mnistcli.render.console import say
 from mnistcli.settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -231,10 +232,10 @@ def run_training(
         what = "SIGTERM" if stop.signum == signal.SIGTERM else "Ctrl-C"
         how = "the same torchrun command with " if world.is_distributed else "mnistcli train "
         if world.is_main:
-            cons.err.print(
+            say(
+                cons.err,
                 f"{what}: stopped in epoch {epoch} after batch {batch}; saved "
                 f"{escape(str(result.run_dir / 'last.pt'))}. Continue with: "
                 f"{how}--resume {escape(str(result.run_dir))}",
-                soft_wrap=True,
             )
         raise typer.Exit(130 if stop.signum == signal.SIGINT else 143)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.text import Text
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,12 @@ def same_terminal(a: Console, b: Console) -> bool:
         return os.path.samestat(os.fstat(a.file.fileno()), os.fstat(b.file.fileno()))
     except (OSError, ValueError, AttributeError):  # not a real file
         return False
+
+
+def say(console: Console, markup: str | Text) -> None:
+    """One message (an error, a warning, "model: ..."): wrapped between words to a terminal's
+    width; on a pipe or in a file, one line whatever its length, for grep."""
+    console.print(markup, soft_wrap=not console.is_terminal)
 
 
 def is_color(console: Console) -> bool:
