@@ -75,11 +75,14 @@ def _images_below(
     found: list[Path] = []
     errors: list[ImageError] = []
     skipped: list[str] = []
+    start = _file_key(folder)
     stack = [folder]
     while stack:
         current = stack.pop()
         key = _folder_key(current)
-        if key is not None and key in seen and current != folder:
+        real = _file_key(current)
+        up = current != folder and (real == start or start.startswith(real.rstrip(os.sep) + os.sep))
+        if up or (key is not None and key in seen and current != folder):
             skipped.append(f"{current}: a link to a folder already read (or a loop): skipped")
             continue
         if key is not None:
@@ -292,6 +295,10 @@ def _from_layout(args: Sequence[str], stdin: TextIO | None) -> LabelledImages:
             continue
         sources.append("standard input" if arg == STDIN else arg)
         if arg != STDIN and path.is_dir():  # DIR/7 itself: its images, all of them 7s
+            # its sibling class folders are taken, as class_folders takes them: a link to one
+            # from inside this folder is skipped, never read as 7s
+            siblings = (path.parent / d for d in DIGITS if d != path.name)
+            seen.update(k for k in map(_folder_key, siblings) if k)
             images, errors, skipped = _images_below(path, seen)
             out.items.extend([*images, *errors])
             out.labels.extend([int(path.name)] * len(images) + [-1] * len(errors))

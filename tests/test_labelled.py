@@ -155,3 +155,66 @@ def test_figures_count_no_digit_as_wrong_and_leave_unreadable_files_out(tmp_path
     assert len(mistake.pixels) == 784 and mistake.to_dict()["path"] == mistake.path
     doc = ev.to_dict()
     assert doc["no_digit"] == list(ev.no_digit) and doc["n"] == 4
+
+
+# --- links, loops, hidden folders and files reached twice ------------------------------------
+
+
+def test_each_folder_is_read_once_and_never_under_another_digit(tmp_path):
+    """A link back up (a loop) or to another class folder is skipped with a warning: before,
+    os.walk followed it down to the system's limit and gave every image reached the digit of
+    the folder the link sat in. Hidden subfolders are skipped as the docstring says."""
+    for d in (2, 3):
+        bar(tmp_path / "set" / str(d) / "a.png")
+    (tmp_path / "set" / "2" / "loop").symlink_to("..")  # back to the root
+    (tmp_path / "set" / "2" / "three").symlink_to("../3")  # another class's folder
+    bar(tmp_path / "set" / "3" / ".ipynb_checkpoints" / "x-checkpoint.png")
+    found = collect_labelled([str(tmp_path / "set")])
+    names = [p.relative_to(tmp_path / "set").as_posix() for p in found.items]
+    assert names == ["2/a.png", "3/a.png"] and found.labels == [2, 3]
+    skipped = [w for w in found.warnings if "a link to a folder already read" in w]
+    assert len(skipped) == 2
+    alone = collect_labelled([str(tmp_path / "set" / "2")])  # the digit folder itself
+    assert [p.name for p in alone.items] == ["a.png"] and alone.labels == [2]
+
+
+def test_a_digit_folder_given_labels_everything_below_it_with_its_digit(tmp_path):
+    bar(tmp_path / "set" / "3" / "sub" / "7" / "deep.png")
+    assert collect_labelled([str(tmp_path / "set")]).labels == [3]
+    assert collect_labelled([str(tmp_path / "set" / "3")]).labels == [3]  # was 7
+
+
+def test_a_file_reached_twice_is_scored_once_and_two_labels_are_an_error(tmp_path):
+    one = bar(tmp_path / "set" / "1" / "a.png")
+    twice = collect_labelled([str(tmp_path / "set"), str(one)])
+    assert twice.items == [one] and twice.labels == [1]
+    assert any("1 file(s)" in w and "each scored once" in w for w in twice.warnings)
+    (tmp_path / "set" / "7").mkdir()
+    (tmp_path / "set" / "7" / "a.png").symlink_to(one)  # the same image as a 7
+    with pytest.raises(InputError, match="with another label"):
+        collect_labelled([str(tmp_path / "set")])
+
+
+def test_manifest_duplicates_warn_and_conflicting_rows_name_their_lines(tmp_path):
+    bar(tmp_path / "a.png")
+    (tmp_path / "dup.csv").write_text("path,label\na.png,1\na.png,1\n")
+    found = collect_labelled([], tmp_path / "dup.csv")
+    assert found.labels == [1] and any("each scored once" in w for w in found.warnings)
+    (tmp_path / "two.csv").write_text("path,label\na.png,1\n./a.png,7\n")
+    with pytest.raises(InputError, match=r"lines 2 and 3 give .*a.png two labels \(1 and 7\)"):
+        collect_labelled([], tmp_path / "two.csv")
+
+
+def test_semicolon_manifests_folders_with_a_manifest_and_odd_paths(tmp_path):
+    bar(tmp_path / "imgs" / "0" / "a.png")
+    (tmp_path / "semi.csv").write_text("path;label\nimgs/0/a.png;4\n")
+    assert [(r.path.name, r.label) for r in read_manifest(tmp_path / "semi.csv")] == [("a.png", 4)]
+    # a folder given with a manifest is searched below, as class folders are
+    found = collect_labelled([str(tmp_path / "imgs")], tmp_path / "semi.csv")
+    assert found.labels == [4]
+    # an unknown ~user and a NUL byte are files that do not exist, not tracebacks
+    (tmp_path / "nul.csv").write_text("path,label\nimgs/x\x00.png,0\nimgs/0/a.png,0\n")
+    odd = collect_labelled([str(tmp_path / "imgs" / "0" / "a.png")], tmp_path / "nul.csv")
+    assert odd.labels == [0]
+    gone = collect_labelled(["~nosuchuser-mnistcli/x.png"])
+    assert isinstance(gone.items[0], ImageError) and "no such file" in str(gone.items[0])

@@ -312,3 +312,10 @@ def test_workers_that_cannot_start_leave_the_work_to_this_process(tmp_path, monk
     with ImageFeed(items, workers=2) as feed:
         ready = list(feed)
     assert len(ready) == 70 and all(isinstance(r, Prepared) for r in ready)
+
+
+def test_a_folder_s_hidden_files_are_not_predicted(tmp_path):
+    bar_image(tmp_path / "a.png", 5)
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata
+    assert collect_paths([str(tmp_path)]) == [tmp_path / "a.png"]
+    assert isinstance(collect_paths(["~nosuchuser-mnistcli/a.png"])[0], ImageError)

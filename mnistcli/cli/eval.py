@@ -191,6 +191,8 @@ def _eval_images(
     if not labelled.items:
         raise InputError(f"no images to score in {labelled.source or 'standard input'}")
     if all(isinstance(item, ImageError) for item in labelled.items):
+        if len(labelled.items) == 1:  # its own line says it all
+            raise InputError(str(labelled.items[0]))
         for item in labelled.items:
             say(cons.err, f"[bold red]error:[/] {escape(str(item))}")
         raise InputError(f"none of the {len(labelled.items):,} images can be scored")
