@@ -17,7 +17,7 @@ ranks highest and compares the drop in probability with blanking as many random 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,15 +111,28 @@ class Explained:
 
 
 def explain_predictions(
-    model: nn.Module, preds: Sequence[Prediction], device: torch.device | str = "cpu"
+    model: nn.Module,
+    preds: Sequence[Prediction],
+    device: torch.device | str = "cpu",
+    *,
+    batch_size: int = 64,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[Explained]:
     """Each prediction with the saliency of its predicted digit over the 28x28 input the model
-    saw, computed in batches for all the images that hold a digit."""
+    saw, computed `batch_size` images at a time for all the images that hold a digit;
+    `on_progress(done, total)` after each batch (a hundred images take seconds)."""
+
     ok = [i for i, p in enumerate(preds) if p.digit is not None and p.pixels is not None]
-    maps = saliency_maps(model, [preds[i].pixels for i in ok], [preds[i].digit for i in ok], device)
     saliency: list[torch.Tensor | None] = [None] * len(preds)
-    for i, sal in zip(ok, maps, strict=True):
-        saliency[i] = sal
+    for start in range(0, len(ok), batch_size):
+        part = ok[start : start + batch_size]
+        maps = saliency_maps(
+            model, [preds[i].pixels for i in part], [preds[i].digit for i in part], device
+        )
+        for i, sal in zip(part, maps, strict=True):
+            saliency[i] = sal
+        if on_progress is not None:
+            on_progress(start + len(part), len(ok))
     return [Explained(p, s) for p, s in zip(preds, saliency, strict=True)]
 
 

@@ -117,6 +117,15 @@ def _expand(path: Path) -> list[Item]:
         return [ImageError(f"cannot read this folder ({exc.strerror or exc})", path)]
     if not entries:
         kinds = ", ".join(f.lower() for f in FORMATS)
+        if any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):
+            pattern = os.path.join(str(path), "*", "*.png")
+            return [
+                ImageError(
+                    f"this folder holds no images ({kinds}), only folders, which are not "
+                    f"searched; give them as '{pattern}'",
+                    path,
+                )
+            ]
         return [ImageError(f"this folder holds no images ({kinds})", path)]
     return list(entries)
 

@@ -179,3 +179,23 @@ def test_inspect_model_returns_the_activations_of_the_image(trained_run, real_mn
         inspect_model(InspectSettings(checkpoint=str(trained_run), image=tmp_path / "none.png"))
     with pytest.raises(CheckpointError, match="no checkpoint was loaded"):
         inspect_model(InspectSettings(runs_dir=tmp_path / "runs", image=image))
+
+
+@pytest.mark.slow
+def test_explaining_many_reports_progress_a_batch_at_a_time(model, digits, predicted, saliency):
+    """predict --explain on many files shows its progress: the saliency is computed a batch at
+    a time, each batch said, and the maps are those computed all at once."""
+    from mnistcli.predict import Prediction
+
+    preds = [
+        Prediction(f"{i}.png", digit, 0.9, ((digit, 0.9),), pixels=digits[i].numpy())
+        for i, digit in enumerate(predicted)
+    ] + [Prediction("blank.png")]  # no digit: no saliency, not counted
+    seen: list[tuple[int, int]] = []
+    explained = explain.explain_predictions(
+        model, preds, batch_size=40, on_progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(40, 100), (80, 100), (100, 100)]
+    assert explained[-1].saliency is None
+    got = torch.stack([e.saliency for e in explained[:-1]])
+    assert torch.allclose(got, saliency, atol=1e-6)

@@ -124,6 +124,8 @@ def predict(
     values = settings_values(setting_flags(predict, locals()), config)
     settings = predict_settings(values, checkpoint=checkpoint, raw=raw, explain=explain)
     cons = consoles()
+    if "-" in paths and sys.stdin.isatty():  # not a pipe: the user is to type them
+        say(cons.err, "reading image paths from standard input, one a line; Ctrl-D to end")
     # every input is checked before torch is imported (about 3 s): a typo is answered at once
     items = collect_paths(paths, stdin=sys.stdin if "-" in paths else None)
     if not items:
@@ -136,8 +138,7 @@ def predict(
     # the workers start preparing the images while the model loads
     with ImageFeed(items, raw=settings.raw, workers=workers) as feed:
         if settings.explain or len(items) == 1:
-            model = _open(settings, cons, as_json, feed.model_threads())
-            failed = _predict_whole(feed, model, settings, cons, show=show, as_json=as_json)
+            failed = _predict_whole(feed, settings, cons, show=show, as_json=as_json)
         else:
             failed = _predict_streaming(feed, settings, cons, show=show, as_json=as_json)
     if failed:
@@ -222,30 +223,53 @@ def _open(
 
 def _predict_whole(
     feed: ImageFeed,
-    model: LoadedModel,
     settings: PredictSettings,
     cons: Consoles,
     *,
     show: bool,
     as_json: bool,
 ) -> bool:
-    """One image (a panel), or --explain (saliency needs every prediction first)."""
+    """One image (a panel), or --explain (saliency needs every prediction first); with many
+    images, a progress line on stderr while the model loads, predicts and explains."""
     from mnistcli.predict import predict_feed
+    from mnistcli.render.predict_view import progress_bar
 
+    many = len(feed.items) > 1 and cons.err.is_interactive
+    bar = progress_bar(cons.err) if many else None
+    task = bar.add_task("loading the model", total=len(feed.items)) if bar else None
     preds = []
-    for pred in predict_feed(
-        feed, model, top_k=settings.top_k, min_confidence=settings.min_confidence
-    ):
-        if pred.error:
-            say(cons.err, f"[bold red]error:[/] {escape(pred.error)}")
-        if as_json and not settings.explain:  # with --explain, once the saliency is known
-            typer.echo(json.dumps(pred.to_dict()))
-        preds.append(pred)
     explained = None
-    if settings.explain and model.module is not None:
-        from mnistcli.explain import explain_predictions
+    try:
+        if bar is not None:
+            bar.start()  # at once: loading torch and the model takes seconds
+        model = _open(settings, cons, as_json, feed.model_threads())
+        if bar is not None and task is not None:
+            bar.update(task, description="predicting")
+        for pred in predict_feed(
+            feed, model, top_k=settings.top_k, min_confidence=settings.min_confidence
+        ):
+            if pred.error:
+                say(cons.err, f"[bold red]error:[/] {escape(pred.error)}")
+            if as_json and not settings.explain:  # with --explain, once the saliency is known
+                typer.echo(json.dumps(pred.to_dict()))
+            preds.append(pred)
+            if bar is not None and task is not None:
+                bar.advance(task)
+        if settings.explain and model.module is not None:
+            from mnistcli.explain import explain_predictions
 
-        explained = explain_predictions(model.module, preds, model.device)
+            def explaining(done: int, total: int) -> None:
+                if bar is not None and task is not None:
+                    bar.update(task, description="explaining", completed=done, total=total)
+
+            if bar is not None and task is not None:  # its own speed, from zero
+                bar.reset(task, total=len(preds), description="explaining")
+            explained = explain_predictions(
+                model.module, preds, model.device, on_progress=explaining
+            )
+    finally:
+        if bar is not None:
+            bar.stop()
     if as_json:
         for item in explained or []:
             typer.echo(json.dumps(item.to_dict()))
