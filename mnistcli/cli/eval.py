@@ -100,7 +100,8 @@ WorkersOpt = Annotated[
     setting_option(
         "predict.workers",
         "-j",
-        help="With --images: processes that read and prepare the images; 1 for this process alone.",
+        help="With --images: processes that read and prepare the images; 1 for this process "
+        "alone, 0 for one per core.",
     ),
 ]
 

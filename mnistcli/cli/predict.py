@@ -61,7 +61,8 @@ WorkersOpt = Annotated[
     setting_option(
         "predict.workers",
         "-j",
-        help="Processes that read and prepare the images; 1 for this process alone.",
+        help="Processes that read and prepare the images; 1 for this process alone, 0 for "
+        "one per core.",
     ),
 ]
 ShowOpt = Annotated[bool, typer.Option("--show", help="Also draw the 28x28 input the model saw.")]
