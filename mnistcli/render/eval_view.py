@@ -21,6 +21,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from mnistcli.errors import printable
 from mnistcli.metrics import ClassScore, EvalReport, Evaluation, Mistake
 from mnistcli.render.charts import curves
 from mnistcli.render.console import is_color, percent, probability
@@ -70,11 +71,12 @@ def summary_rows(
     saved: Sequence[str] = (),
     data: str | None = None,
 ) -> list[tuple[str, str]]:
-    """The summary's (name, value in rich markup) pairs: model, data, accuracy, errors, time."""
-    rows = [("model", escape(checkpoint))]
+    """The summary's (name, value in rich markup) pairs: model, data, accuracy, errors, time.
+    The paths in them (the model, the data's folders, the files saved) are shown `printable`."""
+    rows = [("model", escape(printable(checkpoint)))]
     if trained:
         rows.append(("trained", escape(trained)))
-    rows.append(("data", escape(data) if data else f"{split} split, {ev.n:,} images"))
+    rows.append(("data", escape(printable(data)) if data else f"{split} split, {ev.n:,} images"))
     ci = ev.interval
     rows.append(
         (
@@ -91,7 +93,7 @@ def summary_rows(
     speed = ev.n / ev.seconds if ev.seconds > 0 else 0.0
     rows.append(("time", f"{ev.seconds:.2f} s on {escape(device)} ({speed:,.0f} images/s)"))
     if saved:
-        rows.append(("saved", escape(", ".join(saved))))
+        rows.append(("saved", escape(printable(", ".join(saved)))))
     return rows
 
 
@@ -385,7 +387,7 @@ def gallery(mistakes: Sequence[Mistake], errors: int, width: int, *, color: bool
         caption.stylize("bold")
         lines.append(caption)
         if files:  # the path's end, which names the file, under the digit
-            names = [_tail(m.path or "", w).ljust(w) for m in chunk]
+            names = [_tail(printable(m.path or ""), w).ljust(w) for m in chunk]
             lines.append(Text(" " * GALLERY_GAP).join(Text(n) for n in names))
         lines.append(Text(""))
     return Group(*lines)
