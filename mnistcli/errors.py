@@ -5,10 +5,23 @@ from __future__ import annotations
 import os
 
 
+def printable(text: str) -> str:
+    """`text` as it may be shown on a terminal: each character that is not printable (control
+    characters such as ESC or a newline, C1 controls, invisible separators, the undecodable
+    bytes of a file name) becomes its Python escape (`\\x1b`, `\\n`), so that a file name
+    can neither move the cursor, retitle the window nor split a line. Printable letters of any
+    script stay as they are, and so does a backslash (paths on Windows are full of them)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 class MnistcliError(Exception):
-    """Base class; the CLI prints the message on one line and exits with `exit_code`."""
+    """Base class; the CLI prints the message on one line and exits with `exit_code`. The
+    message goes through `printable`: messages name files, and a file's name may hold anything."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(printable(message))
 
 
 class ConfigError(MnistcliError):
@@ -33,12 +46,13 @@ class TrainingError(MnistcliError):
 
 class ImageError(MnistcliError):
     """An image could not be read. The message starts with the file's `path` when one is known;
-    `reason` is the message without it."""
+    `reason` is the message without it. `path` is the real name, to open or to report in JSON;
+    the message and `reason` are for showing, with the name made `printable`."""
 
     exit_code = 1
 
     def __init__(self, reason: str, path: str | os.PathLike[str] | None = None) -> None:
-        self.reason = reason
+        self.reason = printable(reason)
         self.path = None if path is None else str(path)
         super().__init__(reason if self.path is None else f"{self.path}: {reason}")
 

@@ -4,7 +4,10 @@ interval for the accuracy, the most confused pairs and the most confident mistak
 Everything is computed from the model's predictions and returned as small frozen dataclasses;
 nothing here draws or prints. Conventions (as scikit-learn's `zero_division=0`): a class that is
 never predicted has precision 0, a class with no examples has recall 0, and F1 is 0 when
-precision + recall is 0.
+precision + recall is 0. A class with neither examples nor predictions is absent: it has no
+scores (None, null in JSON) and the macro average leaves it out, as scikit-learn's
+classification_report averages over the labels found in the true labels or the predictions
+(a folder of your own digits may lack a digit; MNIST's splits hold every one).
 """
 
 from __future__ import annotations
@@ -51,12 +54,13 @@ class Interval:
 
 @dataclass(frozen=True)
 class ClassScore:
-    """Precision, recall and F1 of one class; `support` true examples, `predicted` predictions."""
+    """Precision, recall and F1 of one class; `support` true examples, `predicted` predictions.
+    The scores are None for a class with neither (absent: there is nothing to score)."""
 
     label: int
-    precision: float
-    recall: float
-    f1: float
+    precision: float | None
+    recall: float | None
+    f1: float | None
     support: int
     predicted: int
 
@@ -97,7 +101,7 @@ class Evaluation:
     interval: Interval  # for the accuracy
     confusion: tuple[tuple[int, ...], ...]  # [true][pred]
     per_class: tuple[ClassScore, ...]
-    macro: ClassScore  # unweighted mean over classes (label -1; support and predicted: totals)
+    macro: ClassScore  # mean over the classes present (label -1; support, predicted: totals)
     pairs: tuple[ConfusedPair, ...]  # most confused first
     mistakes: tuple[Mistake, ...]  # most confident mistakes first
     seconds: float  # inference and metrics, not loading
@@ -170,7 +174,8 @@ def confusion_matrix(
 
 def class_scores(confusion: torch.Tensor, no_digit: Sequence[int] = ()) -> tuple[ClassScore, ...]:
     """Per-class precision, recall and F1 from a confusion matrix (rows true, columns pred);
-    `no_digit[k]`: images of class k given no prediction at all, which lower its recall."""
+    `no_digit[k]`: images of class k given no prediction at all, which lower its recall (and
+    make it present). A class with no images and no predictions gets None scores."""
     cm = confusion.long()
     tp = cm.diagonal()
     support, predicted = cm.sum(1), cm.sum(0)
@@ -178,6 +183,9 @@ def class_scores(confusion: torch.Tensor, no_digit: Sequence[int] = ()) -> tuple
     for k in range(cm.shape[0]):
         hit, pred = int(tp[k]), int(predicted[k])
         sup = int(support[k]) + (no_digit[k] if no_digit else 0)
+        if not sup and not pred:
+            scores.append(ClassScore(k, None, None, None, 0, 0))
+            continue
         precision = hit / pred if pred else 0.0
         recall = hit / sup if sup else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -186,13 +194,16 @@ def class_scores(confusion: torch.Tensor, no_digit: Sequence[int] = ()) -> tuple
 
 
 def macro_average(scores: tuple[ClassScore, ...]) -> ClassScore:
-    """The unweighted mean of precision, recall and F1 over classes."""
-    k = max(len(scores), 1)
+    """The unweighted mean of precision, recall and F1 over the classes present (with examples
+    or predictions): an absent class says nothing about the model, so it must not pull the
+    mean towards 0. All 0 when no class is present."""
+    present = [s for s in scores if s.support or s.predicted]
+    k = max(len(present), 1)
     return ClassScore(
         label=-1,
-        precision=sum(s.precision for s in scores) / k,
-        recall=sum(s.recall for s in scores) / k,
-        f1=sum(s.f1 for s in scores) / k,
+        precision=sum(s.precision or 0.0 for s in present) / k,
+        recall=sum(s.recall or 0.0 for s in present) / k,
+        f1=sum(s.f1 or 0.0 for s in present) / k,
         support=sum(s.support for s in scores),
         predicted=sum(s.predicted for s in scores),
     )

@@ -71,11 +71,12 @@ def test_class_scores_by_hand():
 
 
 def test_zero_division_is_zero():
-    """Never predicted -> precision 0; no examples -> recall 0; both 0 -> F1 0."""
+    """Never predicted -> precision 0; no examples -> recall 0; both 0 -> F1 0; neither
+    examples nor predictions -> absent, no scores."""
     scores = class_scores(confusion_matrix(torch.tensor([0, 0]), torch.tensor([1, 1]), 3))
     assert scores[0] == ClassScore(0, 0.0, 0.0, 0.0, support=2, predicted=0)
     assert scores[1] == ClassScore(1, 0.0, 0.0, 0.0, support=0, predicted=2)
-    assert scores[2] == ClassScore(2, 0.0, 0.0, 0.0, support=0, predicted=0)
+    assert scores[2] == ClassScore(2, None, None, None, support=0, predicted=0)
 
 
 def test_top_confused_pairs_ranked_by_count_then_labels():
@@ -238,3 +239,51 @@ def test_standard_error_of_an_accuracy():
     """sqrt(p(1-p)/n): 0.10 points at 99.5% on 5,000 validation images; none at 0% or 100%."""
     assert standard_error(0.995, 5000) == pytest.approx(0.000997, abs=1e-6)
     assert standard_error(1.0, 5000) == standard_error(0.0, 100) == 0.0
+
+
+def test_the_macro_average_is_over_the_digits_present():
+    """As scikit-learn's classification_report: the mean over the labels found in the true
+    labels or the predictions. A digit with no images and no predictions is absent (None
+    scores, null in JSON); one with images that all had no digit found is present."""
+    # 2 images per digit, all right, no digit 4 (the tester's folder): 100%, not 90%
+    targets = torch.tensor([d for d in range(10) if d != 4 for _ in range(2)])
+    scores = class_scores(confusion_matrix(targets, targets))
+    assert scores[4] == ClassScore(4, None, None, None, support=0, predicted=0)
+    macro = macro_average(scores)
+    assert (macro.precision, macro.recall, macro.f1) == (1.0, 1.0, 1.0)
+    assert (macro.support, macro.predicted) == (18, 18)
+    # one digit only: its scores, not a tenth of them
+    one = macro_average(class_scores(confusion_matrix(torch.tensor([5]), torch.tensor([5]))))
+    assert (one.precision, one.recall, one.f1) == (1.0, 1.0, 1.0)
+    # a digit only predicted (precision 0) and one whose images had no digit found (recall 0)
+    # are present and count, as zeros
+    no_digit = [0, 0, 0, 0, 0, 0, 0, 1, 0, 0]
+    scores = class_scores(confusion_matrix(torch.tensor([3, 5]), torch.tensor([3, 6])), no_digit)
+    assert scores[6] == ClassScore(6, 0.0, 0.0, 0.0, support=0, predicted=1)
+    assert scores[7] == ClassScore(7, 0.0, 0.0, 0.0, support=1, predicted=0)
+    assert [s.label for s in scores if s.f1 is not None] == [3, 5, 6, 7]
+    macro = macro_average(scores)
+    assert macro.precision == pytest.approx(1 / 4) and macro.recall == pytest.approx(1 / 4)
+    assert macro_average(class_scores(torch.zeros(10, 10, dtype=torch.long))).f1 == 0.0
+    # every digit present (MNIST's splits): the plain mean over all ten, as before
+    cm = torch.eye(10, dtype=torch.long) * 7
+    cm[4, 9], cm[7, 1] = 3, 2
+    full = class_scores(cm)
+    assert macro_average(full).f1 == pytest.approx(sum(s.f1 or 0.0 for s in full) / 10)
+    assert macro_average(full).precision == pytest.approx(sum(s.precision or 0 for s in full) / 10)
+
+
+def test_the_json_gives_an_absent_digit_null_scores_and_keeps_its_keys():
+    from mnistcli.metrics import evaluation_from_logits
+
+    targets = torch.tensor([5, 5, 3])
+    logits = torch.nn.functional.one_hot(targets, 10).float() * 5
+    ev, _ = evaluation_from_logits(logits, targets, top=3)
+    doc = ev.to_dict()
+    assert doc["per_class"][0] == {
+        "label": 0,
+        **{"precision": None, "recall": None, "f1": None},
+        **{"support": 0, "predicted": 0},
+    }
+    assert doc["per_class"][5]["f1"] == 1.0
+    assert doc["macro_avg"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 3}

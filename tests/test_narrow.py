@@ -136,3 +136,40 @@ def test_inspect_tables_keep_shapes_and_counts_whole(summary, width):
     for formula in (f for layer in summary.layers for f in layer.formulas):
         assert formula in text.replace("\n", "")
     assert f"{summary.params:,}" in text and f"{summary.macs:,}" in text
+
+
+@pytest.mark.parametrize("color", [False, True])
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_digit_without_images_shows_dashes_and_stays_out_of_the_average(width, color):
+    """Your own digits without a folder for 4: its row reads '-' for its scores (not 0.00%),
+    a note says why, the average is over the nine present, and the worst F1 in red is a
+    digit present (3, whose images were all taken for 7s)."""
+    from mnistcli.metrics import class_scores, macro_average
+    from mnistcli.render.eval_view import class_view
+
+    cm = torch.eye(10, dtype=torch.long) * 2
+    cm[4, 4], cm[3, 3], cm[3, 7] = 0, 0, 2
+    scores = class_scores(cm)
+    macro = macro_average(scores)
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=color,
+        color_system="standard" if color else None,
+        no_color=not color,
+    )
+    console.print(class_view(console, scores, macro))
+    raw = buffer.getvalue()
+    text = ANSI.sub("", raw)
+    check_fits(text, width)
+    row = next(line.split() for line in text.splitlines() if line.split()[:1] == ["4"])
+    assert row == ["4", "-", "-", "-", "0", "0"]
+    assert "no images of the digit and none predicted as it" in " ".join(text.split())
+    # precision over the nine present: seven 100%s, 3 never predicted (0%) and 7 at 50%
+    assert f"{100 * 7.5 / 9:.2f}" in text
+    if color:
+        red = [line for line in raw.splitlines() if "\x1b[1;31m" in line]
+        assert len(red) == 1 and ANSI.sub("", red[0]).split()[0] == "3"
+    if width < 63:
+        assert "the mean over the digits present" in " ".join(text.split())

@@ -21,6 +21,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from mnistcli.errors import printable
 from mnistcli.metrics import ClassScore, EvalReport, Evaluation, Mistake
 from mnistcli.render.charts import curves
 from mnistcli.render.console import is_color, percent, probability
@@ -70,11 +71,12 @@ def summary_rows(
     saved: Sequence[str] = (),
     data: str | None = None,
 ) -> list[tuple[str, str]]:
-    """The summary's (name, value in rich markup) pairs: model, data, accuracy, errors, time."""
-    rows = [("model", escape(checkpoint))]
+    """The summary's (name, value in rich markup) pairs: model, data, accuracy, errors, time.
+    The paths in them (the model, the data's folders, the files saved) are shown `printable`."""
+    rows = [("model", escape(printable(checkpoint)))]
     if trained:
         rows.append(("trained", escape(trained)))
-    rows.append(("data", escape(data) if data else f"{split} split, {ev.n:,} images"))
+    rows.append(("data", escape(printable(data)) if data else f"{split} split, {ev.n:,} images"))
     ci = ev.interval
     rows.append(
         (
@@ -91,7 +93,7 @@ def summary_rows(
     speed = ev.n / ev.seconds if ev.seconds > 0 else 0.0
     rows.append(("time", f"{ev.seconds:.2f} s on {escape(device)} ({speed:,.0f} images/s)"))
     if saved:
-        rows.append(("saved", escape(", ".join(saved))))
+        rows.append(("saved", escape(printable(", ".join(saved)))))
     return rows
 
 
@@ -273,7 +275,8 @@ def class_table(
 ) -> Table:
     """Precision, recall, F1, support and predictions per digit, the worst F1 in red, then the
     macro average. `short`: abbreviated headers (class_legend explains them); `tight`: also one
-    space between columns and percentages without their '%' sign."""
+    space between columns and percentages without their '%' sign. A digit with no images and
+    no predictions has no scores: '-' (absent_legend says so), never the worst."""
     table = Table(
         title="per class" + (" (prec, rec, F1 in %)" if tight else ""),
         title_justify="left",
@@ -285,10 +288,11 @@ def class_table(
     for full_name, short_name, _meaning in CLASS_COLUMNS:
         table.add_column(short_name if short else full_name, justify="right")
 
-    def pct(value: float) -> Whole:
+    def pct(value: float | None) -> Whole:
         return Whole(percent(value).removesuffix("%") if tight else percent(value))
 
-    worst = min(scores, key=lambda s: (s.f1, s.label)).label if scores else None
+    scored = [s for s in scores if s.f1 is not None]
+    worst = min(scored, key=lambda s: (s.f1 or 0.0, s.label)).label if scored else None
     for s in scores:
         table.add_row(
             Whole(str(s.label)),
@@ -297,7 +301,7 @@ def class_table(
             pct(s.f1),
             Whole(f"{s.support:,}"),
             Whole(f"{s.predicted:,}"),
-            style="bold red" if s.label == worst and s.f1 < 1 else None,
+            style="bold red" if s.label == worst and (s.f1 or 0.0) < 1 else None,
         )
     table.add_section()
     table.add_row(
@@ -315,7 +319,10 @@ def class_table(
 def class_legend() -> RenderableType:
     """What the short headers of class_table stand for."""
     pairs = [f"{short}: {meaning}" for _full, short, meaning in CLASS_COLUMNS if meaning]
-    return legend("; ".join([*pairs, "avg: macro average, the mean over digits"]))
+    return legend("; ".join([*pairs, "avg: macro average, the mean over the digits present"]))
+
+
+ABSENT_LEGEND = "-: no images of the digit and none predicted as it; not in the average"
 
 
 def legend(text: str) -> RenderableType:
@@ -325,11 +332,13 @@ def legend(text: str) -> RenderableType:
 
 def class_view(console: Console, scores: Sequence[ClassScore], macro: ClassScore) -> RenderableType:
     """The per-class table in the widest form that fits, every number whole: full headers;
-    short headers with a legend; tight; or one line saying how to see it."""
+    short headers with a legend; tight; or one line saying how to see it. Under each, when a
+    digit is absent (no images, no predictions), what its '-' means."""
+    absent = [legend(ABSENT_LEGEND)] if any(s.f1 is None for s in scores) else []
     forms = [
-        lambda: class_table(scores, macro),
-        lambda: Group(class_table(scores, macro, short=True), class_legend()),
-        lambda: Group(class_table(scores, macro, short=True, tight=True), class_legend()),
+        lambda: Group(class_table(scores, macro), *absent),
+        lambda: Group(class_table(scores, macro, short=True), class_legend(), *absent),
+        lambda: Group(class_table(scores, macro, short=True, tight=True), class_legend(), *absent),
     ]
     fitted = first_fit(console, forms)
     if fitted is not None:
@@ -385,7 +394,7 @@ def gallery(mistakes: Sequence[Mistake], errors: int, width: int, *, color: bool
         caption.stylize("bold")
         lines.append(caption)
         if files:  # the path's end, which names the file, under the digit
-            names = [_tail(m.path or "", w).ljust(w) for m in chunk]
+            names = [_tail(printable(m.path or ""), w).ljust(w) for m in chunk]
             lines.append(Text(" " * GALLERY_GAP).join(Text(n) for n in names))
         lines.append(Text(""))
     return Group(*lines)

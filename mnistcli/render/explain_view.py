@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from mnistcli.errors import printable
 from mnistcli.predict import Prediction
 from mnistcli.render.colorscale import heat, shade
 from mnistcli.render.console import is_color
@@ -82,14 +83,15 @@ def _pair(pred: Prediction, saliency: torch.Tensor, *, color: bool, width: int) 
 
 def explain_panel(pred: Prediction, saliency: torch.Tensor | None, *, color: bool, width: int):
     """One image: the verdict and top-k chart, then the input beside its saliency."""
+    title = Text(printable(pred.path))
     if saliency is None or pred.pixels is None or pred.digit is None:
-        return Panel(headline(pred), title=Text(pred.path), title_align="left", expand=False)
+        return Panel(headline(pred), title=title, title_align="left", expand=False)
     chart = Group(headline(pred), Text(""), top_k_chart(pred))
     pair = _pair(pred, saliency, color=color, width=width - 4)
     legend = Text(f"brighter = more responsible for {pred.digit} ({METHOD})", style="dim")
     body: RenderableType = Group(chart, Text(""), pair, legend)
     if width >= CHART_WIDTH + 4:
-        return Panel(body, title=Text(pred.path), title_align="left", expand=False)
+        return Panel(body, title=title, title_align="left", expand=False)
     return body
 
 
@@ -106,7 +108,7 @@ def explain_view(
     for pred, sal in ((e.prediction, e.saliency) for e in explained):
         if sal is None or pred.pixels is None:
             continue
-        caption = Text(f"{pred.path}: {pred.digit}", overflow="ellipsis", no_wrap=True)
+        caption = Text(f"{printable(pred.path)}: {pred.digit}", overflow="ellipsis", no_wrap=True)
         cells.append(Group(caption, _pair(pred, sal, color=color, width=width)))
     parts: list[RenderableType] = [predictions_table(preds), Text("")]
     parts += [Columns(cells, padding=(1, 2)), Text(f"brighter = more responsible ({METHOD})")]

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from rich.cells import cell_len, chop_cells
 from rich.columns import Columns
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -24,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from mnistcli.errors import printable
 from mnistcli.predict import Prediction
 from mnistcli.render.console import probability
 from mnistcli.render.digits import digit_rows
@@ -91,7 +93,7 @@ def prediction_panel(pred: Prediction, *, show: bool, color: bool, width: int = 
             body = grid
         else:
             body = Group(body, Text(""), frame)
-    return Panel(body, title=Text(pred.path), title_align="left", expand=False)
+    return Panel(body, title=Text(printable(pred.path)), title_align="left", expand=False)
 
 
 def digit_art(pixels: np.ndarray, *, color: bool) -> Text:
@@ -125,7 +127,8 @@ class RowFormat:
     In a terminal every row fits its width: room is kept for the low-confidence mark where
     answers may carry it (`marks`), paths stay whole where they can, and the top-k list shows
     as many entries as fit beside them (`note` says so); a path too long for any room folds,
-    never cut, in a column of at least MIN_IMAGE."""
+    never cut, in a column of at least MIN_IMAGE. Paths are shown `printable` and measured in
+    terminal cells (数 takes two)."""
 
     paths: Sequence[str]
     width: int | None = 120  # a terminal's columns; None: a pipe or a file, nothing folds
@@ -140,7 +143,7 @@ class RowFormat:
     MIN_IMAGE = 20  # a path that must fold keeps a column this wide
 
     def __post_init__(self) -> None:
-        longest = max((len(p) for p in self.paths), default=0)
+        longest = max((cell_len(printable(p)) for p in self.paths), default=0)
         shown = self.top_k
         if self.width is None:  # a pipe or a file: whole paths, for grep and cut
             image = max(len("image"), longest)
@@ -174,10 +177,9 @@ class RowFormat:
     def row(self, pred: Prediction) -> list[Text]:
         """The lines of one image: its row, after the leading parts of a path too long for
         its column (folded, never cut)."""
-        path = pred.path
-        folded = [path[i : i + self.image] for i in range(0, len(path), self.image)] or [""]
+        folded = chop_cells(printable(pred.path), self.image) or [""]
         lines = [Text(part) for part in folded[:-1]]
-        line = Text(f"{folded[-1]:<{self.image}}  ")
+        line = Text(folded[-1] + " " * (self.image - cell_len(folded[-1])) + "  ")
         if pred.error:
             line.append(f"{'-':>{self.DIGIT}}  {'':>{self.PROB}}  ")
             line.append(f"failed: {pred.reason or pred.error}", style="red")
@@ -204,7 +206,7 @@ def gallery(preds: Sequence[Prediction], *, color: bool) -> Columns:
             continue  # failed, or a blank canvas: nothing to see
         guess = f"{pred.digit} {pct(pred.probability or 0)}"
         cell = framed(digit_art(pred.pixels, color=color), Text(guess))
-        cell.title = Text(_short(pred.path, (cell.width or 0) - 6))
+        cell.title = Text(_short(printable(pred.path), (cell.width or 0) - 6))
         cells.append(cell)
     return Columns(cells, padding=(0, 1))
 
