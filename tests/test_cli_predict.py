@@ -297,3 +297,29 @@ def test_rows_say_why_a_file_failed_mark_low_confidence_and_fold_long_paths():
     assert [probability(p) for p in (1.0, 0.99999, 0.0004, 0.5)] == [
         *("100.0%", "99.9%", "0.0%", "50.0%")
     ]
+
+
+def test_a_failed_rows_reason_folds_under_itself_and_piped_rows_never_wrap():
+    """At 80 columns a long failure reason continues under its column, between words; in a
+    pipe (no width) a row of ten guesses stays one line whatever the console's width."""
+    import io
+
+    from rich.console import Console
+
+    from mnistcli.predict import Prediction
+    from mnistcli.render.explain_view import print_predictions
+    from mnistcli.render.predict_view import RowFormat
+
+    reason = "not an image this program reads (PNG, JPEG, BMP, GIF, TIFF or WebP)"
+    bad = Prediction("mix/t0110_bad.png", error="x", reason=reason)
+    lines = RowFormat(["mix/t0110_bad.png"], 80, 3).row(bad)
+    assert len(lines) == 2 and all(line.cell_len <= 80 for line in lines)
+    column = lines[0].plain.index("failed:")
+    assert lines[1].plain.startswith(" " * column) and lines[1].plain.strip() in reason
+    ranked = tuple((d, 0.1) for d in range(10))
+    preds = [Prediction(f"dir/{i}.png", 0, 0.1, ranked) for i in range(2)]
+    buffer = io.StringIO()
+    piped = Console(file=buffer, width=80, force_terminal=False, color_system=None)
+    print_predictions(piped, preds, None, show=False)
+    rows = [line for line in buffer.getvalue().splitlines() if line.startswith("dir/")]
+    assert len(rows) == 2 and all(row.count("%") == 11 for row in rows)  # prob. and 10 guesses

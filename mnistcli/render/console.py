@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.text import Text
 
+from mnistcli.errors import printable
+
 
 @dataclass(frozen=True)
 class Consoles:
@@ -33,8 +35,10 @@ def same_terminal(a: Console, b: Console) -> bool:
 
 def say(console: Console, markup: str | Text) -> None:
     """One message (an error, a warning, "model: ..."): wrapped between words to a terminal's
-    width; on a pipe or in a file, one line whatever its length, for grep."""
-    console.print(markup, soft_wrap=not console.is_terminal)
+    width; on a pipe or in a file, one line whatever its length, for grep. Control characters
+    (from a file's name) are shown escaped, never sent to the terminal."""
+    shown = printable(markup) if isinstance(markup, str) else markup
+    console.print(shown, soft_wrap=not console.is_terminal)
 
 
 def is_color(console: Console) -> bool:

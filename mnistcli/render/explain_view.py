@@ -96,10 +96,14 @@ def explain_panel(pred: Prediction, saliency: torch.Tensor | None, *, color: boo
 
 
 def explain_view(
-    explained: Sequence[Explained], *, color: bool, width: int = 120
+    explained: Sequence[Explained],
+    *,
+    color: bool,
+    width: int = 120,
+    table_width: int | None = 120,
 ) -> RenderableType:
-    """A panel for a single image; for many, the table, each input beside its saliency, and
-    the summary line."""
+    """A panel for a single image; for many, the table (laid out for `table_width`, None: a
+    pipe, whole rows), each input beside its saliency, and the summary line."""
     if len(explained) == 1:
         one = explained[0]
         return explain_panel(one.prediction, one.saliency, color=color, width=width)
@@ -110,7 +114,7 @@ def explain_view(
             continue
         caption = Text(f"{printable(pred.path)}: {pred.digit}", overflow="ellipsis", no_wrap=True)
         cells.append(Group(caption, _pair(pred, sal, color=color, width=width)))
-    parts: list[RenderableType] = [predictions_table(preds), Text("")]
+    parts: list[RenderableType] = [predictions_table(preds, width=table_width), Text("")]
     parts += [Columns(cells, padding=(1, 2)), Text(f"brighter = more responsible ({METHOD})")]
     return Group(*parts, Text(""), summary_line(preds))
 
@@ -125,8 +129,11 @@ def print_predictions(
     if not keep:
         return
     color, width = is_color(out), out.width
+    table = width if out.is_terminal else None  # a pipe: whole rows, every top-k entry
     if explained is not None:
-        view = explain_view([explained[i] for i in keep], color=color, width=width)
+        chosen = [explained[i] for i in keep]
+        view = explain_view(chosen, color=color, width=width, table_width=table)
     else:
-        view = predict_view([preds[i] for i in keep], show=show, color=color, width=width)
-    out.print(view)
+        chosen_preds = [preds[i] for i in keep]
+        view = predict_view(chosen_preds, show=show, color=color, width=width, table_width=table)
+    out.print(view, crop=out.is_terminal)  # a pipe: rows longer than 80 columns stay whole

@@ -4,6 +4,7 @@ the predictions come, a summary line, and progress on stderr while it runs."""
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -163,7 +164,7 @@ class RowFormat:
 
     def header(self) -> Text:
         head = f"{'image':<{self.image}}  {'digit':>{self.DIGIT}}  {'prob.':>{self.PROB}}"
-        return Text(head + ("  top-k" if self.shown else ""), style="bold")
+        return self._whole([Text(head + ("  top-k" if self.shown else ""), style="bold")])[0]
 
     def note(self) -> Text | None:
         """What the terminal's width left out of the top-k, or None."""
@@ -182,7 +183,9 @@ class RowFormat:
         line = Text(folded[-1] + " " * (self.image - cell_len(folded[-1])) + "  ")
         if pred.error:
             line.append(f"{'-':>{self.DIGIT}}  {'':>{self.PROB}}  ")
-            line.append(f"failed: {pred.reason or pred.error}", style="red")
+            why = self._fold(f"failed: {pred.reason or pred.error}", cell_len(line.plain))
+            line.append(why[0], style="red")
+            return self._whole([*lines, line, *(Text(part, style="red") for part in why[1:])])
         elif pred.digit is None:
             line.append(f"{'-':>{self.DIGIT}}  {'':>{self.PROB}}  ")
             line.append("no digit found", style="yellow")
@@ -195,7 +198,23 @@ class RowFormat:
                 line.append("  " + "  ".join(entries), style="dim")
             if pred.low_confidence:
                 line.append(f"  {LOW}", style="yellow")
-        return [*lines, line]
+        return self._whole([*lines, line])
+
+    def _fold(self, text: str, indent: int) -> list[str]:
+        """`text` in lines that fit the terminal after `indent` columns, broken between
+        words, the later ones indented under the first; one line where nothing folds."""
+        if self.width is None or indent + cell_len(text) <= self.width:
+            return [text]
+        room = max(self.width - indent, 20)
+        parts = textwrap.wrap(text, room, break_on_hyphens=False) or [text]
+        return [parts[0], *(" " * indent + part for part in parts[1:])]
+
+    def _whole(self, lines: list[Text]) -> list[Text]:
+        """In a pipe or a file (no width) a row is never wrapped, whatever the console's width."""
+        if self.width is None:
+            for line in lines:
+                line.no_wrap, line.overflow = True, "ignore"
+        return lines
 
 
 def gallery(preds: Sequence[Prediction], *, color: bool) -> Columns:
@@ -284,12 +303,18 @@ def progress_bar(console: Console, *, redirect_stdout: bool = False) -> Progress
 
 
 def predict_view(
-    preds: Sequence[Prediction], *, show: bool, color: bool, width: int = 120
+    preds: Sequence[Prediction],
+    *,
+    show: bool,
+    color: bool,
+    width: int = 120,
+    table_width: int | None = 120,
 ) -> RenderableType:
-    """A panel for a single image; a table, a summary and (with `show`) a gallery for many."""
+    """A panel for a single image; a table (laid out for `table_width`, None: a pipe, whole
+    rows), a summary and (with `show`) a gallery for many."""
     if len(preds) == 1:
         return prediction_panel(preds[0], show=show, color=color, width=width)
-    parts: list[RenderableType] = [predictions_table(preds, width=width)]
+    parts: list[RenderableType] = [predictions_table(preds, width=table_width)]
     if show:
         parts += [Text(""), gallery(preds, color=color)]
     parts += [Text(""), summary_line(preds)]
