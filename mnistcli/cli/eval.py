@@ -237,6 +237,8 @@ def _eval_images(
     )
     for line in left_out:
         cons.err.print(f"[yellow]left out:[/] {escape(line)}", soft_wrap=True)
+    if not evaluation.n:  # every file unreadable: a report of nothing would replace a real one
+        raise InputError(f"none of the {len(labelled.items):,} images can be scored")
     _report(report, settings, cons, as_json=as_json)
 
 
