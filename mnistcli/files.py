@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 
@@ -15,10 +15,30 @@ def write_atomic(path: Path, data: bytes) -> None:
     The temporary file lives beside the target so the rename never crosses file systems (where
     it would become a copy); any failure, Ctrl-C included, removes it and leaves `path` as it was.
     """
-    with _beside(path, ".tmp") as (fd, _tmp), os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    write_all_atomic({path: data})
+
+
+def write_all_atomic(files: Mapping[Path, bytes | None]) -> None:
+    """Replace every path mapped to bytes and remove every path mapped to None, all or none:
+    files that belong together (a report and its figures) never mix old and new versions.
+
+    Every new file is written and fsynced beside its target first, the part that can run out
+    of disk; only when all are staged are they renamed into place (renames take no space) and
+    the others removed. A failure while staging removes the temporary files and leaves every
+    target exactly as it was.
+    """
+    with contextlib.ExitStack() as stack:
+        for path, data in files.items():
+            if data is not None:
+                fd, _tmp = stack.enter_context(_beside(path, ".tmp"))
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        # leaving the stack renames each staged file over its target, or on an error removes them
+    for path, data in files.items():
+        if data is None:
+            path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -39,10 +59,10 @@ def staged(path: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _beside(path: Path, suffix: str) -> Iterator[tuple[int, Path]]:
-    """The one temporary-file mechanism behind write_atomic and staged: an open descriptor and
-    its path beside `path` (the caller writes and closes it); renamed over `path` when the block
-    ends without an error, removed otherwise. The name, .NAME.PID.RANDOM`suffix`, holds the pid
-    so that runs.remove_stale_temp_files can tell a killed writer's leftovers."""
+    """The one temporary-file mechanism behind write_all_atomic and staged: an open descriptor
+    and its path beside `path` (the caller writes and closes it); renamed over `path` when the
+    block ends without an error, removed otherwise. The name, .NAME.PID.RANDOM`suffix`, holds
+    the pid so that runs.remove_stale_temp_files can tell a killed writer's leftovers."""
     fd, name = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=suffix
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
-from tests.helpers import REPO, start_cli
+from tests.helpers import REPO, HalfWrite, start_cli
 
 runner = CliRunner()
 
@@ -280,3 +281,74 @@ def test_progress_shows_on_a_terminal_even_with_no_color_and_json(
     assert b"images/s" in seen and b"ETA" in seen
     assert b"\x1b[3" not in seen  # NO_COLOR: no colour, and still progress
     assert len(out.splitlines()) == 1500 and b"\x1b" not in out  # stdout: the JSON alone
+
+
+def test_eval_images_writes_its_report_all_or_none(trained_run, digits_folder, tmp_path):
+    """The report's files are one: a disk that fills up half-way through leaves the previous
+    report byte for byte (no new figure beside the old JSON, no temporary file), and a report
+    without mistakes removes the earlier gallery instead of leaving it beside the new JSON."""
+    folder, _ = digits_folder
+    ck = ["--checkpoint", str(trained_run), "-j", "1"]
+    predicted = runner.invoke(app, ["predict", str(folder / "*" / "*.png"), "--json", *ck])
+    assert predicted.exit_code == 0, predicted.output
+    docs = [json.loads(line) for line in predicted.stdout.splitlines()]
+    right = [Path(d["path"]) for d in docs if d["digit"] == int(Path(d["path"]).parent.name)]
+    clean, mixed = tmp_path / "clean", tmp_path / "mixed"
+    for path in right[:10]:
+        for root in (clean, mixed):
+            (root / path.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, root / path.parent.name / path.name)
+    # a digit the model reads correctly, filed under the next digit: one certain mistake
+    wrong, label = right[10], (int(right[10].parent.name) + 1) % 10
+    (mixed / str(label)).mkdir(exist_ok=True)
+    shutil.copy(wrong, mixed / str(label) / wrong.name)
+    out = tmp_path / "out"
+
+    first = runner.invoke(app, ["eval", "--images", str(mixed), "--out-dir", str(out), *ck])
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == [
+        "confusion_matrix_images.png",
+        "eval_images.json",
+        "misclassified_images.png",
+    ]
+    with pytest.MonkeyPatch.context() as mp:
+        half = HalfWrite(skip=1).install(mp)  # the figure is staged, then the JSON fails
+        failed = runner.invoke(app, ["eval", "--images", str(clean), "--out-dir", str(out), *ck])
+    assert failed.exit_code == 2, failed.output
+    assert failed.stderr.strip().endswith(
+        "No space left on device; choose another folder with --out-dir DIR, or pass --no-save"
+    )
+    assert len(half.partial) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    second = runner.invoke(app, ["eval", "--images", str(clean), "--out-dir", str(out), *ck])
+    assert second.exit_code == 0, second.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "confusion_matrix_images.png",
+        "eval_images.json",
+    ]
+    doc = json.loads((out / "eval_images.json").read_text())
+    assert doc["errors"] == 0 and doc["n"] == 10
+    assert sorted(Path(p).name for p in doc["saved"]) == sorted(p.name for p in out.iterdir())
+
+
+def test_eval_images_all_unreadable_is_one_line_and_writes_nothing(trained_run, tmp_path):
+    """Only unreadable files (a zero-byte PNG, text named .png): the files left out are listed,
+    then one error line, exit 2, and the report already in the folder is left as it was."""
+    (tmp_path / "allbad" / "3").mkdir(parents=True)
+    (tmp_path / "allbad" / "3" / "zero.png").write_bytes(b"")
+    (tmp_path / "allbad" / "3" / "text.png").write_text("not an image\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    old = {"eval_images.json": b'{"n": 40}\n', "confusion_matrix_images.png": b"a figure"}
+    for name, data in old.items():
+        (out / name).write_bytes(data)
+    args = ["eval", "--images", str(tmp_path / "allbad"), "--out-dir", str(out), "--json"]
+    result = runner.invoke(app, [*args, "--checkpoint", str(trained_run), "-j", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert [line.split(":")[0] for line in lines[-3:]] == ["left out", "left out", "error"]
+    assert lines[-1] == "error: none of the 2 images can be scored"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old

@@ -241,6 +241,8 @@ def _eval_images(
     )
     for line in left_out:
         say(cons.err, f"[yellow]left out:[/] {escape(line)}")
+    if not evaluation.n:  # every file unreadable: a report of nothing would replace a real one
+        raise InputError(f"none of the {len(labelled.items):,} images can be scored")
     _report(report, settings, cons, as_json=as_json)
 
 

@@ -3,6 +3,7 @@ of misclassified digits."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,10 +12,11 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw
 
 from mnistcli.errors import OutputError
-from mnistcli.figures import INK, font, save_png
+from mnistcli.figures import INK, font, png_bytes
+from mnistcli.files import write_all_atomic
 from mnistcli.metrics import EvalReport, Mistake
 from mnistcli.render.console import percent, probability
-from mnistcli.runs import eval_paths, write_json
+from mnistcli.runs import eval_paths
 
 if TYPE_CHECKING:
     from mnistcli.labelled import ImagesReport
@@ -59,7 +61,7 @@ def _text_on(fill: tuple[int, int, int]) -> tuple[int, int, int]:
     return INK if 0.2126 * r + 0.7152 * g + 0.0722 * b > 140 else WHITE
 
 
-def save_confusion_png(confusion: Sequence[Sequence[int]], path: Path, title: str) -> None:
+def confusion_png(confusion: Sequence[Sequence[int]], title: str) -> bytes:
     """confusion_matrix.png: counts in every cell, blue diagonal, red mistakes (log scale)."""
     size = len(confusion)
     image = Image.new("RGB", confusion_png_size(size), WHITE)
@@ -103,10 +105,10 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], path: Path, title: st
                 (x0 + CELL // 2, y0 + CELL // 2), str(count), fill=ink, font=f_cell, anchor="mm"
             )
     draw.rectangle([CM_LEFT, CM_TOP, grid_right, CM_TOP + size * CELL], outline=INK)
-    save_png(image, path)
+    return png_bytes(image)
 
 
-def save_misclassified_png(mistakes: Sequence[Mistake], path: Path, title: str) -> None:
+def misclassified_png(mistakes: Sequence[Mistake], title: str) -> bytes:
     """misclassified.png: each digit with 'true -> predicted  confidence' under it."""
     image = Image.new("RGB", misclassified_png_size(len(mistakes)), WHITE)
     draw = ImageDraw.Draw(image)
@@ -126,32 +128,37 @@ def save_misclassified_png(mistakes: Sequence[Mistake], path: Path, title: str) 
             font=f_caption,
             anchor="mt",
         )
-    save_png(image, path)
+    return png_bytes(image)
 
 
 def save_eval_files(report: EvalReport | ImagesReport, folder: Path) -> list[Path]:
     """Write confusion_matrix.png, misclassified.png (when there are mistakes) and eval.json
     (the report's JSON document, with the list of files saved) into `folder`; a split other
     than "test" adds a suffix (eval_val.json). Returns the paths written; raises OutputError if
-    the folder is unwritable."""
+    the folder is unwritable.
+
+    The files are one report, written all or none (files.write_all_atomic): a full disk leaves
+    the previous report whole, and a misclassified.png from an earlier run with mistakes is
+    removed rather than left beside a report that has none."""
     result, checkpoint = report.evaluation, report.checkpoint
     files = eval_paths(folder, report.split)
     title = f"{checkpoint.parent.name}/{checkpoint.name}, {report.split} split"
     saved = [files.report, files.matrix, *([files.mistakes] if result.mistakes else [])]
+    # everything drawn in memory first: nothing is written until the whole report exists
+    contents: dict[Path, bytes | None] = {
+        files.matrix: confusion_png(
+            result.confusion, f"{title}: accuracy {percent(result.accuracy)} (n={result.n:,})"
+        ),
+        files.mistakes: None,  # no mistakes drawn: an earlier run's gallery is removed
+        files.report: (json.dumps(report.to_dict(saved), indent=2) + "\n").encode(),
+    }
+    if result.mistakes:
+        contents[files.mistakes] = misclassified_png(
+            result.mistakes, f"{title}: most confident mistakes (true -> predicted)"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        save_confusion_png(
-            result.confusion,
-            files.matrix,
-            f"{title}: accuracy {percent(result.accuracy)} (n={result.n:,})",
-        )
-        if result.mistakes:
-            save_misclassified_png(
-                result.mistakes,
-                files.mistakes,
-                f"{title}: most confident mistakes (true -> predicted)",
-            )
-        write_json(files.report, report.to_dict(saved))
+        write_all_atomic(contents)
     except OSError as exc:
         raise OutputError(
             f"cannot write the results to {folder}: {exc.strerror or exc}; "
