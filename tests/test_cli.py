@@ -596,3 +596,10 @@ def test_a_bad_value_names_the_flag_and_the_value_once_in_mnistclis_words(args, 
     result = runner.invoke(app, args)
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == f"error: {line}\n"
+
+
+def test_a_missing_argument_keeps_its_own_words():
+    """click's MissingParameter is a BadParameter too, without a value: worded as before."""
+    result = runner.invoke(app, ["runs", "use"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == "error: Missing argument 'NAME'; see 'mnistcli runs use --help'\n"

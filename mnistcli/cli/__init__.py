@@ -113,10 +113,12 @@ def _bad_value(exc: typer.TyperException) -> str | None:
     Typer's own text names the option twice ("Invalid value for '--split': Value error,
     'x' is not one of ..."): the library's words, not the user's."""
     param = getattr(exc, "param", None)
-    if param is None or not isinstance(getattr(exc, "message", None), str):
+    # BadParameter itself: its subclasses (a missing argument...) word their own errors
+    if type(exc).__name__ != "BadParameter" or param is None or not isinstance(exc.message, str):
         return None
-    longest = max(param.opts, key=len, default="") if param.param_type_name == "option" else ""
-    flag = longest or (param.human_readable_name or "value")
+    opts = getattr(param, "opts", None) or []
+    longest = max(opts, key=len) if getattr(param, "param_type_name", "") == "option" else ""
+    flag = longest or getattr(param, "human_readable_name", None) or "value"
     reason = " ".join(exc.message.split()).removeprefix("Value error, ").rstrip(".")
     value: Any = None
     problems = getattr(exc.__cause__, "errors", None)  # pydantic's ValidationError, if any
