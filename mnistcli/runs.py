@@ -18,6 +18,7 @@ import io
 import json
 import os
 import re
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +32,8 @@ from mnistcli.files import write_atomic
 from mnistcli.records import EpochStats, RunStatus, parse_run_status
 
 LATEST = "latest"  # runs/latest -> the newest run folder
+# Files a model can be opened from without a run folder (see loading.open_model).
+MODEL_SUFFIXES = (".pt", ".onnx", ".safetensors", ".pt2")
 STALE_AFTER_SECONDS = 600  # a temporary file this old is left over, whoever wrote it
 # What files.write_atomic (".best.pt.<pid>.<random>.tmp") and point_latest (".latest.<pid>.tmp")
 # name their temporary files; older versions wrote ".best.pt.<random>.tmp" (no pid).
@@ -97,12 +100,15 @@ def resolve_checkpoint(
     runs_dir: Path,
     *,
     kind: str = "best",
+    flag: str = "--checkpoint",
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """`--checkpoint` as given: a file, a run folder (its best.pt), or none or 'latest' (the
     latest run: see latest_run), which `log` is told ("using run NAME (latest)").
 
-    A run that has not finished an epoch has no best.pt: the error says to resume it."""
+    A folder without the checkpoint is refused with what to do instead, naming `flag` (the
+    option the user typed): a run that has not finished an epoch (resume it), a runs folder
+    (name one of its runs), a run that saved nothing, or a folder that is no run at all."""
     if arg is None or str(arg) == LATEST:
         latest = latest_run(runs_dir, finished_epoch=kind == "best")
         if latest is None:
@@ -111,13 +117,83 @@ def resolve_checkpoint(
             log(f"using run {latest.name} (latest)")
         return latest / f"{kind}.pt"
     path = Path(arg)
+    if path.is_dir() and not (path / f"{kind}.pt").exists():
+        why = _runs_folder_message(path, runs_dir, kind, flag)
+        why = why or _no_checkpoint_message(path, runs_dir, model_files=kind == "best")
+        if why is not None:
+            raise CheckpointError(why)
     path = path / f"{kind}.pt" if path.is_dir() else path
     if path.name == "best.pt" and not path.exists() and (path.parent / "last.pt").is_file():
         raise CheckpointError(
             f"run {path.parent} has not finished an epoch yet, so it has no best.pt; continue "
-            f"it with 'mnistcli train --resume {path.parent}' (or pass its last.pt)"
+            f"it with 'mnistcli train --resume {_quoted(path.parent)}' (or pass its last.pt)"
         )
     return path
+
+
+def _quoted(path: Path) -> str:
+    """`path` as a shell reads it back: advice is a command to copy, spaces and all."""
+    return shlex.quote(str(path))
+
+
+def _runs_command(runs_dir: Path) -> str:
+    """The command that lists the runs in `runs_dir`."""
+    return f"'mnistcli runs --runs-dir {_quoted(runs_dir)}'"
+
+
+def _runs_folder_message(folder: Path, runs_dir: Path, kind: str, flag: str) -> str | None:
+    """When `folder` holds runs (given where one run was meant): say so, with the run of it
+    to name (the latest for a model, the newest interrupted one for `--resume`) and, for a
+    model, how to use its latest instead; None when it holds no runs."""
+    held = list_runs(folder)
+    if not held and not (folder / LATEST).is_dir():
+        return None
+    said = f"{folder} is a runs folder, not a run"
+    if kind == "last":  # --resume: only an interrupted run can go on
+        stopped = [
+            r for r in held if r.status is RunStatus.INTERRUPTED and (r.path / "last.pt").is_file()
+        ]
+        if not stopped:
+            return (
+                f"{said}, and none of its runs was interrupted, so there is nothing to "
+                f"resume; start a new one with 'mnistcli train --runs-dir {_quoted(folder)}'"
+            )
+        return f"{said}: name the run to continue, e.g. {flag} {_quoted(stopped[0].path)}"
+    latest = latest_run(folder)
+    if latest is None:
+        return f"{said}; {_no_latest_message(folder)}"
+    if folder.resolve() == runs_dir.resolve():
+        instead = f"leave {flag} out"
+    else:
+        instead = f"leave {flag} out and pass --runs-dir {_quoted(folder)}"
+    return (
+        f"{said}: name one of its runs ({flag} {_quoted(folder / latest.name)}; "
+        f"{_runs_command(folder)} lists them), or {instead} to use its latest"
+    )
+
+
+def _no_checkpoint_message(folder: Path, runs_dir: Path, *, model_files: bool = True) -> str | None:
+    """When `folder` holds no checkpoint at all (best.pt or last.pt): a run killed before its
+    first save, or a folder that is no run; what to do (with `model_files`, pass a model file
+    found in it: what --checkpoint takes, not --resume). None when it holds a checkpoint."""
+    if (folder / "best.pt").is_file() or (folder / "last.pt").is_file():
+        return None
+    if _is_run(folder):
+        return (
+            f"run {folder} stopped before an epoch was saved, so there is nothing to use or "
+            f"resume; name another run ({_runs_command(folder.parent)} lists them) or train "
+            f"one with 'mnistcli train'"
+        )
+    models = sorted(p.name for p in folder.glob("*") if p.suffix in MODEL_SUFFIXES)
+    if models and model_files:
+        return (
+            f"{folder} is not a run (it has no best.pt); pass one of its model files, e.g. "
+            f"{_quoted(folder / models[0])}"
+        )
+    return (
+        f"{folder} is not a run: there is no checkpoint in it; name a run that "
+        f"{_runs_command(runs_dir)} lists, or train one with 'mnistcli train'"
+    )
 
 
 def _no_latest_message(runs_dir: Path) -> str:
@@ -137,7 +213,7 @@ def _no_latest_message(runs_dir: Path) -> str:
 def resume_path(arg: str, runs_dir: Path) -> Path:
     """`--resume` takes a run folder, its last.pt, or 'latest' (here: the latest run with a
     last.pt, even one stopped before its first epoch ended)."""
-    path = resolve_checkpoint(arg, runs_dir, kind="last")
+    path = resolve_checkpoint(arg, runs_dir, kind="last", flag="--resume")
     if path.name == "best.pt":
         path = path.with_name("last.pt")
     if not path.exists():
@@ -193,9 +269,11 @@ def use_run(runs_dir: Path, name: str) -> Path:
     if run_dir.resolve().parent != runs_dir.resolve():
         raise CheckpointError(f"{run_dir} is not a run folder inside {runs_dir}")
     if not (run_dir / "best.pt").is_file():
+        why = _no_checkpoint_message(run_dir, runs_dir, model_files=False)
         raise CheckpointError(
-            f"run {run_dir} has not finished an epoch, so there is no model to use; continue "
-            f"it with 'mnistcli train --resume {run_dir}'"
+            why
+            or f"run {run_dir} has not finished an epoch, so there is no model to use; "
+            f"continue it with 'mnistcli train --resume {_quoted(run_dir)}'"
         )
     if not point_latest(runs_dir, run_dir):
         raise OutputError(

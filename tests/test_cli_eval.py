@@ -308,7 +308,7 @@ def test_bad_options(here):
         (["--pairs", "-1"], "eval.pairs = -1 (from --pairs) is invalid"),
         (["--gallery", "-2"], "eval.gallery = -2 (from --gallery) is invalid"),
         (["--batch-size", "0"], "eval.batch_size = 0"),
-        (["--split", "train"], "'train' is not one of 'test', 'val'"),
+        (["--split", "train"], "--split train: not one of 'test', 'val'"),
     ]:
         result = runner.invoke(app, ["eval", *args])
         assert result.exit_code == 2, args

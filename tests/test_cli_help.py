@@ -166,7 +166,7 @@ def test_a_completion_flag_without_a_shell_means_the_running_one():
     assert _shell_given(["--show-completion", "zsh"]) == ["--show-completion", "zsh"]
     assert _shell_given(["train", "--show-completion"]) == ["train", "--show-completion"]
     result = runner.invoke(app, ["--show-completion", "tcsh"])
-    assert result.exit_code == 2 and "'tcsh' is not one of 'auto', 'bash', 'zsh'" in result.stderr
+    assert result.exit_code == 2 and "tcsh: not one of 'auto', 'bash', 'zsh'" in result.stderr
 
 
 # --- inspect's flags that need --image --------------------------------------------------------

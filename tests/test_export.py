@@ -278,7 +278,7 @@ def test_bad_export_options_are_one_line_errors(run, tmp_path):
     assert not (tmp_path / "pwned").exists()
     proc = run_cli("export", "--checkpoint", str(run), "-f", "tflite", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
-    assert "'tflite' is not one of 'onnx', 'safetensors', 'pt2'" in proc.stderr
+    assert "--format tflite: not one of 'onnx', 'safetensors', 'pt2'" in proc.stderr
     with pytest.raises(ConfigError, match="did you mean 'onnx'"):
         resolve({"export.format": "onx"}, env={}, cwd=tmp_path)
 

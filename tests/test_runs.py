@@ -91,3 +91,63 @@ def test_a_killed_export_leaves_nothing_behind_either(tmp_path):
     leftover.write_bytes(b"half an export")
     assert runs.remove_stale_temp_files(tmp_path) == [leftover]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def _run(runs_dir, name: str, *files: str):
+    """A run folder holding `files` (empty stand-ins: only their presence counts here)."""
+    run = runs_dir / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    for name in files:
+        (run / name).write_bytes(b"")
+    return run
+
+
+def test_a_runs_folder_given_as_a_checkpoint_says_so_and_names_a_run(tmp_path):
+    """`--checkpoint runs` (the folder of runs, not a run): the error names one of its runs,
+    a path that resolves, and how to use its latest instead; never 'runs/best.pt does not
+    exist; train one'."""
+    import pytest
+
+    from mnistcli.errors import CheckpointError
+
+    held = tmp_path / "elsewhere" / "runs"
+    done = _run(held, "a", "best.pt", "last.pt")
+    (done / "metrics.json").write_text('{"summary": {"stop_reason": "completed"}}')
+    with pytest.raises(CheckpointError) as info:
+        runs.resolve_checkpoint(str(held), tmp_path / "runs")
+    message = str(info.value)
+    assert message.startswith(f"{held} is a runs folder, not a run: name one of its runs")
+    assert f"--checkpoint {held / 'a'};" in message and "best.pt does not exist" not in message
+    assert message.endswith(
+        f"or leave --checkpoint out and pass --runs-dir {held} to use its latest"
+    )
+    assert runs.resolve_checkpoint(str(held / "a"), tmp_path / "runs") == held / "a" / "best.pt"
+    # the configured runs folder itself: leaving --checkpoint out is enough
+    with pytest.raises(CheckpointError, match=r"or leave --checkpoint out to use its latest$"):
+        runs.resolve_checkpoint(str(held), held)
+    # --resume takes the newest interrupted run, or says none can go on
+    with pytest.raises(CheckpointError, match="none of its runs was interrupted"):
+        runs.resume_path(str(held), held)
+    _run(held, "cut", "last.pt")
+    with pytest.raises(CheckpointError, match=rf"e\.g\. --resume {held / 'cut'}$"):
+        runs.resume_path(str(held), held)
+
+
+def test_a_folder_without_a_checkpoint_is_not_a_run(tmp_path):
+    import pytest
+
+    from mnistcli.errors import CheckpointError
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(CheckpointError, match=r"plain is not a run: there is no checkpoint in it"):
+        runs.resolve_checkpoint(str(plain), tmp_path / "runs")
+    (plain / "model.onnx").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"pass one of its model files, e\.g\. .*model\.onnx"):
+        runs.resolve_checkpoint(str(plain), tmp_path / "runs")
+    killed = _run(tmp_path / "runs", "killed")  # its config.json, no checkpoint yet
+    with pytest.raises(CheckpointError, match="stopped before an epoch was saved"):
+        runs.resolve_checkpoint(str(killed), tmp_path / "runs")
+    with pytest.raises(CheckpointError, match="stopped before an epoch was saved"):
+        runs.resume_path(str(killed), tmp_path / "runs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -139,7 +140,9 @@ def test_runs_command_table_and_json(four_runs):
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["run", "state"]
     assert "* cut " in result.stdout and "98.76%" in result.stdout
-    assert "interrupted: continue with 'mnistcli train --resume RUN'" in result.stdout
+    assert (
+        "interrupted: continue one with 'mnistcli train --resume' and its folder" in result.stdout
+    )
     doc = json.loads(runner.invoke(app, ["runs", "--runs-dir", str(four_runs), "--json"]).stdout)
     assert doc["latest"] == "cut"
     assert [r["status"] for r in doc["runs"]][:2] == ["empty", "interrupted"]
@@ -149,8 +152,10 @@ def test_runs_command_table_and_json(four_runs):
 def test_runs_use_command(four_runs):
     result = runner.invoke(app, ["runs", "use", "stopped", "--runs-dir", str(four_runs)])
     assert result.exit_code == 0 and "latest is now stopped" in result.stderr
-    bad = runner.invoke(app, ["runs", "use", "killed", "--runs-dir", str(four_runs)])
+    bad = runner.invoke(app, ["runs", "use", "cut-early", "--runs-dir", str(four_runs)])
     assert bad.exit_code == 2 and "has not finished an epoch" in bad.stderr
+    bad = runner.invoke(app, ["runs", "use", "killed", "--runs-dir", str(four_runs)])
+    assert bad.exit_code == 2 and "nothing to use or resume" in bad.stderr
 
 
 @pytest.mark.parametrize("width", [40, 60, 80, 120])
@@ -172,3 +177,73 @@ def test_the_table_fits_the_width_and_says_what_it_left_out(four_runs, width):
     assert [c.header for c in shown][:2] == ["run", "state"]
     for run in found:  # a state is never cut
         assert run.status.value in text
+
+
+# --- piped output, advice that works, folders that are not runs ------------------------------
+
+
+def test_piped_runs_show_every_column_whatever_columns_says(four_runs, monkeypatch):
+    """A pipe or a file has no width: rich would lay the table out for COLUMNS (or 80) and
+    leave columns out; every column comes, the notes on one line each, no trailing spaces."""
+    monkeypatch.setenv("COLUMNS", "50")
+    result = runner.invoke(app, ["runs", "--runs-dir", str(four_runs)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "run", "state", "test", "acc", "val", "acc", "epochs", "best", "started", "recipe", "device"
+    ]  # fmt: skip
+    assert "left out" not in result.stdout
+    assert all(line == line.rstrip() for line in lines)
+    assert "* latest: what eval, predict, export and inspect use without --checkpoint" in lines
+    stopped = next(line for line in lines if line.startswith("  stopped"))
+    assert stopped.split()[-2:] == ["fast", "cpu"] and "98.76%" in stopped
+
+
+def test_a_narrow_terminal_still_leaves_columns_out_and_names_them(four_runs):
+    from tests.helpers import on_a_terminal
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": repo, "TERM": "xterm"}  # a dumb terminal is 80 wide
+    _, screen = on_a_terminal(
+        ["runs", "--runs-dir", str(four_runs)], four_runs, env, stream="stdout", columns=60
+    )
+    screen = re.sub(r"\x1b\[[0-9;]*m", "", screen)  # bold headers: NO_COLOR keeps styles
+    lines = screen.splitlines()
+    assert all(len(line) <= 60 for line in lines), screen
+    assert lines[0].split()[:2] == ["run", "state"] and "device" not in lines[0]
+    assert "left out for width:" in screen and "device" in " ".join(screen.split())
+
+
+def test_the_interrupted_note_names_a_folder_that_resume_takes(four_runs, tmp_path):
+    result = runner.invoke(app, ["runs", "--runs-dir", str(four_runs)])
+    newest = four_runs / "cut-early"  # the newest of the two interrupted runs
+    note = (
+        f"interrupted: continue one with 'mnistcli train --resume' and its folder (e.g. {newest})"
+    )
+    assert note in result.stdout
+    assert runs.resume_path(str(newest), four_runs) == newest / "last.pt"
+    one = tmp_path / "one"
+    make_run(one, "cut", stop_reason="interrupted")
+    result = runner.invoke(app, ["runs", "--runs-dir", str(one)])
+    assert f"interrupted: continue with 'mnistcli train --resume {one / 'cut'}'" in result.stdout
+
+
+def test_runs_use_refuses_a_folder_that_is_not_a_run_and_says_what_to_do(four_runs):
+    (four_runs / "empty").mkdir()
+    result = runner.invoke(app, ["runs", "use", "empty", "--runs-dir", str(four_runs)])
+    assert (result.exit_code, result.stdout) == (2, "")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not a run: there is no checkpoint in it" in lines[0]
+    assert f"'mnistcli runs --runs-dir {four_runs}' lists" in lines[0]
+    assert "--resume" not in lines[0]  # the advice it gave before fails: nothing to resume
+    # a run killed before its first save appears in 'runs' as empty: nothing to use or resume
+    with pytest.raises(CheckpointError, match=r"stopped before an epoch was saved, so there is"):
+        runs.use_run(four_runs, "killed")
+    assert runs.latest_run(four_runs) == four_runs / "cut"  # latest left alone
+
+
+def test_runs_use_on_an_interrupted_run_advises_a_resume_that_works(four_runs):
+    with pytest.raises(CheckpointError) as info:
+        runs.use_run(four_runs, "cut-early")
+    advice = str(info.value).split("'mnistcli train --resume ")[1].rstrip("'")
+    assert runs.resume_path(advice, four_runs) == four_runs / "cut-early" / "last.pt"

@@ -11,9 +11,12 @@ rewrap to the terminal's width.
 
 from __future__ import annotations
 
+import ast
 import enum
 import functools
 import gc
+import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -26,6 +29,7 @@ from mnistcli.cli import draw, eval, export, inspect, predict, runs, train
 from mnistcli.cli.conventions import Command, Group, paragraphs
 from mnistcli.cli.options import GlobalOptions, renamed_flag
 from mnistcli.cli.piped import trimmed_stdout
+from mnistcli.config import did_you_mean
 from mnistcli.errors import MnistcliError
 
 if TYPE_CHECKING:
@@ -84,11 +88,62 @@ def _usage_error(exc: typer.TyperException) -> None:
         return
     ctx = getattr(exc, "ctx", None)
     hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
-    message = " ".join(str(exc.format_message()).split()).rstrip(".")
+    message = _bad_value(exc) or " ".join(str(exc.format_message()).split()).rstrip(".")
     option = getattr(exc, "option_name", None)  # click's NoSuchOption
     if option is not None and ctx is not None:
         message = renamed_flag(ctx.info_name or "", option) or message
     _err_console().print(f"[bold red]error:[/] {escape(message)}{escape(hint)}", soft_wrap=True)
+
+
+# How Typer words a value outside a command's choices (an Enum): "'x' is not one of 'a', 'b'.",
+# behind "Value error, " where pydantic checks it. Read back to say it in mnistcli's words.
+_NOT_ONE_OF = re.compile(r"^(?:Value error, )?(?P<value>'.*') is not one of (?P<choices>'.*')\.?$")
+# pydantic's error types for a number that does not parse, in the words of mnistcli's messages
+_NOT_A_NUMBER = {
+    "int_parsing": "not a whole number",
+    "int_from_float": "not a whole number",
+    "float_parsing": "not a number",
+}
+
+
+def _bad_value(exc: typer.TyperException) -> str | None:
+    """A bad option value (click's BadParameter) as `--flag VALUE: what is wrong`, with the
+    choices and the closest one when it is not one of them; None for other usage errors.
+
+    Typer's own text names the option twice ("Invalid value for '--split': Value error,
+    'x' is not one of ..."): the library's words, not the user's."""
+    param = getattr(exc, "param", None)
+    # BadParameter itself: its subclasses (a missing argument...) word their own errors
+    if type(exc).__name__ != "BadParameter" or param is None or not isinstance(exc.message, str):
+        return None
+    opts = getattr(param, "opts", None) or []
+    longest = max(opts, key=len) if getattr(param, "param_type_name", "") == "option" else ""
+    flag = longest or getattr(param, "human_readable_name", None) or "value"
+    reason = " ".join(exc.message.split()).removeprefix("Value error, ").rstrip(".")
+    value: Any = None
+    problems = getattr(exc.__cause__, "errors", None)  # pydantic's ValidationError, if any
+    if callable(problems) and (first := next(iter(problems()), None)) is not None:
+        value = first.get("input")
+        reason = _NOT_A_NUMBER.get(first.get("type"), reason)
+    if (match := _NOT_ONE_OF.match(" ".join(exc.message.split()))) is not None:
+        try:
+            given = ast.literal_eval(match["value"])
+            choices = [str(c) for c in ast.literal_eval(f"[{match['choices']}]")]
+        except (ValueError, SyntaxError):
+            pass
+        else:
+            value = given if value is None else value
+            close = did_you_mean(str(value), choices)
+            reason = f"not one of {match['choices']}{close}"
+    if value is None:
+        return f"{flag}: {reason}"
+    return f"{flag} {_as_typed(str(value))}: {reason}"
+
+
+def _as_typed(value: str) -> str:
+    """A value as a shell would take it back (quoted when it has spaces), or as Python writes
+    it when it holds control characters, so the error stays one line."""
+    return shlex.quote(value) if value.isprintable() else repr(value)
 
 
 # Typer's own completion flags take no value: `--install-completion zsh` installed the

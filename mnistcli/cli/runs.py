@@ -36,6 +36,7 @@ def list_cmd(
     ctx.obj = runs_dir  # `runs --runs-dir DIR use NAME` uses this folder too
     if ctx.invoked_subcommand is not None:
         return
+    from mnistcli.render.fit import UNLIMITED
     from mnistcli.render.runs_view import runs_view
     from mnistcli.runs import list_runs
 
@@ -52,7 +53,11 @@ def list_cmd(
             soft_wrap=True,
         )
         return
-    cons.out.print(runs_view(runs, cons.out.width))
+    # a pipe or a file has no width (rich would lay out for 80 columns): every column, whole
+    width = cons.out.width if cons.out.is_terminal else None
+    if width is None:
+        cons.out.width = UNLIMITED
+    cons.out.print(runs_view(runs, width))
 
 
 def use_cmd(

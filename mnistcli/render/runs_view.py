@@ -1,10 +1,14 @@
 """What `mnistcli runs` prints: one row per run, newest first, the run 'latest' means marked,
-and the columns that fit the terminal (the rest named in a note, never cut mid-number)."""
+and the columns that fit the terminal (the rest named in a note, never cut mid-number); a pipe
+or a file, which has no width, gets every column."""
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Group, RenderableType
 from rich.markup import escape
@@ -49,8 +53,13 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
-def fitting_columns(runs: Sequence[RunInfo], width: int) -> tuple[list[Column], list[Column]]:
-    """The columns that fit in `width` (the name and state always), and those left out."""
+def fitting_columns(
+    runs: Sequence[RunInfo], width: int | None
+) -> tuple[list[Column], list[Column]]:
+    """The columns that fit in `width` (the name and state always), and those left out; all of
+    them when `width` is None (a pipe or a file)."""
+    if width is None:
+        return list(COLUMNS), []
     widths = [max(len(c.header), *(len(c.cell(r)) for r in runs)) for c in COLUMNS]
     keep = len(COLUMNS)
     while keep > 2 and sum(widths[:keep]) + GAP * (keep - 1) > width:
@@ -58,9 +67,19 @@ def fitting_columns(runs: Sequence[RunInfo], width: int) -> tuple[list[Column], 
     return list(COLUMNS[:keep]), list(COLUMNS[keep:])
 
 
-def runs_view(runs: Sequence[RunInfo], width: int) -> RenderableType:
-    """The table of `runs` in `width` columns, and notes: what was left out, which run is
-    'latest', how to continue an interrupted one."""
+def _shown(path: Path) -> str:
+    """`path` as short as it can be typed from here: relative when it is below the current
+    folder, else as it is."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def runs_view(runs: Sequence[RunInfo], width: int | None) -> RenderableType:
+    """The table of `runs` in `width` columns (None: a pipe or a file, every column), and
+    notes: what was left out, which run is 'latest', how to continue an interrupted one."""
     shown, dropped = fitting_columns(runs, width)
     table = Table(box=None, pad_edge=False, padding=(0, GAP, 0, 0), header_style="bold")
     for column in shown:
@@ -78,8 +97,15 @@ def runs_view(runs: Sequence[RunInfo], width: int) -> RenderableType:
     notes = [f"{MARK} latest: what eval, predict, export and inspect use without --checkpoint"]
     if not any(r.latest for r in runs):
         notes = ["no run has finished an epoch yet, so there is no latest model"]
-    if any(r.status is RunStatus.INTERRUPTED for r in runs):
-        notes.append("interrupted: continue with 'mnistcli train --resume RUN'")
+    interrupted = [r for r in runs if r.status is RunStatus.INTERRUPTED]
+    if interrupted:  # the newest one's folder: a command that works as it is typed
+        example = shlex.quote(_shown(interrupted[0].path))
+        notes.append(
+            f"interrupted: continue with 'mnistcli train --resume {example}'"
+            if len(interrupted) == 1
+            else f"interrupted: continue one with 'mnistcli train --resume' and its folder "
+            f"(e.g. {example})"
+        )
     if any(r.status is RunStatus.EMPTY for r in runs):
         notes.append("empty: stopped before an epoch was saved; nothing to use or resume")
     if dropped:
