@@ -31,6 +31,7 @@ from mnistcli.cli.options import GlobalOptions, renamed_flag
 from mnistcli.cli.piped import trimmed_stdout
 from mnistcli.config import did_you_mean
 from mnistcli.errors import MnistcliError
+from mnistcli.render.console import say
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -49,7 +50,7 @@ def _err_console() -> Console:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: message` as one line on stderr; return the Exit to raise."""
-    _err_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    say(_err_console(), f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -92,7 +93,7 @@ def _usage_error(exc: typer.TyperException) -> None:
     option = getattr(exc, "option_name", None)  # click's NoSuchOption
     if option is not None and ctx is not None:
         message = renamed_flag(ctx.info_name or "", option) or message
-    _err_console().print(f"[bold red]error:[/] {escape(message)}{escape(hint)}", soft_wrap=True)
+    say(_err_console(), f"[bold red]error:[/] {escape(message)}{escape(hint)}")
 
 
 # How Typer words a value outside a command's choices (an Enum): "'x' is not one of 'a', 'b'.",
