@@ -35,9 +35,9 @@ def same_terminal(a: Console, b: Console) -> bool:
 
 def say(console: Console, markup: str | Text) -> None:
     """One message (an error, a warning, "model: ..."): wrapped between words to a terminal's
-    width; on a pipe or in a file, one line whatever its length, for grep. Control characters
-    (from a file's name) are shown escaped, never sent to the terminal."""
-    shown = printable(markup) if isinstance(markup, str) else markup
+    width; on a pipe or in a file, each line whole whatever its length, for grep. Control
+    characters (from a file's name) are shown escaped, never sent to the terminal."""
+    shown = "\n".join(map(printable, markup.split("\n"))) if isinstance(markup, str) else markup
     console.print(shown, soft_wrap=not console.is_terminal)
 
 
