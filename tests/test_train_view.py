@@ -4,12 +4,15 @@ a terminal, and the live view watched through a real pseudo-terminal (tmux) whil
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,7 +35,7 @@ from mnistcli.render.train_screen import (
     progress_lines,
     table_forms,
 )
-from mnistcli.render.train_view import summary_table
+from mnistcli.render.train_view import LiveView, summary_table
 from tests.helpers import REPO, SHARED_MNIST
 
 # The progress line; before an epoch's first batch its numbers read "loss -", "- img/s" and
@@ -500,3 +503,24 @@ def test_narrowing_the_terminal_a_column_at_a_time_leaves_nothing_behind(tmp_pat
     assert len(TABLE_TITLE.findall(scrollback)) == 1, scrollback
     assert scrollback.count(LOSS_TITLE) == 1, scrollback
     assert not STALE_PROGRESS.search(scrollback), scrollback
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGWINCH"), reason="no SIGWINCH on this system")
+def test_a_resized_terminal_is_redrawn_at_once_and_the_handler_put_back(monkeypatch):
+    """The view redraws when the terminal says it has a new size (SIGWINCH): here rich's own
+    refreshes are off, so a redraw can only come from the signal."""
+    console = Console(
+        file=io.StringIO(), width=80, height=24, force_terminal=True, force_interactive=True
+    )
+    view = LiveView(console)
+    view.live.auto_refresh = False
+    redrawn = threading.Event()
+    refresh = view.live.refresh
+    monkeypatch.setattr(view.live, "refresh", lambda: (refresh(), redrawn.set()))
+    before = signal.getsignal(signal.SIGWINCH)
+    with view:
+        redrawn.clear()  # the first frame, drawn as the view starts
+        assert not redrawn.wait(0.3)
+        os.kill(os.getpid(), signal.SIGWINCH)
+        assert redrawn.wait(5)
+    assert signal.getsignal(signal.SIGWINCH) == before
