@@ -4,12 +4,15 @@ a terminal, and the live view watched through a real pseudo-terminal (tmux) whil
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,14 +26,16 @@ from mnistcli.render.console import make_consoles
 from mnistcli.render.train_screen import (
     CURVES_MAX,
     CURVES_MIN,
+    CURVES_MIN_WIDTH,
     Layout,
     TrainScreen,
     epochs_table,
     fitting_form,
     plan_layout,
     progress_lines,
+    table_forms,
 )
-from mnistcli.render.train_view import summary_table
+from mnistcli.render.train_view import LiveView, summary_table
 from tests.helpers import REPO, SHARED_MNIST
 
 # The progress line; before an epoch's first batch its numbers read "loss -", "- img/s" and
@@ -102,14 +107,14 @@ def test_plan_layout_shares_the_height(height, epochs, fixed, chrome, curves_fit
 
 @pytest.mark.parametrize(
     ("width", "height", "epochs", "rows", "curves"),
-    [(80, 24, 30, 3, True), (120, 24, 30, 4, True), (60, 45, 30, 22, True), (80, 12, 30, 5, False)],
+    [(80, 24, 30, 3, True), (120, 24, 30, 3, True), (60, 45, 30, 21, True), (80, 12, 30, 3, False)],
 )
 def test_the_screen_fits_the_terminal_with_progress_at_the_bottom(
     width, height, epochs, rows, curves
 ):
     lines = screen_lines(width, height, epochs)
-    assert len(lines) <= height
-    assert max(len(line) for line in lines) <= width
+    assert len(lines) < height  # a spare row and column: see the next test
+    assert max(len(line) for line in lines) < width
     assert PROGRESS.match(lines[-1].rstrip()), lines[-1]
     assert "epoch 31/40" in lines[-1]
     shown = [int(m.group(1)) for line in lines if (m := re.match(r"│\s+(\d+) │", line))]
@@ -149,7 +154,8 @@ def test_the_final_frame_has_every_epoch_and_no_progress_line():
     ("width", "left_out"),
     [
         (120, None),
-        (80, None),
+        (90, None),
+        (80, "img/s"),  # with numbers this wide (100.00%, 102.8s, 12,030)
         (60, "time, img/s"),
         (45, "train loss, lr, time, img/s"),
         (40, "train loss, train acc, lr, time, img/s"),
@@ -298,6 +304,12 @@ class Tmux:
     def scrollback(self) -> str:
         return self._tmux("capture-pane", "-p", "-J", "-S", "-")
 
+    def resize(self, width: int, height: int) -> None:
+        """Resize the window, as dragging a terminal's edge does: tmux rewraps what is on screen
+        at once and tells the program (SIGWINCH) up to 250 ms later."""
+        self._tmux("resize-window", "-x", str(width), "-y", str(height))
+        self.width, self.height = width, height
+
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
 
@@ -359,9 +371,10 @@ def test_the_live_view_in_a_real_terminal_keeps_progress_in_sight(tmp_path, widt
     assert any("earlier not shown" in line for frame in frames for line in frame)
     assert max(len(line) for line in last) <= width
     assert any(line.startswith("state") and "finished" in line for line in last), last
-    # the last frame, in the scrollback, holds every epoch
+    # the last frame, in the scrollback, holds every epoch, and nothing of the live view is left
     for epoch in (1, epochs // 2, epochs):
         assert re.search(rf"│\s+{epoch} │", scrollback), epoch
+    assert len(TABLE_TITLE.findall(scrollback)) == 1, scrollback
 
 
 @needs_tmux
@@ -387,3 +400,127 @@ def test_real_mnist_run_at_80x24_keeps_progress_in_sight(tmp_path, mnist_root):
     command += ["--data-root", str(mnist_root), "--data", str(SHARED_MNIST)]
     frames, _, _ = watch(tmp_path, 80, 24, " ".join(command), env, timeout=300)
     check_frames(frames, 80, 24, 30)
+
+
+# Redrawn in place with nothing left behind -----------------------------------------------------
+
+# The epoch table's title line (the summary's "epochs run" is not one), the curves' key, and the
+# progress line: each shows once in a scrollback that holds nothing but the final frame.
+TABLE_TITLE = re.compile(r"^epochs(  \(.*\))? *$", re.MULTILINE)
+LOSS_TITLE = "loss   • train   ▞ val"
+ACC_TITLE = "accuracy %   • train   ▞ val"
+STALE_PROGRESS = re.compile(r"^epoch \d+/\d+ ", re.MULTILINE)
+
+NOTES = ("early stop: no better validation accuracy for 5 epochs; best epoch 28", "test set ...")
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [(80, 24), (80, 20), (60, 20), (120, 40), (80, 12), (100, 30), (50, 20), (40, 6), (30, 3)],
+)
+@pytest.mark.parametrize("epochs", [0, 1, 2, 5, 30])
+@pytest.mark.parametrize("notes", [(), NOTES])
+def test_every_live_frame_leaves_a_spare_row_and_column(width, height, epochs, notes):
+    """rich moves up one row per line it drew to redraw a frame. When the view ends it writes a
+    newline first: a frame as tall as the terminal scrolls its top line out of reach, left above
+    the final frame. A line as wide as the terminal wraps when it narrows by a column."""
+    lines = screen_lines(width, height, epochs, notes=notes, progress=not notes)
+    assert len(lines) <= height - 1, "\n".join(lines)
+    assert max(len(line) for line in lines) <= width - 1, "\n".join(lines)
+    if notes and height >= 12:
+        assert lines[-1].rstrip() == NOTES[-1]
+    elif width > 60:  # the progress line on one line, at the bottom
+        assert PROGRESS.match(lines[-1].rstrip()), lines[-1]
+
+
+@pytest.mark.parametrize("width", [*range(48, 66), 80, 100, 121, 130])
+def test_each_chart_keeps_its_title_or_no_chart_is_drawn(width):
+    """Narrower than CURVES_MIN_WIDTH, plotext would draw the loss chart's title alone over
+    both charts."""
+    for final in (False, True):
+        text = "\n".join(screen_lines(width, 45, 12, final=final, progress=not final))
+        drawn = (width if final else width - 1) >= CURVES_MIN_WIDTH
+        assert (LOSS_TITLE in text) is drawn and (ACC_TITLE in text) is drawn, text
+
+
+def test_the_epoch_table_pads_its_header_cells_like_its_rows():
+    console = Console(width=200, color_system=None)
+    for form in table_forms():
+        with console.capture() as capture:
+            console.print(epochs_table(history(12), 11, 1, 3, form=form))
+        lines = [line for line in capture.get().splitlines() if line[:1] in ("┃", "│")]
+        assert any(line.startswith("┃") for line in lines)
+        for line in lines:
+            cells = re.split("[┃│]", line)[1:-1]
+            assert all(cell.startswith(" ") and cell.endswith(" ") for cell in cells), line
+
+
+@needs_tmux
+@pytest.mark.parametrize(("width", "height", "epochs"), [(60, 20, 10), (80, 12, 8)])
+def test_a_live_view_as_tall_as_the_terminal_leaves_nothing_behind(tmp_path, width, height, epochs):
+    """The table outgrows the screen early, so every frame takes all the height it may; at the
+    end the scrollback holds the run's line, the final frame and the summary, and nothing else
+    of the live view."""
+    env = {"TERM": "xterm-256color", "NO_COLOR": ""}
+    frames, _, scrollback = watch(tmp_path, width, height, driver(*train_args(epochs)), env)
+    check_frames(frames, width, height, epochs)
+    assert len(TABLE_TITLE.findall(scrollback)) == 1, scrollback
+    assert not STALE_PROGRESS.search(scrollback), scrollback
+    for epoch in range(1, epochs + 1):  # the final frame holds every epoch
+        assert re.search(rf"│\s+{epoch} │", scrollback), epoch
+
+
+@needs_tmux
+def test_narrowing_the_terminal_a_column_at_a_time_leaves_nothing_behind(tmp_path):
+    """tmux rewraps a line wider than the new width at once; the program hears of the new size
+    up to 250 ms later. A frame a column narrower than the terminal wraps no line when it
+    narrows by one, and the next frame is drawn for the new width before the next step."""
+    env = {"TERM": "xterm-256color", "NO_COLOR": "1", "PYTHONPATH": str(REPO)}
+    tmux = Tmux(tmp_path, 80, 24, driver(*train_args(30)), env)
+    redrawn = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(LOSS_TITLE in line for line in tmux.screen()):
+            time.sleep(0.05)  # the curves are on screen: every line of the frame is wide
+        for width in range(79, 73, -1):
+            tmux.resize(width, 24)
+            until = time.monotonic() + 5
+            while time.monotonic() < until:
+                bottom = [line for line in tmux.screen() if line][-1]
+                if PROGRESS.match(bottom) and len(bottom) == width - 1:
+                    redrawn.append(width)  # the progress bar fills the width the frame has
+                    break
+                time.sleep(0.03)
+        while time.monotonic() < deadline and not any(
+            line.startswith("EXIT=") for line in tmux.screen()
+        ):
+            time.sleep(0.1)
+        scrollback = tmux.scrollback()
+    finally:
+        tmux.close()
+    assert "EXIT=0" in scrollback, scrollback
+    assert redrawn == list(range(79, 73, -1)), redrawn
+    assert len(TABLE_TITLE.findall(scrollback)) == 1, scrollback
+    assert scrollback.count(LOSS_TITLE) == 1, scrollback
+    assert not STALE_PROGRESS.search(scrollback), scrollback
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGWINCH"), reason="no SIGWINCH on this system")
+def test_a_resized_terminal_is_redrawn_at_once_and_the_handler_put_back(monkeypatch):
+    """The view redraws when the terminal says it has a new size (SIGWINCH): here rich's own
+    refreshes are off, so a redraw can only come from the signal."""
+    console = Console(
+        file=io.StringIO(), width=80, height=24, force_terminal=True, force_interactive=True
+    )
+    view = LiveView(console)
+    view.live.auto_refresh = False
+    redrawn = threading.Event()
+    refresh = view.live.refresh
+    monkeypatch.setattr(view.live, "refresh", lambda: (refresh(), redrawn.set()))
+    before = signal.getsignal(signal.SIGWINCH)
+    with view:
+        redrawn.clear()  # the first frame, drawn as the view starts
+        assert not redrawn.wait(0.3)
+        os.kill(os.getpid(), signal.SIGWINCH)
+        assert redrawn.wait(5)
+    assert signal.getsignal(signal.SIGWINCH) == before

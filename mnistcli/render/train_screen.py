@@ -5,7 +5,8 @@ lines, and the progress line of the epoch running. The progress line is always o
 the terminal is short, the curves shrink and then give way, and the table keeps only its newest
 rows (its title says how many are not shown). When it is narrow, the table wraps its headers,
 then leaves out its least needed columns and says which, so no number is ever cut. rich's Live
-renders the screen again at every refresh, so a resized terminal gets a new layout.
+renders the screen again at every refresh, so a resized terminal gets a new layout; a live frame
+leaves the terminal's last row and column free, for rich to redraw it cleanly.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from mnistcli.render.console import is_color, percent
 
 CURVES_MAX = 14  # lines of the curves when there is room
 CURVES_MIN = 10  # fewer lines leave too few rows of plot to read; the curves give way instead
-CURVES_MIN_WIDTH = 50  # narrower, plotext drops the chart titles that name the curves
+# Narrower, plotext 6 draws the loss chart's title alone over both charts: the accuracy chart's
+# title ('accuracy %   • train   ▞ val', 28 columns) does not fit its half of the width.
+CURVES_MIN_WIDTH = 55
 CURVES_MAX_WIDTH = 120
 MIN_ROWS = 3  # epochs the table keeps before the curves may take the rest of the height
 
@@ -140,7 +143,6 @@ def epochs_table(
         caption=caption,
         caption_justify="left",
         expand=False,
-        pad_edge=False,
     )
     for i in form.columns:
         column = _COLUMNS[i]
@@ -278,8 +280,16 @@ class TrainScreen:
         self._version += 1
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = options.max_width
-        height = 1_000_000 if self.final else (options.height or options.max_height)
+        if self.final:
+            width, height = options.max_width, 1_000_000
+        else:
+            # A live frame leaves the terminal's last row and last column empty. rich redraws
+            # the frame by moving up one row per line it drew last time: when it ends the view
+            # it writes a newline, and a frame as tall as the terminal scrolls its top line out
+            # of reach, left behind above the final frame. A line as wide as the terminal wraps
+            # onto a row rich does not count as soon as the terminal narrows by one column.
+            width = max(1, options.max_width - 1)
+            height = max(1, (options.height or options.max_height) - 1)
         bottom = (
             progress_lines(self.progress, width, color=is_color(console), now=time.monotonic())
             if self.progress.visible and not self.final

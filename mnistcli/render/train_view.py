@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -109,12 +114,15 @@ class LiveView(PlainView):
             redirect_stdout=False,
             redirect_stderr=False,
         )
+        self.resizes = ResizeRedraw(self.live)
 
     def __enter__(self) -> LiveView:
         self.live.__enter__()
+        self.resizes.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.resizes.stop()
         self.screen.progress.visible = False
         self.live.__exit__(None, None, None)
         self.screen.final = True  # every epoch and full-size curves, left in the scrollback
@@ -142,6 +150,61 @@ class LiveView(PlainView):
         elif isinstance(event, EarlyStopped | TestDone):
             screen.progress.visible = False
             screen.add_note(Text(_event_text(event)))
+            self.live.refresh()
+
+
+class ResizeRedraw:
+    """Redraws a rich Live view as soon as the terminal reports a new size (SIGWINCH), rather
+    than at the next of its 4 refreshes a second.
+
+    A terminal that narrows rewraps the lines on its screen (tmux, VTE, iTerm2, kitty do), and
+    rich, which clears one row per line it drew, leaves the first part of each wrapped line
+    behind. Every live frame is one column narrower than the terminal (train_screen), so a
+    terminal narrowed one column at a time wraps none of its lines if the next frame comes
+    before the next column goes. Narrowed by more at once, it still leaves pieces: rich cannot
+    know how the terminal rewrapped what it drew (Textualize/rich#971).
+
+    The handler only sets an event; a thread of its own redraws, under the Live's lock, so no
+    redraw is cut into by another. Only the main thread may set a handler, and not every system
+    has SIGWINCH: there the view keeps rich's refreshes alone.
+    """
+
+    def __init__(self, live: Live) -> None:
+        self.live = live
+        self.resized = threading.Event()
+        self.done = False
+        self.thread = threading.Thread(target=self._redraw, name="resize-redraw", daemon=True)
+        # None: a handler not set from Python, put back as the default one
+        self.previous: Callable[[int, FrameType | None], object] | int | None = None
+        self.installed = False
+
+    def start(self) -> None:
+        winch = getattr(signal, "SIGWINCH", None)
+        if winch is None or threading.current_thread() is not threading.main_thread():
+            return
+        self.previous = signal.signal(winch, self._resized)
+        self.installed = True
+        self.thread.start()
+
+    def stop(self) -> None:
+        if not self.installed:
+            return
+        previous = signal.SIG_DFL if self.previous is None else self.previous
+        signal.signal(signal.SIGWINCH, previous)
+        self.done = True
+        self.resized.set()
+        self.thread.join()
+        self.installed = False
+
+    def _resized(self, signum: int, frame: FrameType | None) -> None:
+        self.resized.set()
+
+    def _redraw(self) -> None:
+        while True:
+            self.resized.wait()
+            self.resized.clear()
+            if self.done:
+                return
             self.live.refresh()
 
 
