@@ -422,3 +422,17 @@ def test_a_narrow_terminal_shows_every_confusion_count(tmp_path, run_copy, mnist
     assert sorted(rows) == list(range(10)), plain[start : start + 16]
     for t, counts in rows.items():
         assert counts == sorted(doc["confusion_matrix"][t]), (t, counts)
+
+
+def test_the_curves_without_colour_end_no_line_in_spaces():
+    """eval's curves on a piped stderr: plotext pads its lines to the chart's width; a file
+    must not keep the padding (the house rule for piped text)."""
+    from mnistcli.records import EpochStats
+    from mnistcli.render.charts import curves
+
+    history = [
+        EpochStats(e, 1 / e, 0.9 + e / 100, 1.2 / e, 0.9 + e / 110, 1e-3, 1.0, 1.0)
+        for e in range(1, 6)
+    ]
+    plain = curves(history, 100, 14, color=False)
+    assert "accuracy %" in plain and not [line for line in plain.splitlines() if line.endswith(" ")]

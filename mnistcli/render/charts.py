@@ -37,4 +37,7 @@ def curves(history: Sequence[EpochStats], width: int, height: int, *, color: boo
         step = max(1, len(epochs) // 10)
         sub.ruler(0).ticks(epochs[::step], [str(e) for e in epochs[::step]])  # whole epochs
         sub.legend(False)
-    return fig.build().string(colorless=not color)
+    text = fig.build().string(colorless=not color)
+    # plotext pads every line to the chart's width; without colour the padding is only spaces,
+    # which a file or a pipe would keep (with colour, codes follow them: left as drawn)
+    return text if color else "\n".join(line.rstrip(" ") for line in text.split("\n"))
