@@ -189,6 +189,11 @@ def read_manifest(manifest: Path) -> list[Row]:
     """A CSV (or TSV, by suffix or by its header) with `path` and `label` columns, any others
     ignored; relative paths are taken from the manifest's folder. A label that is not one
     digit 0-9 is an error naming its line."""
+    if str(manifest) == STDIN:
+        raise InputError(
+            "--labels -: the labels are read from a file; save them to one (image paths on "
+            "standard input go to --images -)"
+        )
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as fh:
             return _rows(fh, manifest)

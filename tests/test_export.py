@@ -477,7 +477,7 @@ def test_a_real_export_shows_its_progress_on_a_terminal_and_leaves_none_behind(
     stdout, screen = on_a_terminal(args, tmp_path, env, stream="stderr")
     assert out.is_file() and stdout.startswith("wrote ") and len(stdout.splitlines()) == 2
     assert "PyTorch on the test digits" in screen and "checking the written file" in screen
-    assert "/2000" in screen  # the self-check counts its digits
+    assert "/2,000" in screen  # the self-check counts its digits, with separators
     assert "\x1b[3" not in screen  # NO_COLOR: no colour codes, the progress all the same
     assert "W1" not in screen and "torch" not in screen.replace("PyTorch", "")
 

@@ -218,3 +218,8 @@ def test_semicolon_manifests_folders_with_a_manifest_and_odd_paths(tmp_path):
     assert odd.labels == [0]
     gone = collect_labelled(["~nosuchuser-mnistcli/x.png"])
     assert isinstance(gone.items[0], ImageError) and "no such file" in str(gone.items[0])
+
+
+def test_labels_from_standard_input_is_refused_in_one_line():
+    with pytest.raises(InputError, match="--labels -: the labels are read from a file"):
+        read_manifest(Path("-"))

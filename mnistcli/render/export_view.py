@@ -7,13 +7,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from mnistcli.export import ExportProgress, ExportResult
 from mnistcli.render.console import percent
@@ -44,6 +46,15 @@ STAGES = {
 }
 
 
+class CountColumn(ProgressColumn):
+    """'2,000/10,000': done and total with thousands separators, as every count mnistcli
+    prints (rich's MofNCompleteColumn has none); the count alone while the total is unknown."""
+
+    def render(self, task: Task) -> Text:
+        done = f"{int(task.completed):,}"
+        return Text(done if task.total is None else f"{done}/{int(task.total):,}", style="green")
+
+
 class ExportProgressView:
     """The export's progress on stderr while it is a terminal (with or without colour):
     one transient line per stage, gone when the export ends. Elsewhere it shows nothing."""
@@ -55,7 +66,7 @@ class ExportProgressView:
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                CountColumn(),
                 TimeElapsedColumn(),
                 console=err,
                 transient=True,
