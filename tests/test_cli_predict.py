@@ -316,6 +316,10 @@ def test_a_failed_rows_reason_folds_under_itself_and_piped_rows_never_wrap():
     assert len(lines) == 2 and all(line.cell_len <= 80 for line in lines)
     column = lines[0].plain.index("failed:")
     assert lines[1].plain.startswith(" " * column) and lines[1].plain.strip() in reason
+    for width in (60, 40):  # too little room beside the row: the reason goes below it
+        narrow = RowFormat(["/tmp/sweepA/mix/t0110_bad.png"], width, 3).row(bad)
+        assert all(line.cell_len <= width for line in narrow), width
+        assert " ".join(" ".join(line.plain.split()) for line in narrow).endswith(reason)
     ranked = tuple((d, 0.1) for d in range(10))
     preds = [Prediction(f"dir/{i}.png", 0, 0.1, ranked) for i in range(2)]
     buffer = io.StringIO()
@@ -323,3 +327,12 @@ def test_a_failed_rows_reason_folds_under_itself_and_piped_rows_never_wrap():
     print_predictions(piped, preds, None, show=False)
     rows = [line for line in buffer.getvalue().splitlines() if line.startswith("dir/")]
     assert len(rows) == 2 and all(row.count("%") == 11 for row in rows)  # prob. and 10 guesses
+
+
+def test_the_low_confidence_threshold_is_shown_as_set():
+    from mnistcli.predict import Prediction
+    from mnistcli.render.predict_view import summary_line
+
+    low = Prediction("a.png", 4, 0.99, ((4, 0.99),), low_confidence=True)
+    assert "below 99.95%)" in summary_line([low], 0.9995).plain  # not rounded to 99.9%
+    assert "below 50.0%)" in summary_line([low], 0.5).plain

@@ -171,10 +171,16 @@ class Interrupts:
 
 
 def _print_rows(
-    preds: list[Prediction], fmt: RowFormat, out: Console, err: Console, *, as_json: bool
+    preds: list[Prediction],
+    fmt: RowFormat,
+    out: Console,
+    err: Console | None,
+    *,
+    as_json: bool,
 ) -> None:
     """A batch's rows (or JSON lines) on `out` in one print, each error on `err` before the
-    row of its file."""
+    row of its file (None: the table's own "failed:" row is on the same screen, once is
+    enough)."""
     lines: list[Text] = []
 
     def flush() -> None:
@@ -187,7 +193,7 @@ def _print_rows(
         lines.clear()
 
     for pred in preds:
-        if pred.error:
+        if pred.error and err is not None:
             flush()
             say(err, f"[bold red]error:[/] {escape(pred.error)}")
         if as_json:
@@ -233,8 +239,10 @@ def _predict_whole(
     """One image (a panel), or --explain (saliency needs every prediction first); with many
     images, a progress line on stderr while the model loads, predicts and explains."""
     from mnistcli.predict import predict_feed
+    from mnistcli.render.console import same_terminal
     from mnistcli.render.predict_view import progress_bar
 
+    table = len(feed.items) > 1 and not as_json  # a table whose failed rows say why
     many = len(feed.items) > 1 and cons.err.is_interactive
     bar = progress_bar(cons.err) if many else None
     task = bar.add_task("loading the model", total=len(feed.items)) if bar else None
@@ -249,7 +257,7 @@ def _predict_whole(
         for pred in predict_feed(
             feed, model, top_k=settings.top_k, min_confidence=settings.min_confidence
         ):
-            if pred.error:
+            if pred.error and not (table and same_terminal(cons.out, cons.err)):
                 say(cons.err, f"[bold red]error:[/] {escape(pred.error)}")
             if as_json and not settings.explain:  # with --explain, once the saliency is known
                 typer.echo(json.dumps(pred.to_dict()))
@@ -308,6 +316,8 @@ def _predict_streaming(
     # stdout on the progress line's own terminal: the rows go through its console, which
     # lifts the line, prints them, and draws it again below (the screen is the same)
     out = bar.console if progress is not None and same_terminal(cons.out, cons.err) else cons.out
+    # a failed file's row says why; its error line on stderr is for when stdout goes elsewhere
+    errors = cons.err if as_json or not same_terminal(cons.out, cons.err) else None
     task = progress.add_task("loading the model", total=total) if progress else None
     try:
         if progress is not None:
@@ -329,7 +339,7 @@ def _predict_streaming(
         )
         with Interrupts() as stop:
             for batch in batches:
-                _print_rows(batch, fmt, out, cons.err, as_json=as_json)
+                _print_rows(batch, fmt, out, errors, as_json=as_json)
                 for pred in batch:
                     tally.add(pred)
                     if show and pred.pixels is not None and pred.digit is not None:

@@ -369,11 +369,11 @@ def pairs_text(ev: Evaluation) -> Text:
 def gallery(mistakes: Sequence[Mistake], errors: int, width: int, *, color: bool) -> Group:
     """Misclassified digits side by side, each captioned 'true -> predicted  confidence  #index'."""
     head = Text(f"most confident mistakes ({len(mistakes)} of {errors:,})", style="bold")
+    if not mistakes:  # nothing drawn: no legend to read
+        return Group(head, Text("  none: no mistakes"))
     files = any(m.path for m in mistakes)
     where = "and its file" if files else "#index in the split"
     head.append(f"\n  each: true -> predicted, confidence, {where}", style="not bold")
-    if not mistakes:
-        return Group(head, Text("  none: no mistakes"))
     tiles = [digit_rows(m.pixels, color=color, crop=CROP) for m in mistakes]
     w = tiles[0][0].cell_len
     if w > width:

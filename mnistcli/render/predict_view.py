@@ -205,9 +205,12 @@ class RowFormat:
         words, the later ones indented under the first; one line where nothing folds."""
         if self.width is None or indent + cell_len(text) <= self.width:
             return [text]
-        room = max(self.width - indent, 20)
-        parts = textwrap.wrap(text, room, break_on_hyphens=False) or [text]
-        return [parts[0], *(" " * indent + part for part in parts[1:])]
+        if self.width - indent >= 20:  # under its own column
+            parts = textwrap.wrap(text, self.width - indent, break_on_hyphens=False) or [text]
+            return [parts[0], *(" " * indent + part for part in parts[1:])]
+        # too narrow a column left: on the lines below the row, indented a little
+        parts = textwrap.wrap(text, max(self.width - 4, 20), break_on_hyphens=False) or [text]
+        return ["", *("    " + part for part in parts)]
 
     def _whole(self, lines: list[Text]) -> list[Text]:
         """In a pipe or a file (no width) a row is never wrapped, whatever the console's width."""
@@ -264,7 +267,7 @@ def summary_line(preds: Iterable[Prediction] | Tally, min_confidence: float = 0.
     ok = sum(tally.digits.values())
     text = Text(f"{tally.images:,} images: {ok:,} predicted")
     if tally.low:
-        text.append(f" ({tally.low:,} {LOW}, below {pct(min_confidence)})", style="yellow")
+        text.append(f" ({tally.low:,} {LOW}, below {_threshold(min_confidence)})", style="yellow")
     if tally.blank:
         text.append(f", {tally.blank:,} no digit found", style="yellow")
     if tally.failed:
@@ -273,6 +276,13 @@ def summary_line(preds: Iterable[Prediction] | Tally, min_confidence: float = 0.
         counts = sorted(tally.digits.items())
         text.append("; digits " + ", ".join(f"{d}: {n:,}" for d, n in counts if n))
     return text
+
+
+def _threshold(p: float) -> str:
+    """A setting as given: one decimal where that is exact (50.0%), more where it is not
+    (0.9995 -> 99.95%, never rounded to 99.9%)."""
+    value = 100 * p
+    return f"{value:.1f}%" if round(value, 1) == round(value, 9) else f"{round(value, 9):g}%"
 
 
 class SpeedColumn(ProgressColumn):
