@@ -184,7 +184,7 @@ def _eval_images(
     from mnistcli.labelled import ImagesReport, collect_labelled, evaluate_images
     from mnistcli.loading import open_model
     from mnistcli.predict import ImageFeed, default_workers
-    from mnistcli.render.predict_view import progress_bar
+    from mnistcli.render.predict_view import files_progress
 
     labelled = collect_labelled(images, labels, stdin=sys.stdin if "-" in images else None)
     for line in labelled.warnings:
@@ -198,38 +198,27 @@ def _eval_images(
             say(cons.err, f"[bold red]error:[/] {escape(str(item))}")
         raise InputError(f"none of the {len(labelled.items):,} images can be scored")
     workers = values["predict.workers"].value or default_workers()
-    progress = progress_bar(cons.err) if cons.err.is_interactive else None
-    task = progress.add_task("loading the model", total=len(labelled.items)) if progress else None
-
-    def advance(_pred: object) -> None:
-        if progress is not None and task is not None:
-            progress.advance(task)
-
-    with ImageFeed(labelled.items, workers=workers) as feed:
-        try:
-            if progress is not None:
-                progress.start()  # at once: loading torch and the model takes seconds
-            model = open_model(
-                settings.checkpoint,
-                settings.device,
-                runs_dir=settings.runs_dir,
-                channels_last=True,
-                threads=feed.model_threads(),
-            )
-            if progress is not None and task is not None:
-                progress.update(task, description="scoring")
-            evaluation, left_out = evaluate_images(
-                labelled,
-                feed,
-                model,
-                top=settings.pairs,
-                gallery=settings.gallery,
-                batch_size=settings.batch_size,
-                on_prediction=advance,
-            )
-        finally:
-            if progress is not None:
-                progress.stop()
+    with (
+        ImageFeed(labelled.items, workers=workers) as feed,
+        files_progress(cons.err, len(labelled.items)) as progress,
+    ):
+        model = open_model(
+            settings.checkpoint,
+            settings.device,
+            runs_dir=settings.runs_dir,
+            channels_last=True,
+            threads=feed.model_threads(),
+        )
+        progress.phase("scoring", len(labelled.items))
+        evaluation, left_out = evaluate_images(
+            labelled,
+            feed,
+            model,
+            top=settings.pairs,
+            gallery=settings.gallery,
+            batch_size=settings.batch_size,
+            on_prediction=lambda _pred: progress.advance(),
+        )
     report = ImagesReport(
         checkpoint=model.path,
         model=model.description,

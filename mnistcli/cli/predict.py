@@ -228,6 +228,14 @@ def _open(
     return model
 
 
+def _error_lines(cons: Consoles, *, table: bool) -> Console | None:
+    """Where a failed file's error line goes: stderr, unless the table of many images is on
+    the same terminal (its "failed:" row says why, once is enough); None then."""
+    from mnistcli.render.console import same_terminal
+
+    return None if table and same_terminal(cons.out, cons.err) else cons.err
+
+
 def _predict_whole(
     feed: ImageFeed,
     settings: PredictSettings,
@@ -239,46 +247,31 @@ def _predict_whole(
     """One image (a panel), or --explain (saliency needs every prediction first); with many
     images, a progress line on stderr while the model loads, predicts and explains."""
     from mnistcli.predict import predict_feed
-    from mnistcli.render.console import same_terminal
-    from mnistcli.render.predict_view import progress_bar
+    from mnistcli.render.predict_view import files_progress
 
-    table = len(feed.items) > 1 and not as_json  # a table whose failed rows say why
-    many = len(feed.items) > 1 and cons.err.is_interactive
-    bar = progress_bar(cons.err) if many else None
-    task = bar.add_task("loading the model", total=len(feed.items)) if bar else None
+    total = len(feed.items)
+    errors = _error_lines(cons, table=total > 1 and not as_json)
     preds = []
     explained = None
-    try:
-        if bar is not None:
-            bar.start()  # at once: loading torch and the model takes seconds
+    with files_progress(cons.err, total) as progress:
         model = _open(settings, cons, as_json, feed.model_threads())
-        if bar is not None and task is not None:
-            bar.update(task, description="predicting")
+        progress.phase("predicting", total)
         for pred in predict_feed(
             feed, model, top_k=settings.top_k, min_confidence=settings.min_confidence
         ):
-            if pred.error and not (table and same_terminal(cons.out, cons.err)):
-                say(cons.err, f"[bold red]error:[/] {escape(pred.error)}")
+            if pred.error and errors is not None:
+                say(errors, f"[bold red]error:[/] {escape(pred.error)}")
             if as_json and not settings.explain:  # with --explain, once the saliency is known
                 typer.echo(json.dumps(pred.to_dict()))
             preds.append(pred)
-            if bar is not None and task is not None:
-                bar.advance(task)
+            progress.advance()
         if settings.explain and model.module is not None:
             from mnistcli.explain import explain_predictions
 
-            def explaining(done: int, total: int) -> None:
-                if bar is not None and task is not None:
-                    bar.update(task, description="explaining", completed=done, total=total)
-
-            if bar is not None and task is not None:  # its own speed, from zero
-                bar.reset(task, total=len(preds), description="explaining")
+            progress.phase("explaining", total)
             explained = explain_predictions(
-                model.module, preds, model.device, on_progress=explaining
+                model.module, preds, model.device, on_progress=progress.update
             )
-    finally:
-        if bar is not None:
-            bar.stop()
     if as_json:
         for item in explained or []:
             typer.echo(json.dumps(item.to_dict()))
@@ -302,7 +295,13 @@ def _predict_streaming(
     many were done and exits 130; the pool is shut down by the feed's `with`."""
     from mnistcli.predict import predict_batches
     from mnistcli.render.console import is_color, same_terminal
-    from mnistcli.render.predict_view import RowFormat, Tally, gallery, progress_bar, summary_line
+    from mnistcli.render.predict_view import (
+        RowFormat,
+        Tally,
+        files_progress,
+        gallery,
+        summary_line,
+    )
 
     total = len(feed.items)
     tally = Tally()
@@ -310,55 +309,44 @@ def _predict_streaming(
     paths = [str(getattr(i, "path", None) or i) for i in feed.items]
     width = cons.out.width if cons.out.is_terminal else None
     fmt = RowFormat(paths, width, settings.top_k, marks=settings.min_confidence > 0)
-    # rows printed on the same terminal go above the bar, not through it
-    bar = progress_bar(cons.err, redirect_stdout=cons.out.is_terminal)
-    progress = bar if cons.err.is_interactive else None
-    # stdout on the progress line's own terminal: the rows go through its console, which
-    # lifts the line, prints them, and draws it again below (the screen is the same)
-    out = bar.console if progress is not None and same_terminal(cons.out, cons.err) else cons.out
-    # a failed file's row says why; its error line on stderr is for when stdout goes elsewhere
-    errors = cons.err if as_json or not same_terminal(cons.out, cons.err) else None
-    task = progress.add_task("loading the model", total=total) if progress else None
     try:
-        if progress is not None:
-            progress.start()  # at once: loading torch and the model takes seconds
-        model = _open(settings, cons, as_json, feed.model_threads())
-        if progress is not None and task is not None:
-            progress.update(task, description="predicting")
-        if not as_json:
-            out.print(fmt.header(), soft_wrap=True)
-            if (note := fmt.note()) is not None:
-                out.print(note)
-        # batches of 64: rows and progress move in small steps, at no cost a user would see
-        batches = predict_batches(
-            feed,
-            model,
-            top_k=settings.top_k,
-            min_confidence=settings.min_confidence,
-            batch_size=STREAM_BATCH,
-        )
-        with Interrupts() as stop:
-            for batch in batches:
-                _print_rows(batch, fmt, out, errors, as_json=as_json)
-                for pred in batch:
-                    tally.add(pred)
-                    if show and pred.pixels is not None and pred.digit is not None:
-                        shown.append(pred)
-                if progress is not None and task is not None:
-                    progress.advance(task, len(batch))
-                stop.check()  # between two batches: the count said is the rows printed
-    except KeyboardInterrupt:
-        if progress is not None:
-            progress.stop()
+        # rows printed on the same terminal go above the bar, not through it
+        with files_progress(cons.err, total, redirect_stdout=cons.out.is_terminal) as progress:
+            # stdout on the progress line's own terminal: the rows go through its console,
+            # which lifts the line, prints them, and draws it again below (the same screen)
+            line = progress.console
+            out = line if line is not None and same_terminal(cons.out, cons.err) else cons.out
+            errors = _error_lines(cons, table=not as_json)
+            model = _open(settings, cons, as_json, feed.model_threads())
+            progress.phase("predicting", total)
+            if not as_json:
+                out.print(fmt.header(), soft_wrap=True)
+                if (note := fmt.note()) is not None:
+                    out.print(note)
+            # batches of 64: rows and progress move in small steps, at no cost a user would see
+            batches = predict_batches(
+                feed,
+                model,
+                top_k=settings.top_k,
+                min_confidence=settings.min_confidence,
+                batch_size=STREAM_BATCH,
+            )
+            with Interrupts() as stop:
+                for batch in batches:
+                    _print_rows(batch, fmt, out, errors, as_json=as_json)
+                    for pred in batch:
+                        tally.add(pred)
+                        if show and pred.pixels is not None and pred.digit is not None:
+                            shown.append(pred)
+                    progress.advance(len(batch))
+                    stop.check()  # between two batches: the count said is the rows printed
+    except KeyboardInterrupt:  # the progress line is gone by now
         sys.stdout.flush()
         say(
             cons.err,
             f"interrupted: {tally.images:,} of {total:,} images done (their rows are above)",
         )
         raise typer.Exit(130) from None
-    finally:
-        if progress is not None:
-            progress.stop()
     if not as_json:
         if shown:
             cons.out.print()

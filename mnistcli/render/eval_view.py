@@ -29,7 +29,7 @@ from mnistcli.render.console import is_color, percent, probability
 if TYPE_CHECKING:
     from mnistcli.labelled import ImagesReport
 from mnistcli.render.digits import digit_rows
-from mnistcli.render.fit import Whole, first_fit, needed_width, stack_if_narrow
+from mnistcli.render.fit import Whole, first_fit, needed_width, path_tail, stack_if_narrow
 
 # Cell colours as (background, text) pairs, light to dark. Both colours are set, so a cell reads
 # the same on dark and light terminals. Diagonal (correct) in blues, mistakes in reds.
@@ -394,15 +394,10 @@ def gallery(mistakes: Sequence[Mistake], errors: int, width: int, *, color: bool
         caption.stylize("bold")
         lines.append(caption)
         if files:  # the path's end, which names the file, under the digit
-            names = [_tail(printable(m.path or ""), w).ljust(w) for m in chunk]
+            names = [path_tail(printable(m.path or ""), w).ljust(w) for m in chunk]
             lines.append(Text(" " * GALLERY_GAP).join(Text(n) for n in names))
         lines.append(Text(""))
     return Group(*lines)
-
-
-def _tail(path: str, width: int) -> str:
-    """The end of a path in `width` cells, marked with … where its start is left out."""
-    return path if len(path) <= width else "…" + path[-(width - 1) :]
 
 
 def print_report(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.measure import Measurement
 from rich.padding import Padding
@@ -59,3 +60,16 @@ def stack_if_narrow(
         text = value if isinstance(value, Text) else Text.from_markup(value)
         stacked.append(Padding(text, (0, 0, 0, 2)))
     return Group(*stacked)
+
+
+def path_tail(path: str, width: int) -> str:
+    """The end of a path in `width` terminal cells, marked with … where its start is left
+    out: the end names the file (gallery captions, panel titles)."""
+    if cell_len(path) <= width:
+        return path
+    kept = ""
+    for char in reversed(path):
+        if cell_len(char + kept) > width - 1:
+            break
+        kept = char + kept
+    return "…" + kept

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import textwrap
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from mnistcli.errors import printable
 from mnistcli.predict import Prediction
 from mnistcli.render.console import probability
 from mnistcli.render.digits import digit_rows
+from mnistcli.render.fit import path_tail
 
 if TYPE_CHECKING:
     import numpy as np
@@ -228,13 +230,9 @@ def gallery(preds: Sequence[Prediction], *, color: bool) -> Columns:
             continue  # failed, or a blank canvas: nothing to see
         guess = f"{pred.digit} {pct(pred.probability or 0)}"
         cell = framed(digit_art(pred.pixels, color=color), Text(guess))
-        cell.title = Text(_short(printable(pred.path), (cell.width or 0) - 6))
+        cell.title = Text(path_tail(printable(pred.path), (cell.width or 0) - 6))
         cells.append(cell)
     return Columns(cells, padding=(0, 1))
-
-
-def _short(path: str, width: int) -> str:
-    return path if len(path) <= width else "…" + path[-(width - 1) :]
 
 
 @dataclass
@@ -293,11 +291,48 @@ class SpeedColumn(ProgressColumn):
         return Text("" if speed is None else f"{speed:,.0f} images/s", style="cyan")
 
 
-def progress_bar(console: Console, *, redirect_stdout: bool = False) -> Progress:
-    """Files done / total, images/s and the time left, on `console` (stderr); it goes away when
-    done. Colour or not, it is the same line (NO_COLOR takes colour, never progress).
-    `redirect_stdout`: stdout is the same terminal, so what is printed there goes above it."""
-    return Progress(
+class FilesProgress:
+    """The one progress line of a command reading many files: "loading the model" at first,
+    then each phase named (`phase`), files done, images/s and the time left. Where stderr is
+    not interactive nothing is drawn and every call does nothing, so a command says what
+    happens without asking whether a line is on screen."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self._progress = progress
+        self._task = progress.add_task("loading the model", total=total) if progress else None
+
+    @property
+    def console(self) -> Console | None:
+        """The console the line is drawn on (None: none drawn); printed through it, text goes
+        above the line instead of into it."""
+        return self._progress.console if self._progress is not None else None
+
+    def phase(self, description: str, total: int | None = None) -> None:
+        """A new phase: its name, its total, and its count and speed from zero."""
+        if self._progress is not None and self._task is not None:
+            self._progress.reset(self._task, total=total, description=description)
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, n)
+
+    def update(self, done: int, total: int) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done, total=total)
+
+
+@contextmanager
+def files_progress(
+    console: Console, total: int, *, redirect_stdout: bool = False
+) -> Iterator[FilesProgress]:
+    """A FilesProgress on `console` (stderr) for the block, started at once (loading torch and
+    the model takes seconds) and gone when the block ends. Colour or not, it is the same line
+    (NO_COLOR takes colour, never progress). `redirect_stdout`: stdout is the same terminal, so
+    what is printed there with print() goes above it. One file: no line, nothing to follow."""
+    if not console.is_interactive or total <= 1:
+        yield FilesProgress(None, total)
+        return
+    bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(bar_width=30),
         MofNCompleteColumn(),
@@ -310,6 +345,8 @@ def progress_bar(console: Console, *, redirect_stdout: bool = False) -> Progress
         redirect_stdout=redirect_stdout,
         redirect_stderr=False,
     )
+    with bar:
+        yield FilesProgress(bar, total)
 
 
 def predict_view(
